@@ -1,0 +1,51 @@
+//! `lifeboat describe`
+
+use anyhow::Context as _;
+
+use super::open_repo_reader;
+use crate::cli::args::{DescribeArgs, OutputFormat};
+use crate::cli::output::{self, Table};
+use crate::cli::{Context, Exit, UsageError};
+use crate::repo::BackupName;
+
+/// Shows one backup's manifest.
+pub async fn run(ctx: &Context, args: DescribeArgs) -> anyhow::Result<Exit> {
+    let name = BackupName::new(&args.name).map_err(|e| UsageError(e.to_string()))?;
+    let (location, repo) = open_repo_reader(ctx, args.location.as_deref()).await?;
+    let m = repo.manifest(&name).await.with_context(|| format!("describing backup {name}"))?;
+    if ctx.output == OutputFormat::Json {
+        output::json(&m)?;
+        return Ok(Exit::Ok);
+    }
+    println!("Name:        {}", m.name);
+    println!("Location:    {location}");
+    println!("Created by:  {}", m.created_by);
+    println!("Started:     {}", m.started_at);
+    println!("Completed:   {}", m.completed_at);
+    if let Some(exp) = m.expires_at {
+        println!("Expires:     {exp}");
+    }
+    if let Some(c) = &m.cluster.name {
+        println!("Cluster:     {c} {}", m.cluster.server_version.as_deref().unwrap_or(""));
+    }
+    let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("Labels:      {}", if labels.is_empty() { "<none>".into() } else { labels.join(", ") });
+    println!("Objects:     {} ({}), packs referenced: {}", m.objects.len(), output::human_bytes(m.total_size()), m.packs.len());
+    if m.warnings.is_empty() {
+        println!("Warnings:    <none>");
+    } else {
+        println!("Warnings:");
+        for w in &m.warnings {
+            println!("  - {w}");
+        }
+    }
+    if args.details {
+        let mut t = Table::new(&["OBJECT", "SIZE", "SHA256"]);
+        for o in m.required_objects() {
+            t.row(vec![o.key.clone(), o.size.to_string(), o.sha256.clone()]);
+        }
+        println!();
+        t.print();
+    }
+    Ok(Exit::Ok)
+}

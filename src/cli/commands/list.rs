@@ -1,0 +1,65 @@
+//! `lifeboat list`
+
+use serde::Serialize;
+
+use super::open_repo_reader;
+use crate::cli::args::{ListArgs, OutputFormat};
+use crate::cli::output::{self, Table};
+use crate::cli::{Context, Exit};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Row {
+    name: String,
+    status: &'static str,
+    started_at: jiff::Timestamp,
+    completed_at: jiff::Timestamp,
+    objects: usize,
+    size: u64,
+    labels: std::collections::BTreeMap<String, String>,
+    warnings: usize,
+}
+
+/// Lists committed backups, oldest first.
+pub async fn run(ctx: &Context, args: ListArgs) -> anyhow::Result<Exit> {
+    let (location, repo) = open_repo_reader(ctx, args.location.as_deref()).await?;
+    let rows: Vec<Row> = repo
+        .list_backups()
+        .await?
+        .into_iter()
+        .map(|b| {
+            let m = b.manifest;
+            Row {
+                status: if m.warnings.is_empty() { "Completed" } else { "PartiallyFailed" },
+                objects: m.objects.len() + m.packs.len(),
+                size: m.total_size(),
+                name: m.name.to_string(),
+                started_at: m.started_at,
+                completed_at: m.completed_at,
+                labels: m.labels,
+                warnings: m.warnings.len(),
+            }
+        })
+        .collect();
+    match ctx.output {
+        OutputFormat::Json => output::json(&serde_json::json!({ "location": location, "backups": rows }))?,
+        OutputFormat::Text if rows.is_empty() => println!("No backups in location {location:?}."),
+        OutputFormat::Text => {
+            let now = jiff::Timestamp::now();
+            let mut t = Table::new(&["NAME", "STATUS", "AGE", "OBJECTS", "SIZE", "LABELS"]);
+            for r in &rows {
+                let labels: Vec<String> = r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                t.row(vec![
+                    r.name.clone(),
+                    r.status.into(),
+                    output::human_age(r.completed_at, now),
+                    r.objects.to_string(),
+                    output::human_bytes(r.size),
+                    labels.join(","),
+                ]);
+            }
+            t.print();
+        }
+    }
+    Ok(Exit::Ok)
+}

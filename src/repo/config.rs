@@ -1,0 +1,71 @@
+//! `lifeboat.json`: what a reader must know before it reads anything else.
+
+use serde::{Deserialize, Serialize};
+
+/// The repository format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The repository config, written once when the repository is created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepoConfig {
+    /// Always `"lifeboat"`: tells a human what this container holds.
+    pub format: String,
+    /// Format version; readers refuse versions above theirs.
+    pub version: u32,
+    /// `lifeboat <version>` that created the repository.
+    pub created_by: String,
+    /// When.
+    pub created_at: jiff::Timestamp,
+    /// How volume data is cut into chunks (recorded so it can evolve).
+    pub chunker: ChunkerParams,
+    /// Compression of chunks and archives.
+    pub compression: String,
+    /// Client-side encryption: `none` in v1. A reader that meets a scheme it does not know
+    /// refuses the repository instead of misreading ciphertext.
+    pub encryption: Encryption,
+}
+
+/// Content-defined chunking parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkerParams {
+    /// Algorithm name (`fastcdc-2020`).
+    pub algorithm: String,
+    /// Minimum chunk size in bytes.
+    pub min_size: u32,
+    /// Average (target) chunk size in bytes.
+    pub avg_size: u32,
+    /// Maximum chunk size in bytes.
+    pub max_size: u32,
+}
+
+/// Encryption scheme of the repository's objects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Encryption {
+    /// `none`; later versions add schemes (and key parameters beside this field).
+    pub scheme: String,
+}
+
+impl RepoConfig {
+    /// The config a new repository gets from this build.
+    pub fn new_default() -> Self {
+        Self {
+            format: "lifeboat".into(),
+            version: FORMAT_VERSION,
+            created_by: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
+            created_at: jiff::Timestamp::now(),
+            // Sizes chosen for database-like volumes: random 8 KiB page writes should
+            // re-upload little; the volume-data issue measures and may revise them.
+            chunker: ChunkerParams { algorithm: "fastcdc-2020".into(), min_size: 16 * 1024, avg_size: 64 * 1024, max_size: 256 * 1024 },
+            compression: "zstd".into(),
+            encryption: Encryption { scheme: "none".into() },
+        }
+    }
+
+    /// Returns true if and only if this build can read a repository with this config.
+    pub fn is_supported(&self) -> bool {
+        self.format == "lifeboat" && self.version <= FORMAT_VERSION && self.encryption.scheme == "none"
+    }
+}

@@ -1,0 +1,50 @@
+//! Where each kind of object lives: the one place that knows the key layout.
+
+use super::BackupName;
+
+/// Object keys of the repository format, relative to the location's prefix.
+pub struct Layout;
+
+impl Layout {
+    /// The repository config.
+    pub const CONFIG: &'static str = "lifeboat.json";
+    /// Prefix of every backup's objects.
+    pub const BACKUPS: &'static str = "backups/";
+    /// Prefix of every pack.
+    pub const PACKS: &'static str = "packs/";
+    /// The manifest's file name inside a backup's folder.
+    pub const MANIFEST_FILE: &'static str = "manifest.json";
+
+    /// `backups/<name>/`
+    pub fn backup_dir(name: &BackupName) -> String {
+        format!("{}{name}/", Self::BACKUPS)
+    }
+
+    /// `backups/<name>/manifest.json`: the commit point.
+    pub fn manifest(name: &BackupName) -> String {
+        format!("{}{}", Self::backup_dir(name), Self::MANIFEST_FILE)
+    }
+
+    /// `backups/<name>/resources.tar.zst`
+    pub fn resources(name: &BackupName) -> String {
+        format!("{}resources.tar.zst", Self::backup_dir(name))
+    }
+
+    /// `backups/<name>/volumes/<ns>/<pvc>.json`
+    pub fn volume_index(name: &BackupName, namespace: &str, pvc: &str) -> String {
+        format!("{}volumes/{namespace}/{pvc}.json", Self::backup_dir(name))
+    }
+
+    /// `packs/<aa>/<sha256>`: fanned out by the first byte so no folder grows huge.
+    pub fn pack(id_hex: &str) -> String {
+        let fan = id_hex.get(..2).unwrap_or("00");
+        format!("{}{fan}/{id_hex}", Self::PACKS)
+    }
+
+    /// If `key` is `backups/<name>/manifest.json`, the backup's name.
+    pub fn manifest_owner(key: &str) -> Option<&str> {
+        let rest = key.strip_prefix(Self::BACKUPS)?;
+        let (name, file) = rest.split_once('/')?;
+        (file == Self::MANIFEST_FILE).then_some(name)
+    }
+}

@@ -1,0 +1,93 @@
+//! The manifest: the commit point of a backup and the list of everything it needs.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::BackupName;
+
+/// One stored object a backup needs, with what a reader checks it against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectEntry {
+    /// Key relative to the location's prefix.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// sha256 of the stored bytes, lowercase hex.
+    pub sha256: String,
+}
+
+/// Facts about the backed-up cluster, where visible.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterFacts {
+    /// Config name of the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `gitVersion` of the API server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    /// Host of the API URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_host: Option<String>,
+    /// Zones of the nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
+    /// Number of nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_count: Option<u64>,
+}
+
+/// `backups/<name>/manifest.json`. Readers ignore fields they do not know, so later versions can
+/// add detail without breaking them; `formatVersion` guards incompatible changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    /// Manifest format version (1).
+    pub format_version: u32,
+    /// The backup's name.
+    pub name: BackupName,
+    /// `lifeboat <version>` that wrote it.
+    pub created_by: String,
+    /// When the backup started.
+    pub started_at: jiff::Timestamp,
+    /// When the manifest was written.
+    pub completed_at: jiff::Timestamp,
+    /// User labels (`--label k=v`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// When retention may delete it (`--ttl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<jiff::Timestamp>,
+    /// The cluster it was taken from.
+    #[serde(default)]
+    pub cluster: ClusterFacts,
+    /// The filters it was taken with, as given.
+    #[serde(default)]
+    pub filters: serde_json::Value,
+    /// Every object of this backup's folder (except the manifest itself).
+    pub objects: Vec<ObjectEntry>,
+    /// Every pack the backup's volumes reference (shared with other backups).
+    #[serde(default)]
+    pub packs: Vec<ObjectEntry>,
+    /// Non-fatal problems met while taking it.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// Part-specific detail (resource counts, skipped kinds, volumes), owned by the parts that
+    /// write it.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Manifest {
+    /// Every object a reader must find for this backup to be complete.
+    pub fn required_objects(&self) -> impl Iterator<Item = &ObjectEntry> {
+        self.objects.iter().chain(self.packs.iter())
+    }
+
+    /// Total stored bytes the backup needs (its objects plus the packs it references).
+    pub fn total_size(&self) -> u64 {
+        self.required_objects().map(|o| o.size).sum()
+    }
+}

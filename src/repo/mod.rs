@@ -1,0 +1,116 @@
+//! The backup repository format (v1), on top of [`crate::storage`].
+//!
+//! Every object is written once and never rewritten (see `docs/FORMAT.md`):
+//!
+//! ```text
+//! lifeboat.json                          RepoConfig: format version, chunker, encryption scheme
+//! packs/<aa>/<sha256>                    immutable packs of volume-data chunks
+//! backups/<name>/resources.tar.zst       every object of the cluster as JSON
+//! backups/<name>/volumes/<ns>/<pvc>.json volume indexes
+//! backups/<name>/manifest.json           written last: the commit point
+//! ```
+//!
+//! [`RepoReader`] wraps a [`crate::storage::Reader`] and so cannot write; [`RepoWriter`] is the
+//! only way to create objects, and a backup only exists once [`BackupWriter::commit`] has
+//! written its manifest.
+
+mod config;
+mod layout;
+mod manifest;
+mod names;
+mod reader;
+mod writer;
+
+pub use config::{ChunkerParams, Encryption, RepoConfig, FORMAT_VERSION};
+pub use layout::Layout;
+pub use manifest::{ClusterFacts, Manifest, ObjectEntry};
+pub use names::{BackupName, NameError};
+pub use reader::{BackupListing, Completeness, RepoReader, VerifyOptions};
+pub use writer::{BackupWriter, RepoWriter};
+
+use crate::storage::StorageError;
+
+/// Errors of the repository layer.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// The location holds no `lifeboat.json`.
+    #[error("{location} is not a lifeboat repository (no lifeboat.json); a first `lifeboat backup` to it creates one")]
+    NotARepository {
+        /// The location.
+        location: String,
+    },
+    /// `lifeboat.json` is of a newer format or uses a feature this build lacks.
+    #[error("{location}: repository format {found} is not supported by this lifeboat (it reads format {supported}); upgrade lifeboat")]
+    UnsupportedFormat {
+        /// The location.
+        location: String,
+        /// What the repository says.
+        found: String,
+        /// What this build reads.
+        supported: u32,
+    },
+    /// A stored JSON document does not parse.
+    #[error("{location}: {key} is not a valid {what}")]
+    Corrupt {
+        /// The location.
+        location: String,
+        /// The object.
+        key: String,
+        /// What it should have been.
+        what: &'static str,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The backup has no manifest: never committed, or not (yet) replicated here.
+    #[error("backup {name:?} does not exist in {location} (no committed manifest)")]
+    NoSuchBackup {
+        /// The backup.
+        name: String,
+        /// The location.
+        location: String,
+    },
+    /// A backup of that name is already committed.
+    #[error("backup {name:?} already exists in {location}; choose another name")]
+    BackupExists {
+        /// The backup.
+        name: String,
+        /// The location.
+        location: String,
+    },
+    /// An object of the backup being written already exists: left by an interrupted run of the
+    /// same name. Objects are write-once, so the backup needs a new name.
+    #[error("{key} already exists in {location}, left by an interrupted backup of the same name; use another --name (prune removes the leftovers)")]
+    LeftoverObject {
+        /// The object.
+        key: String,
+        /// The location.
+        location: String,
+    },
+    /// The manifest changed under us (another writer committed the same name first).
+    #[error("another writer committed backup {name:?} in {location} first")]
+    CommitRace {
+        /// The backup.
+        name: String,
+        /// The location.
+        location: String,
+    },
+    /// A storage failure.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A local file could not be read.
+    #[error("cannot read {path}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Repository result.
+pub type Result<T, E = RepoError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests;

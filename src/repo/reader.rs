@@ -1,0 +1,209 @@
+//! Reading a repository: committed backups only, and whether each is complete here.
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{BackupName, Layout, Manifest, ObjectEntry, RepoConfig, RepoError, Result, FORMAT_VERSION};
+use crate::storage::{Reader, StorageError};
+
+/// How many objects are checked at once; completeness is HEAD-bound, not bandwidth-bound.
+const CHECK_CONCURRENCY: usize = 32;
+/// Deep verification reads objects in ranges of this size so a large pack is never held whole.
+const VERIFY_RANGE: u64 = 8 * 1024 * 1024;
+
+/// A repository opened for reading. It holds a [`Reader`], so it cannot write.
+#[derive(Clone)]
+pub struct RepoReader {
+    store: Reader,
+    config: RepoConfig,
+}
+
+/// One committed backup, as `list` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupListing {
+    /// The manifest.
+    pub manifest: Manifest,
+}
+
+/// Whether every object a manifest names is present (and intact, when checked deeply).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Completeness {
+    /// Objects the manifest names.
+    pub total: usize,
+    /// Keys not present on this location (not yet replicated, or lost).
+    pub missing: Vec<String>,
+    /// Keys present with another size than the manifest says.
+    pub wrong_size: Vec<String>,
+    /// Keys whose sha256 differs (deep check only).
+    pub corrupt: Vec<String>,
+    /// Returns true if the digests were checked.
+    pub deep: bool,
+}
+
+impl Completeness {
+    /// Returns true if and only if every object is present with the right size (and digest, if
+    /// checked deeply).
+    pub fn is_complete(&self) -> bool {
+        self.missing.is_empty() && self.wrong_size.is_empty() && self.corrupt.is_empty()
+    }
+
+    /// Objects present and intact.
+    pub fn present(&self) -> usize {
+        self.total - self.missing.len() - self.wrong_size.len() - self.corrupt.len()
+    }
+}
+
+/// Options of [`RepoReader::check`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VerifyOptions {
+    /// Re-read every object and compare its sha256 with the manifest.
+    pub deep: bool,
+}
+
+enum ObjectState {
+    Ok,
+    Missing,
+    WrongSize,
+    Corrupt,
+}
+
+impl RepoReader {
+    /// Opens the repository on a location: reads and checks `lifeboat.json`.
+    pub async fn open(store: Reader) -> Result<Self> {
+        let location = store.location().to_owned();
+        let bytes = match store.get(Layout::CONFIG).await {
+            Ok(b) => b,
+            Err(StorageError::NotFound { .. }) => return Err(RepoError::NotARepository { location }),
+            Err(e) => return Err(e.into()),
+        };
+        let config: RepoConfig = serde_json::from_slice(&bytes).map_err(|source| RepoError::Corrupt {
+            location: location.clone(),
+            key: Layout::CONFIG.into(),
+            what: "repository config",
+            source,
+        })?;
+        if !config.is_supported() {
+            return Err(RepoError::UnsupportedFormat {
+                location,
+                found: format!("{} v{} (encryption {})", config.format, config.version, config.encryption.scheme),
+                supported: FORMAT_VERSION,
+            });
+        }
+        Ok(Self { store, config })
+    }
+
+    /// The repository config.
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// The underlying storage handle (read-only).
+    pub fn store(&self) -> &Reader {
+        &self.store
+    }
+
+    /// Names of committed backups (those with a manifest), in name order. Objects of backups
+    /// without a manifest (in progress, interrupted, or manifest not yet replicated) are invisible.
+    pub async fn backup_names(&self) -> Result<Vec<BackupName>> {
+        let mut names = Vec::new();
+        let mut keys = self.store.list(Layout::BACKUPS);
+        while let Some(meta) = keys.try_next().await? {
+            if let Some(name) = Layout::manifest_owner(&meta.key)
+                && let Ok(name) = BackupName::new(name)
+            {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    /// Every committed backup with its manifest, oldest first.
+    pub async fn list_backups(&self) -> Result<Vec<BackupListing>> {
+        let names = self.backup_names().await?;
+        let mut listings: Vec<BackupListing> = futures::stream::iter(names)
+            .map(|n| async move { self.manifest(&n).await.map(|manifest| BackupListing { manifest }) })
+            .buffer_unordered(CHECK_CONCURRENCY)
+            .try_collect()
+            .await?;
+        listings.sort_by(|a, b| {
+            (a.manifest.completed_at, a.manifest.name.as_str()).cmp(&(b.manifest.completed_at, b.manifest.name.as_str()))
+        });
+        Ok(listings)
+    }
+
+    /// A backup's manifest.
+    pub async fn manifest(&self, name: &BackupName) -> Result<Manifest> {
+        let key = Layout::manifest(name);
+        let bytes = match self.store.get(&key).await {
+            Ok(b) => b,
+            Err(StorageError::NotFound { .. }) => {
+                return Err(RepoError::NoSuchBackup { name: name.to_string(), location: self.store.location().into() });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        serde_json::from_slice(&bytes).map_err(|source| RepoError::Corrupt {
+            location: self.store.location().into(),
+            key,
+            what: "backup manifest",
+            source,
+        })
+    }
+
+    /// A whole object of the repository.
+    pub async fn get(&self, key: &str) -> Result<Bytes> {
+        Ok(self.store.get(key).await?)
+    }
+
+    /// Checks that every object the manifest names is present here with its size, and with
+    /// `deep`, that its sha256 matches. On a replicated location this tells whether the backup
+    /// is a usable restore point yet.
+    pub async fn check(&self, manifest: &Manifest, opts: VerifyOptions) -> Result<Completeness> {
+        let entries: Vec<&ObjectEntry> = manifest.required_objects().collect();
+        let mut report = Completeness { total: entries.len(), deep: opts.deep, ..Default::default() };
+        let mut states = futures::stream::iter(entries)
+            .map(|e| async move { self.check_object(e, opts.deep).await.map(|s| (e, s)) })
+            .buffer_unordered(if opts.deep { 4 } else { CHECK_CONCURRENCY });
+        while let Some((entry, state)) = states.try_next().await? {
+            let key = entry.key.clone();
+            match state {
+                ObjectState::Ok => {}
+                ObjectState::Missing => report.missing.push(key),
+                ObjectState::WrongSize => report.wrong_size.push(key),
+                ObjectState::Corrupt => report.corrupt.push(key),
+            }
+        }
+        for v in [&mut report.missing, &mut report.wrong_size, &mut report.corrupt] {
+            v.sort();
+        }
+        Ok(report)
+    }
+
+    async fn check_object(&self, entry: &ObjectEntry, deep: bool) -> Result<ObjectState> {
+        let Some(meta) = self.store.head(&entry.key).await? else {
+            return Ok(ObjectState::Missing);
+        };
+        if meta.size != entry.size {
+            return Ok(ObjectState::WrongSize);
+        }
+        if !deep {
+            return Ok(ObjectState::Ok);
+        }
+        let mut hasher = Sha256::new();
+        let mut offset = 0;
+        while offset < entry.size {
+            let end = (offset + VERIFY_RANGE).min(entry.size);
+            let chunk = match self.store.get_range(&entry.key, offset..end).await {
+                Ok(c) => c,
+                Err(StorageError::NotFound { .. }) => return Ok(ObjectState::Missing),
+                Err(e) => return Err(e.into()),
+            };
+            hasher.update(&chunk);
+            offset = end;
+        }
+        Ok(if hex::encode(hasher.finalize()) == entry.sha256 { ObjectState::Ok } else { ObjectState::Corrupt })
+    }
+}

@@ -1,0 +1,129 @@
+//! Writing a repository: data objects first, the manifest last.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use super::{BackupName, Layout, Manifest, ObjectEntry, RepoConfig, RepoError, RepoReader, Result};
+use crate::storage::{PutOutcome, TransferOptions, Writer};
+
+/// A repository opened for writing.
+#[derive(Clone)]
+pub struct RepoWriter {
+    store: Writer,
+    reader: RepoReader,
+}
+
+impl RepoWriter {
+    /// Opens the repository on a location, creating `lifeboat.json` if the location is empty.
+    /// Two writers initialising at once agree: the create is conditional and the loser reads
+    /// the winner's config.
+    pub async fn open_or_init(store: Writer) -> Result<Self> {
+        let config = RepoConfig::new_default();
+        let body = serde_json::to_vec_pretty(&config).expect("RepoConfig serializes");
+        match store.put_if_absent(Layout::CONFIG, Bytes::from(body)).await? {
+            PutOutcome::Created => tracing::info!(location = store.location(), "initialised a new repository"),
+            PutOutcome::AlreadyExists => {}
+        }
+        let reader = RepoReader::open(store.reader()).await?;
+        Ok(Self { store, reader })
+    }
+
+    /// The read side of the same repository.
+    pub fn reader(&self) -> &RepoReader {
+        &self.reader
+    }
+
+    /// Starts writing a backup. Fails if a backup of that name is committed.
+    pub async fn begin_backup(&self, name: BackupName) -> Result<BackupWriter> {
+        if self.store.head(&Layout::manifest(&name)).await?.is_some() {
+            return Err(RepoError::BackupExists { name: name.to_string(), location: self.store.location().into() });
+        }
+        Ok(BackupWriter { store: self.store.clone(), name, objects: Vec::new(), packs: Vec::new() })
+    }
+}
+
+/// A backup being written. Until [`BackupWriter::commit`] it does not exist for readers.
+pub struct BackupWriter {
+    store: Writer,
+    name: BackupName,
+    objects: Vec<ObjectEntry>,
+    packs: Vec<ObjectEntry>,
+}
+
+impl BackupWriter {
+    /// The backup's name.
+    pub fn name(&self) -> &BackupName {
+        &self.name
+    }
+
+    /// Stores `backups/<name>/<relative>`, recording its size and digest for the manifest.
+    pub async fn put(&mut self, relative: &str, data: Bytes) -> Result<ObjectEntry> {
+        let key = format!("{}{relative}", Layout::backup_dir(&self.name));
+        let entry = ObjectEntry { key: key.clone(), size: data.len() as u64, sha256: hex::encode(Sha256::digest(&data)) };
+        self.create(&key, self.store.put_if_absent(&key, data).await?)?;
+        self.objects.push(entry.clone());
+        Ok(entry)
+    }
+
+    /// Stores a local file as `backups/<name>/<relative>` (staged blocks for large files).
+    pub async fn put_file(&mut self, relative: &str, path: &Path, opts: &TransferOptions) -> Result<ObjectEntry> {
+        let key = format!("{}{relative}", Layout::backup_dir(&self.name));
+        let (size, sha256) = hash_file(path).await?;
+        let outcome = self.store.put_file_if_absent(&key, path, opts).await?;
+        self.create(&key, outcome)?;
+        let entry = ObjectEntry { key, size, sha256 };
+        self.objects.push(entry.clone());
+        Ok(entry)
+    }
+
+    /// Records a pack the backup references (written by the volume mover, possibly by an
+    /// earlier backup).
+    pub fn reference_pack(&mut self, entry: ObjectEntry) {
+        self.packs.push(entry);
+    }
+
+    fn create(&self, key: &str, outcome: PutOutcome) -> Result<()> {
+        match outcome {
+            PutOutcome::Created => Ok(()),
+            PutOutcome::AlreadyExists => {
+                Err(RepoError::LeftoverObject { key: key.into(), location: self.store.location().into() })
+            }
+        }
+    }
+
+    /// Writes the manifest, the commit point. `draft`'s `name`, `objects` and `packs` are
+    /// replaced by what this writer stored; everything else is kept as given.
+    pub async fn commit(mut self, mut draft: Manifest) -> Result<Manifest> {
+        draft.name = self.name.clone();
+        self.objects.sort_by(|a, b| a.key.cmp(&b.key));
+        self.packs.sort_by(|a, b| a.key.cmp(&b.key));
+        self.packs.dedup_by(|a, b| a.key == b.key);
+        draft.objects = self.objects;
+        draft.packs = self.packs;
+        draft.completed_at = jiff::Timestamp::now();
+        let body = serde_json::to_vec_pretty(&draft).expect("Manifest serializes");
+        let key = Layout::manifest(&self.name);
+        match self.store.put_if_absent(&key, Bytes::from(body)).await? {
+            PutOutcome::Created => Ok(draft),
+            PutOutcome::AlreadyExists => {
+                Err(RepoError::CommitRace { name: self.name.to_string(), location: self.store.location().into() })
+            }
+        }
+    }
+}
+
+async fn hash_file(path: &Path) -> Result<(u64, String)> {
+    let path = path.to_owned();
+    let shown = path.display().to_string();
+    tokio::task::spawn_blocking(move || -> std::io::Result<(u64, String)> {
+        let mut f = std::fs::File::open(&path)?;
+        let mut h = Sha256::new();
+        let n = std::io::copy(&mut f, &mut h)?;
+        Ok((n, hex::encode(h.finalize())))
+    })
+    .await
+    .expect("hashing task does not panic")
+    .map_err(|source| RepoError::File { path: shown, source })
+}
