@@ -5,7 +5,9 @@
 //! beside them and [`sim`], the simulated cluster used by tests and the demo.
 #![deny(missing_docs)]
 
+pub mod backup;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod repo;
 pub mod sim;

@@ -5,6 +5,7 @@ pub mod args;
 mod commands;
 pub mod exit;
 mod output;
+mod progress;
 
 use std::process::ExitCode;
 
@@ -32,7 +33,10 @@ pub struct UsageError(pub String);
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -50,7 +54,14 @@ pub fn main() -> ExitCode {
 
 /// Config and usage errors exit 2; everything else 1.
 fn exit_code_of(err: &anyhow::Error) -> Exit {
-    if err.chain().any(|e| e.is::<ConfigError>() || e.is::<UsageError>()) { Exit::Usage } else { Exit::Failed }
+    if err
+        .chain()
+        .any(|e| e.is::<ConfigError>() || e.is::<UsageError>())
+    {
+        Exit::Usage
+    } else {
+        Exit::Failed
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<Exit> {
@@ -58,14 +69,17 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Some(path) => Config::load(&path)?,
         None => Config::embedded_default(),
     };
-    let ctx = Context { config, output: cli.output };
+    let ctx = Context {
+        config,
+        output: cli.output,
+    };
     match cli.command {
         Command::Doctor(a) => commands::doctor::run(&ctx, a).await,
         Command::List(a) => commands::list::run(&ctx, a).await,
         Command::Describe(a) => commands::describe::run(&ctx, a).await,
         Command::Verify(a) => commands::verify::run(&ctx, a).await,
         Command::Sim(s) => commands::sim::run(&ctx, s).await,
-        Command::Backup(_) => commands::pending("backup", 4),
+        Command::Backup(a) => commands::backup::run(&ctx, a).await,
         Command::Restore(_) => commands::pending("restore", 5),
         Command::Prune(_) => commands::pending("prune", 7),
         Command::Schedule(_) => commands::pending("schedule", 7),
@@ -83,5 +97,9 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(verbose > 1).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(verbose > 1)
+        .init();
 }

@@ -20,7 +20,9 @@ pub struct Table {
 impl Table {
     /// A table with these column headers.
     pub fn new(headers: &[&str]) -> Self {
-        Self { rows: vec![headers.iter().map(|h| h.to_string()).collect()] }
+        Self {
+            rows: vec![headers.iter().map(|h| h.to_string()).collect()],
+        }
     }
 
     /// Appends a row.
@@ -32,7 +34,14 @@ impl Table {
     pub fn render(&self) -> String {
         let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0);
         let widths: Vec<usize> = (0..cols)
-            .map(|c| self.rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .filter_map(|r| r.get(c))
+                    .map(|s| s.chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
             .collect();
         let mut out = String::new();
         for row in &self.rows {
@@ -65,7 +74,11 @@ pub fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 /// `3d4h`-style ages.
@@ -96,7 +109,13 @@ mod tests {
         assert_eq!(human_bytes(1023), "1023 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         let t0 = jiff::Timestamp::from_second(0).unwrap();
-        assert_eq!(human_age(t0, jiff::Timestamp::from_second(90_061).unwrap()), "1d1h");
-        assert_eq!(human_age(t0, jiff::Timestamp::from_second(59).unwrap()), "59s");
+        assert_eq!(
+            human_age(t0, jiff::Timestamp::from_second(90_061).unwrap()),
+            "1d1h"
+        );
+        assert_eq!(
+            human_age(t0, jiff::Timestamp::from_second(59).unwrap()),
+            "59s"
+        );
     }
 }

@@ -31,7 +31,11 @@ pub enum LocationKind<'a> {
 impl Location {
     /// A local directory location.
     pub fn local(path: impl Into<PathBuf>) -> Self {
-        Self { read_only: false, local: Some(LocalLocation { path: path.into() }), azure: None }
+        Self {
+            read_only: false,
+            local: Some(LocalLocation { path: path.into() }),
+            azure: None,
+        }
     }
 
     /// The location's kind. Config validation guarantees exactly one is set; a hand-built
@@ -131,7 +135,9 @@ impl<'de> Deserialize<'de> for Endpoint {
         match s.as_str() {
             "primary" => Ok(Endpoint::Primary),
             "secondary" => Ok(Endpoint::Secondary),
-            u if u.starts_with("http://") || u.starts_with("https://") => Ok(Endpoint::Url(u.to_owned())),
+            u if u.starts_with("http://") || u.starts_with("https://") => {
+                Ok(Endpoint::Url(u.to_owned()))
+            }
             other => Err(serde::de::Error::custom(format!(
                 "unknown value {other:?}; expected `primary`, `secondary` or an http(s) URL"
             ))),

@@ -40,6 +40,9 @@ pub struct Config {
     /// Which cluster and location commands use when none is named.
     #[serde(default)]
     pub defaults: Defaults,
+    /// Default filters of `lifeboat backup` (flags override them field by field).
+    #[serde(default)]
+    pub backup: crate::backup::Filters,
     /// Where the config came from (not part of the file).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -158,8 +161,14 @@ impl Config {
     /// `./lifeboat-backups`, and the current kubeconfig context.
     pub fn embedded_default() -> Self {
         let mut locations = BTreeMap::new();
-        locations.insert(DEFAULT_LOCATION.to_owned(), Location::local(DEFAULT_LOCATION_PATH));
-        Self { locations, ..Self::default() }
+        locations.insert(
+            DEFAULT_LOCATION.to_owned(),
+            Location::local(DEFAULT_LOCATION_PATH),
+        );
+        Self {
+            locations,
+            ..Self::default()
+        }
     }
 
     /// Finds the config file: `explicit` if given, else `./lifeboat.yaml` if it exists, else
@@ -172,16 +181,23 @@ impl Config {
         if local.is_file() {
             return Some(local);
         }
-        std::env::var_os(ENV_VAR).filter(|v| !v.is_empty()).map(PathBuf::from)
+        std::env::var_os(ENV_VAR)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
     }
 
     /// Reads, parses and validates a config file. Relative `local.path`s are resolved against
     /// the file's directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let mut cfg = Self::parse(&text, &path.display().to_string())?;
-        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         for loc in cfg.locations.values_mut() {
             if let Some(local) = &mut loc.local
                 && local.path.is_relative()
@@ -218,7 +234,11 @@ impl Config {
     /// Checks what the types cannot: one kind per location, names and references.
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
         let invalid = |key_path: String, message: String| {
-            Err(ConfigError::Invalid { file: file.to_owned(), key_path, message })
+            Err(ConfigError::Invalid {
+                file: file.to_owned(),
+                key_path,
+                message,
+            })
         };
         for (name, c) in &self.clusters {
             match (&c.context, c.in_cluster) {
@@ -229,7 +249,10 @@ impl Config {
                     );
                 }
                 (Some(ctx), false) if ctx.is_empty() => {
-                    return invalid(format!("clusters.{name}.context"), "empty; expected a kubeconfig context name".into());
+                    return invalid(
+                        format!("clusters.{name}.context"),
+                        "empty; expected a kubeconfig context name".into(),
+                    );
                 }
                 _ => {}
             }
@@ -237,43 +260,78 @@ impl Config {
         for (name, loc) in &self.locations {
             let at = format!("locations.{name}");
             if !is_valid_name(name) {
-                return invalid(at, "invalid name; expected lowercase letters, digits and '-'".into());
+                return invalid(
+                    at,
+                    "invalid name; expected lowercase letters, digits and '-'".into(),
+                );
             }
             match (&loc.local, &loc.azure) {
                 (Some(_), Some(_)) => {
-                    return invalid(at, "both `local` and `azure` are set; expected exactly one".into());
+                    return invalid(
+                        at,
+                        "both `local` and `azure` are set; expected exactly one".into(),
+                    );
                 }
-                (None, None) => return invalid(at, "no kind; expected exactly one of `local: { path }` or `azure: { ... }`".into()),
+                (None, None) => {
+                    return invalid(
+                        at,
+                        "no kind; expected exactly one of `local: { path }` or `azure: { ... }`"
+                            .into(),
+                    );
+                }
                 (Some(l), None) if l.path.as_os_str().is_empty() => {
-                    return invalid(format!("{at}.local.path"), "empty; expected a directory path".into());
+                    return invalid(
+                        format!("{at}.local.path"),
+                        "empty; expected a directory path".into(),
+                    );
                 }
-                (None, Some(a)) => validate_azure(a).or_else(|(key, msg)| invalid(format!("{at}.azure.{key}"), msg))?,
+                (None, Some(a)) => validate_azure(a)
+                    .or_else(|(key, msg)| invalid(format!("{at}.azure.{key}"), msg))?,
                 _ => {}
             }
         }
         for (name, r) in &self.restore {
             let at = format!("restore.{name}");
             if !self.clusters.contains_key(&r.cluster) {
-                return invalid(format!("{at}.cluster"), unknown_ref("cluster", &r.cluster, self.clusters.keys()));
+                return invalid(
+                    format!("{at}.cluster"),
+                    unknown_ref("cluster", &r.cluster, self.clusters.keys()),
+                );
             }
             if !self.locations.contains_key(&r.from) {
-                return invalid(format!("{at}.from"), unknown_ref("location", &r.from, self.locations.keys()));
+                return invalid(
+                    format!("{at}.from"),
+                    unknown_ref("location", &r.from, self.locations.keys()),
+                );
             }
-            for (field, map) in [("storageClassMap", &r.storage_class_map), ("zoneMap", &r.zone_map), ("namespaceMap", &r.namespace_map)] {
+            for (field, map) in [
+                ("storageClassMap", &r.storage_class_map),
+                ("zoneMap", &r.zone_map),
+                ("namespaceMap", &r.namespace_map),
+            ] {
                 if let Some((k, _)) = map.iter().find(|(k, v)| k.is_empty() || v.is_empty()) {
-                    return invalid(format!("{at}.{field}.{k}"), "empty name; expected `from: to` with both names set".into());
+                    return invalid(
+                        format!("{at}.{field}.{k}"),
+                        "empty name; expected `from: to` with both names set".into(),
+                    );
                 }
             }
         }
         if let Some(c) = &self.defaults.cluster
             && !self.clusters.contains_key(c)
         {
-            return invalid("defaults.cluster".into(), unknown_ref("cluster", c, self.clusters.keys()));
+            return invalid(
+                "defaults.cluster".into(),
+                unknown_ref("cluster", c, self.clusters.keys()),
+            );
         }
         if let Some(l) = &self.defaults.location
             && !self.locations.contains_key(l)
         {
-            return invalid("defaults.location".into(), unknown_ref("location", l, self.locations.keys()));
+            return invalid(
+                "defaults.location".into(),
+                unknown_ref("location", l, self.locations.keys()),
+            );
         }
         Ok(())
     }
@@ -283,7 +341,12 @@ impl Config {
         let file = self.file_name();
         let wanted = match name.or(self.defaults.location.as_deref()) {
             Some(n) => n,
-            None if self.locations.len() == 1 => self.locations.keys().next().map(String::as_str).unwrap_or_default(),
+            None if self.locations.len() == 1 => self
+                .locations
+                .keys()
+                .next()
+                .map(String::as_str)
+                .unwrap_or_default(),
             None => {
                 return Err(ConfigError::Invalid {
                     file,
@@ -295,81 +358,158 @@ impl Config {
                 });
             }
         };
-        self.locations.get_key_value(wanted).map(|(k, v)| (k.as_str(), v)).ok_or_else(|| ConfigError::Invalid {
-            file,
-            key_path: format!("locations.{wanted}"),
-            message: unknown_ref("location", wanted, self.locations.keys()),
-        })
+        self.locations
+            .get_key_value(wanted)
+            .map(|(k, v)| (k.as_str(), v))
+            .ok_or_else(|| ConfigError::Invalid {
+                file,
+                key_path: format!("locations.{wanted}"),
+                message: unknown_ref("location", wanted, self.locations.keys()),
+            })
+    }
+
+    /// The cluster named `name`, or the default one (`defaults.cluster`, else the only one).
+    /// `Ok(None)` when the config names no cluster at all: the current kubeconfig context applies.
+    pub fn cluster(&self, name: Option<&str>) -> Result<Option<(&str, &Cluster)>, ConfigError> {
+        let wanted = match name.or(self.defaults.cluster.as_deref()) {
+            Some(n) => n,
+            None if self.clusters.is_empty() => return Ok(None),
+            None if self.clusters.len() == 1 => self
+                .clusters
+                .keys()
+                .next()
+                .map(String::as_str)
+                .unwrap_or_default(),
+            None => {
+                return Err(ConfigError::Invalid {
+                    file: self.file_name(),
+                    key_path: "defaults.cluster".into(),
+                    message: format!(
+                        "no cluster named and no default; pass --cluster NAME (one of {}) or set defaults.cluster",
+                        join_names(self.clusters.keys())
+                    ),
+                });
+            }
+        };
+        self.clusters
+            .get_key_value(wanted)
+            .map(|(k, v)| Some((k.as_str(), v)))
+            .ok_or_else(|| ConfigError::Invalid {
+                file: self.file_name(),
+                key_path: format!("clusters.{wanted}"),
+                message: unknown_ref("cluster", wanted, self.clusters.keys()),
+            })
     }
 
     /// The file name for messages (`<embedded default>` when there is none).
     pub fn file_name(&self) -> String {
-        self.source.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "<embedded default config>".into())
+        self.source
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<embedded default config>".into())
     }
 }
 
 fn validate_azure(a: &AzureLocation) -> Result<(), (&'static str, String)> {
     let account_ok = (3..=24).contains(&a.account.len())
-        && a.account.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        && a.account
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     if !account_ok {
-        return Err(("account", format!("{:?} is not a storage account name; expected 3-24 lowercase letters and digits", a.account)));
+        return Err((
+            "account",
+            format!(
+                "{:?} is not a storage account name; expected 3-24 lowercase letters and digits",
+                a.account
+            ),
+        ));
     }
     let c = &a.container;
     let container_ok = (3..=63).contains(&c.len())
-        && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && c.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !c.starts_with('-')
         && !c.ends_with('-')
         && !c.contains("--");
     if !container_ok {
-        return Err(("container", format!("{c:?} is not a container name; expected 3-63 lowercase letters, digits and single '-'")));
+        return Err((
+            "container",
+            format!(
+                "{c:?} is not a container name; expected 3-63 lowercase letters, digits and single '-'"
+            ),
+        ));
     }
     if let Some(p) = &a.prefix
-        && (p.starts_with('/') || p.ends_with('/') || p.split('/').any(|s| s.is_empty() || s == ".."))
+        && (p.starts_with('/')
+            || p.ends_with('/')
+            || p.split('/').any(|s| s.is_empty() || s == ".."))
     {
-        return Err(("prefix", format!("{p:?}: expected a relative path without leading or trailing '/' or '..'")));
+        return Err((
+            "prefix",
+            format!("{p:?}: expected a relative path without leading or trailing '/' or '..'"),
+        ));
     }
     for (key, src) in [("sasToken", &a.sas_token), ("accountKey", &a.account_key)] {
         if let Some(s) = src
             && s.env.is_some() == s.file.is_some()
         {
-            return Err((key, "expected exactly one of `env: VAR` or `file: PATH`".into()));
+            return Err((
+                key,
+                "expected exactly one of `env: VAR` or `file: PATH`".into(),
+            ));
         }
     }
     match a.auth {
-        AzureAuth::Sas if a.account_key.is_some() => {
-            Err(("accountKey", "set, but auth is `sas`; remove it or use `auth: account-key`".into()))
-        }
-        AzureAuth::AccountKey if a.sas_token.is_some() => {
-            Err(("sasToken", "set, but auth is `account-key`; remove it or use `auth: sas`".into()))
-        }
+        AzureAuth::Sas if a.account_key.is_some() => Err((
+            "accountKey",
+            "set, but auth is `sas`; remove it or use `auth: account-key`".into(),
+        )),
+        AzureAuth::AccountKey if a.sas_token.is_some() => Err((
+            "sasToken",
+            "set, but auth is `account-key`; remove it or use `auth: sas`".into(),
+        )),
         _ => Ok(()),
     }
 }
 
 fn is_valid_name(n: &str) -> bool {
-    !n.is_empty() && n.len() <= 63 && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    !n.is_empty()
+        && n.len() <= 63
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 fn join_names<'a>(names: impl Iterator<Item = &'a String>) -> String {
     let v: Vec<&str> = names.map(String::as_str).collect();
-    if v.is_empty() { "none defined".into() } else { v.join(", ") }
+    if v.is_empty() {
+        "none defined".into()
+    } else {
+        v.join(", ")
+    }
 }
 
 fn unknown_ref<'a>(what: &str, name: &str, known: impl Iterator<Item = &'a String>) -> String {
-    format!("unknown {what} {name:?}; expected one of: {}", join_names(known))
+    format!(
+        "unknown {what} {name:?}; expected one of: {}",
+        join_names(known)
+    )
 }
 
 /// serde_yaml's messages say "unknown variant `key`"; users write values, not variants.
 fn describe_yaml_error(e: &serde_yaml_ng::Error, key_path: &str) -> String {
     let msg = e.to_string();
     // serde_yaml_ng prefixes some messages with the same key path we report ourselves.
-    let msg = msg.strip_prefix(&format!("{key_path}: ")).map(str::to_owned).unwrap_or(msg);
+    let msg = msg
+        .strip_prefix(&format!("{key_path}: "))
+        .map(str::to_owned)
+        .unwrap_or(msg);
     // Drop the trailing " at line L column C": the position is reported separately.
     let msg = match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_owned(),
         None => msg,
     };
-    msg.replace("unknown variant", "unknown value").replace("unknown field", "unknown key")
+    msg.replace("unknown variant", "unknown value")
+        .replace("unknown field", "unknown key")
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! The command line as users and scripts see it: help, exit codes, JSON output.
 
 use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -9,23 +8,7 @@ use lifeboat::repo::{BackupName, Manifest, RepoWriter};
 use lifeboat::storage::Writer;
 use lifeboat::storage::local::LocalBackend;
 
-fn lifeboat(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lifeboat"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("LIFEBOAT_CONFIG")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("lifeboat runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use crate::support::{lifeboat, stderr, stdout};
 
 #[test]
 fn help_lists_every_command_and_the_exit_codes() {
@@ -33,12 +16,21 @@ fn help_lists_every_command_and_the_exit_codes() {
     let out = lifeboat(dir.path(), &["--help"]);
     assert!(out.status.success());
     let help = stdout(&out);
-    for cmd in ["backup", "restore", "list", "describe", "verify", "prune", "schedule", "doctor", "demo", "mover", "sim"] {
-        assert!(help.lines().any(|l| l.trim_start().starts_with(cmd)), "--help lacks {cmd}:\n{help}");
+    for cmd in [
+        "backup", "restore", "list", "describe", "verify", "prune", "schedule", "doctor", "demo",
+        "mover", "sim",
+    ] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(cmd)),
+            "--help lacks {cmd}:\n{help}"
+        );
     }
     assert!(help.contains("3  partially failed"), "{help}");
     let version = lifeboat(dir.path(), &["--version"]);
-    assert_eq!(stdout(&version).trim(), format!("lifeboat {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        stdout(&version).trim(),
+        format!("lifeboat {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
@@ -53,7 +45,10 @@ fn malformed_config_exits_2_naming_the_key_path() {
     let out = lifeboat(dir.path(), &["doctor"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("lifeboat.yaml: locations.dr.azure.auth: unknown value `key`"), "{err}");
+    assert!(
+        err.contains("lifeboat.yaml: locations.dr.azure.auth: unknown value `key`"),
+        "{err}"
+    );
     assert!(err.contains("account-key"), "{err}");
 }
 
@@ -69,15 +64,29 @@ fn commands_of_later_issues_fail_plainly() {
     let dir = tempfile::tempdir().unwrap();
     let out = lifeboat(dir.path(), &["restore", "--to", "secondary"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("not available in lifeboat"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not available in lifeboat"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn doctor_reports_a_local_location_writable_in_json() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("lifeboat.yaml"), "locations:\n  here:\n    local: { path: repo }\n").unwrap();
+    std::fs::write(
+        dir.path().join("lifeboat.yaml"),
+        "locations:\n  here:\n    local: { path: repo }\n",
+    )
+    .unwrap();
     let out = lifeboat(dir.path(), &["doctor", "--output", "json"]);
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["ok"], true);
     let loc = &doc["locations"][0];
@@ -86,25 +95,47 @@ fn doctor_reports_a_local_location_writable_in_json() {
     assert_eq!(loc["observedAccess"], "writable");
     assert_eq!(loc["repository"]["initialized"], false);
     // The probe cleans up after itself.
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("repo")).map(|d| d.collect()).unwrap_or_default();
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("repo"))
+        .map(|d| d.collect())
+        .unwrap_or_default();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 #[test]
 fn doctor_flags_a_read_only_location_that_accepts_writes() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("lifeboat.yaml"), "locations:\n  ro:\n    readOnly: true\n    local: { path: repo }\n").unwrap();
+    std::fs::write(
+        dir.path().join("lifeboat.yaml"),
+        "locations:\n  ro:\n    readOnly: true\n    local: { path: repo }\n",
+    )
+    .unwrap();
     let out = lifeboat(dir.path(), &["doctor", "-o", "json"]);
-    assert_eq!(out.status.code(), Some(3), "a permissive read-only location is a warning");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a permissive read-only location is a warning"
+    );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["locations"][0]["observedAccess"], "writable");
-    assert!(doc["locations"][0]["warnings"][0].as_str().unwrap().contains("accepted a probe write"));
+    assert!(
+        doc["locations"][0]["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("accepted a probe write")
+    );
 }
 
 async fn write_backup(repo_dir: &Path, name: &str) -> Manifest {
-    let repo = RepoWriter::open_or_init(Writer::new(Arc::new(LocalBackend::new(repo_dir)))).await.unwrap();
-    let mut b = repo.begin_backup(BackupName::new(name).unwrap()).await.unwrap();
-    b.put("resources.tar.zst", Bytes::from(vec![7u8; 4096])).await.unwrap();
+    let repo = RepoWriter::open_or_init(Writer::new(Arc::new(LocalBackend::new(repo_dir))))
+        .await
+        .unwrap();
+    let mut b = repo
+        .begin_backup(BackupName::new(name).unwrap())
+        .await
+        .unwrap();
+    b.put("resources.tar.zst", Bytes::from(vec![7u8; 4096]))
+        .await
+        .unwrap();
     let now = jiff::Timestamp::now();
     let draft = Manifest {
         format_version: 1,
@@ -129,7 +160,11 @@ async fn list_describe_and_verify_a_committed_backup() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     write_backup(&repo, "b1").await;
-    std::fs::write(dir.path().join("lifeboat.yaml"), "locations:\n  here:\n    local: { path: repo }\n").unwrap();
+    std::fs::write(
+        dir.path().join("lifeboat.yaml"),
+        "locations:\n  here:\n    local: { path: repo }\n",
+    )
+    .unwrap();
 
     let out = lifeboat(dir.path(), &["list", "-o", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -137,7 +172,10 @@ async fn list_describe_and_verify_a_committed_backup() {
     assert_eq!(doc["backups"][0]["name"], "b1");
     assert_eq!(doc["backups"][0]["labels"]["release"], "abc123");
     let text = stdout(&lifeboat(dir.path(), &["list"]));
-    assert!(text.contains("b1") && text.contains("release=abc123"), "{text}");
+    assert!(
+        text.contains("b1") && text.contains("release=abc123"),
+        "{text}"
+    );
 
     let out = lifeboat(dir.path(), &["describe", "b1", "--details"]);
     assert!(out.status.success());
@@ -148,7 +186,10 @@ async fn list_describe_and_verify_a_committed_backup() {
 
     // Damage the archive: same size, other bytes. Shallow verify passes, deep fails.
     std::fs::write(repo.join("backups/b1/resources.tar.zst"), vec![8u8; 4096]).unwrap();
-    assert_eq!(lifeboat(dir.path(), &["verify", "b1"]).status.code(), Some(0));
+    assert_eq!(
+        lifeboat(dir.path(), &["verify", "b1"]).status.code(),
+        Some(0)
+    );
     let out = lifeboat(dir.path(), &["verify", "b1", "--deep", "-o", "json"]);
     assert_eq!(out.status.code(), Some(1));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -12,7 +12,10 @@ use crate::repo::BackupName;
 pub async fn run(ctx: &Context, args: DescribeArgs) -> anyhow::Result<Exit> {
     let name = BackupName::new(&args.name).map_err(|e| UsageError(e.to_string()))?;
     let (location, repo) = open_repo_reader(ctx, args.location.as_deref()).await?;
-    let m = repo.manifest(&name).await.with_context(|| format!("describing backup {name}"))?;
+    let m = repo
+        .manifest(&name)
+        .await
+        .with_context(|| format!("describing backup {name}"))?;
     if ctx.output == OutputFormat::Json {
         output::json(&m)?;
         return Ok(Exit::Ok);
@@ -26,17 +29,62 @@ pub async fn run(ctx: &Context, args: DescribeArgs) -> anyhow::Result<Exit> {
         println!("Expires:     {exp}");
     }
     if let Some(c) = &m.cluster.name {
-        println!("Cluster:     {c} {}", m.cluster.server_version.as_deref().unwrap_or(""));
+        println!(
+            "Cluster:     {c} {}",
+            m.cluster.server_version.as_deref().unwrap_or("")
+        );
     }
     let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    println!("Labels:      {}", if labels.is_empty() { "<none>".into() } else { labels.join(", ") });
-    println!("Objects:     {} ({}), packs referenced: {}", m.objects.len(), output::human_bytes(m.total_size()), m.packs.len());
+    println!(
+        "Labels:      {}",
+        if labels.is_empty() {
+            "<none>".into()
+        } else {
+            labels.join(", ")
+        }
+    );
+    println!(
+        "Objects:     {} ({}), packs referenced: {}",
+        m.objects.len(),
+        output::human_bytes(m.total_size()),
+        m.packs.len()
+    );
     if m.warnings.is_empty() {
         println!("Warnings:    <none>");
     } else {
         println!("Warnings:");
         for w in &m.warnings {
             println!("  - {w}");
+        }
+    }
+    if let Some(res) = m.details.get("resources") {
+        println!(
+            "Resources:   {} objects",
+            res["objects"].as_u64().unwrap_or_default()
+        );
+        let mut t = Table::new(&["  RESOURCE", "OBJECTS", "LIST RV", "ERROR"]);
+        for r in res["resources"].as_array().into_iter().flatten() {
+            t.row(vec![
+                format!("  {}", r["resource"].as_str().unwrap_or_default()),
+                r["count"].to_string(),
+                r["listResourceVersion"].as_str().unwrap_or("-").to_owned(),
+                r["error"].as_str().unwrap_or("").to_owned(),
+            ]);
+        }
+        t.print();
+        println!("Namespaces:");
+        let mut t = Table::new(&["  NAMESPACE", "OBJECTS"]);
+        for (ns, n) in res["namespaces"].as_object().into_iter().flatten() {
+            t.row(vec![format!("  {ns}"), n.to_string()]);
+        }
+        t.print();
+        println!("Skipped:");
+        for s in res["skipped"].as_array().into_iter().flatten() {
+            println!(
+                "  {}: {}",
+                s["resource"].as_str().unwrap_or_default(),
+                s["reason"].as_str().unwrap_or_default()
+            );
         }
     }
     if args.details {

@@ -53,18 +53,29 @@ pub async fn run(ctx: &Context, args: DoctorArgs) -> anyhow::Result<Exit> {
             return Err(UsageError(format!(
                 "--location {n}: no such location in {}; defined: {}",
                 ctx.config.file_name(),
-                ctx.config.locations.keys().cloned().collect::<Vec<_>>().join(", ")
+                ctx.config
+                    .locations
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
             .into());
         }
     }
-    let selected: Vec<(&String, &Location)> =
-        ctx.config.locations.iter().filter(|(n, _)| args.location.is_empty() || args.location.contains(n)).collect();
+    let selected: Vec<(&String, &Location)> = ctx
+        .config
+        .locations
+        .iter()
+        .filter(|(n, _)| args.location.is_empty() || args.location.contains(n))
+        .collect();
     let reports = futures::future::join_all(selected.into_iter().map(|(n, l)| check(n, l))).await;
     let failed = reports.iter().any(|r| !r.problems.is_empty());
     let warned = reports.iter().any(|r| !r.warnings.is_empty());
     match ctx.output {
-        OutputFormat::Json => output::json(&serde_json::json!({ "ok": !failed, "locations": reports }))?,
+        OutputFormat::Json => {
+            output::json(&serde_json::json!({ "ok": !failed, "locations": reports }))?
+        }
         OutputFormat::Text => print_text(&reports),
     }
     Ok(if failed {
@@ -81,7 +92,17 @@ async fn check(name: &str, loc: &Location) -> LocationReport {
         Some(LocationKind::Local(l)) => ("local", l.path.display().to_string()),
         Some(LocationKind::Azure(a)) => {
             let url = a.endpoint.account_url(&a.account);
-            ("azure", format!("{url}/{}{}", a.container, a.prefix.as_ref().map(|p| format!("/{p}")).unwrap_or_default()))
+            (
+                "azure",
+                format!(
+                    "{url}/{}{}",
+                    a.container,
+                    a.prefix
+                        .as_ref()
+                        .map(|p| format!("/{p}"))
+                        .unwrap_or_default()
+                ),
+            )
         }
         None => ("unknown", String::new()),
     };
@@ -107,7 +128,11 @@ async fn check(name: &str, loc: &Location) -> LocationReport {
     match reader.head(Layout::CONFIG).await {
         Ok(None) => {
             r.reachable = true;
-            r.repository = Some(RepositoryReport { initialized: false, version: None, backups: None });
+            r.repository = Some(RepositoryReport {
+                initialized: false,
+                version: None,
+                backups: None,
+            });
         }
         Ok(Some(_)) => {
             r.reachable = true;
@@ -115,7 +140,10 @@ async fn check(name: &str, loc: &Location) -> LocationReport {
                 Ok(repo) => {
                     let backups = repo.backup_names().await.map(|n| n.len());
                     if let Err(e) = &backups {
-                        r.problems.push(format!("listing backups: {}", anyhow::Error::from(error_ref(e))));
+                        r.problems.push(format!(
+                            "listing backups: {}",
+                            anyhow::Error::from(error_ref(e))
+                        ));
                     }
                     r.repository = Some(RepositoryReport {
                         initialized: true,
@@ -127,17 +155,26 @@ async fn check(name: &str, loc: &Location) -> LocationReport {
             }
         }
         Err(e) => {
-            r.problems.push(format!("not reachable: {:#}", anyhow::Error::from(e)));
+            r.problems
+                .push(format!("not reachable: {:#}", anyhow::Error::from(e)));
             return r;
         }
     }
     match reader.replication_status().await {
         Ok(Some(status)) => {
-            let lag_seconds = status.last_sync_time.map(|t| jiff::Timestamp::now().as_second() - t.as_second());
-            r.replication = Some(ReplicationReport { status, lag_seconds });
+            let lag_seconds = status
+                .last_sync_time
+                .map(|t| jiff::Timestamp::now().as_second() - t.as_second());
+            r.replication = Some(ReplicationReport {
+                status,
+                lag_seconds,
+            });
         }
         Ok(None) => {}
-        Err(e) => r.warnings.push(format!("replication status unavailable: {:#}", anyhow::Error::from(e))),
+        Err(e) => r.warnings.push(format!(
+            "replication status unavailable: {:#}",
+            anyhow::Error::from(e)
+        )),
     }
     match storage::probe_write(name, loc).await {
         Ok(true) => {
@@ -160,7 +197,9 @@ async fn check(name: &str, loc: &Location) -> LocationReport {
                 );
             }
         }
-        Err(e) => r.warnings.push(format!("write probe failed: {:#}", anyhow::Error::from(e))),
+        Err(e) => r
+            .warnings
+            .push(format!("write probe failed: {:#}", anyhow::Error::from(e))),
     }
     r
 }
@@ -171,25 +210,50 @@ fn error_ref(e: &crate::repo::RepoError) -> anyhow::Error {
 }
 
 fn print_text(reports: &[LocationReport]) {
-    let mut t = Table::new(&["LOCATION", "KIND", "REACHABLE", "REPOSITORY", "ACCESS", "REPLICATION", "ENDPOINT"]);
+    let mut t = Table::new(&[
+        "LOCATION",
+        "KIND",
+        "REACHABLE",
+        "REPOSITORY",
+        "ACCESS",
+        "REPLICATION",
+        "ENDPOINT",
+    ]);
     for r in reports {
         let repo = match &r.repository {
             None => "-".to_owned(),
-            Some(RepositoryReport { initialized: false, .. }) => "empty".into(),
-            Some(RepositoryReport { version, backups, .. }) => format!(
+            Some(RepositoryReport {
+                initialized: false, ..
+            }) => "empty".into(),
+            Some(RepositoryReport {
+                version, backups, ..
+            }) => format!(
                 "v{} ({} backups)",
                 version.unwrap_or_default(),
                 backups.map(|b| b.to_string()).unwrap_or("?".into())
             ),
         };
-        let access = format!("{} (configured {})", r.observed_access, if r.configured_read_only { "read-only" } else { "read-write" });
+        let access = format!(
+            "{} (configured {})",
+            r.observed_access,
+            if r.configured_read_only {
+                "read-only"
+            } else {
+                "read-write"
+            }
+        );
         let repl = match &r.replication {
             None => "-".to_owned(),
             Some(rep) => format!(
                 "{}, last sync {}{}",
                 rep.status.status,
-                rep.status.last_sync_time.map(|t| t.to_string()).unwrap_or("unknown".into()),
-                rep.lag_seconds.map(|s| format!(" (lag {s}s)")).unwrap_or_default()
+                rep.status
+                    .last_sync_time
+                    .map(|t| t.to_string())
+                    .unwrap_or("unknown".into()),
+                rep.lag_seconds
+                    .map(|s| format!(" (lag {s}s)"))
+                    .unwrap_or_default()
             ),
         };
         t.row(vec![

@@ -30,8 +30,18 @@ pub async fn run(ctx: &Context, args: ListArgs) -> anyhow::Result<Exit> {
         .map(|b| {
             let m = b.manifest;
             Row {
-                status: if m.warnings.is_empty() { "Completed" } else { "PartiallyFailed" },
-                objects: m.objects.len() + m.packs.len(),
+                status: if m.warnings.is_empty() {
+                    "Completed"
+                } else {
+                    "PartiallyFailed"
+                },
+                // Kubernetes objects in the backup, where recorded; else stored objects.
+                objects: m
+                    .details
+                    .get("resources")
+                    .and_then(|r| r["objects"].as_u64())
+                    .map(|n| n as usize)
+                    .unwrap_or(m.objects.len() + m.packs.len()),
                 size: m.total_size(),
                 name: m.name.to_string(),
                 started_at: m.started_at,
@@ -42,13 +52,16 @@ pub async fn run(ctx: &Context, args: ListArgs) -> anyhow::Result<Exit> {
         })
         .collect();
     match ctx.output {
-        OutputFormat::Json => output::json(&serde_json::json!({ "location": location, "backups": rows }))?,
+        OutputFormat::Json => {
+            output::json(&serde_json::json!({ "location": location, "backups": rows }))?
+        }
         OutputFormat::Text if rows.is_empty() => println!("No backups in location {location:?}."),
         OutputFormat::Text => {
             let now = jiff::Timestamp::now();
             let mut t = Table::new(&["NAME", "STATUS", "AGE", "OBJECTS", "SIZE", "LABELS"]);
             for r in &rows {
-                let labels: Vec<String> = r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let labels: Vec<String> =
+                    r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 t.row(vec![
                     r.name.clone(),
                     r.status.into(),

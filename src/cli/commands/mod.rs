@@ -1,5 +1,6 @@
 //! One module per command: each turns parsed args into library calls and renders the result.
 
+pub mod backup;
 pub mod describe;
 pub mod doctor;
 pub mod list;
@@ -22,9 +23,15 @@ pub fn pending(command: &str, issue: u32) -> anyhow::Result<Exit> {
 }
 
 /// Opens a configured location read-only as a repository.
-pub async fn open_repo_reader(ctx: &Context, location: Option<&str>) -> anyhow::Result<(String, RepoReader)> {
+pub async fn open_repo_reader(
+    ctx: &Context,
+    location: Option<&str>,
+) -> anyhow::Result<(String, RepoReader)> {
     let (name, loc) = ctx.config.location(location)?;
-    let store = storage::open_reader(name, loc).with_context(|| format!("opening location {name:?}"))?;
-    let repo = RepoReader::open(store).await.with_context(|| format!("reading location {name:?}"))?;
+    let store =
+        storage::open_reader(name, loc).with_context(|| format!("opening location {name:?}"))?;
+    let repo = RepoReader::open(store)
+        .await
+        .with_context(|| format!("reading location {name:?}"))?;
     Ok((name.to_owned(), repo))
 }

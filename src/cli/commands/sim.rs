@@ -2,13 +2,28 @@
 
 use crate::cli::args::SimCommand;
 use crate::cli::{Context, Exit};
+use crate::sim::{self, ServeOptions};
 
 /// Runs the simulator until interrupted.
 pub async fn run(_ctx: &Context, cmd: SimCommand) -> anyhow::Result<Exit> {
     match cmd {
         SimCommand::Serve(a) => {
-            let _ = a;
-            anyhow::bail!("the simulator is being wired")
+            let opts = ServeOptions {
+                name: a.name,
+                port: a.port,
+                state: a.state,
+                kubeconfig_out: a.kubeconfig_out,
+                zones: a.zones,
+                service_cidr: a.service_cidr,
+                lifeboat_image: a.lifeboat_image,
+                crd_established_delay_ms: a.crd_established_delay_ms,
+                throttle_every: a.throttle_every,
+                retry_after_secs: a.retry_after_secs,
+                latency_ms: a.latency_ms,
+                ..ServeOptions::default()
+            };
+            sim::serve(opts).await?;
+            Ok(Exit::Ok)
         }
     }
 }

@@ -13,17 +13,34 @@ use crate::repo::{BackupName, VerifyOptions};
 pub async fn run(ctx: &Context, args: VerifyArgs) -> anyhow::Result<Exit> {
     let name = BackupName::new(&args.name).map_err(|e| UsageError(e.to_string()))?;
     let (location, repo) = open_repo_reader(ctx, args.location.as_deref()).await?;
-    let manifest = repo.manifest(&name).await.with_context(|| format!("verifying backup {name}"))?;
-    let report = repo.check(&manifest, VerifyOptions { deep: args.deep }).await?;
+    let manifest = repo
+        .manifest(&name)
+        .await
+        .with_context(|| format!("verifying backup {name}"))?;
+    let report = repo
+        .check(&manifest, VerifyOptions { deep: args.deep })
+        .await?;
     let ok = report.is_complete();
     match ctx.output {
         OutputFormat::Json => output::json(&json!({
             "backup": name, "location": location, "ok": ok, "report": report,
         }))?,
         OutputFormat::Text => {
-            let what = if args.deep { "present and intact" } else { "present" };
-            println!("{name} in {location}: {} of {} objects {what}", report.present(), report.total);
-            for (label, keys) in [("missing", &report.missing), ("wrong size", &report.wrong_size), ("corrupt", &report.corrupt)] {
+            let what = if args.deep {
+                "present and intact"
+            } else {
+                "present"
+            };
+            println!(
+                "{name} in {location}: {} of {} objects {what}",
+                report.present(),
+                report.total
+            );
+            for (label, keys) in [
+                ("missing", &report.missing),
+                ("wrong size", &report.wrong_size),
+                ("corrupt", &report.corrupt),
+            ] {
                 for k in keys {
                     println!("  {label}: {k}");
                 }

@@ -1,0 +1,195 @@
+//! What a backup takes: namespace and resource globs, a label selector, cluster-scoped
+//! resources. Pure functions, no I/O.
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::ResourceType;
+
+/// Whether cluster-scoped resources are taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterResources {
+    /// All of them when every namespace is taken; only the always-captured ones when the
+    /// backup is limited to some namespaces (as Velero does).
+    #[default]
+    Auto,
+    /// All of them.
+    True,
+    /// Only the always-captured ones.
+    False,
+}
+
+/// The filters of a backup, as given on the command line, in the config or in a schedule.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Filters {
+    /// Namespaces to take (globs); empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_namespaces: Vec<String>,
+    /// Namespaces to leave out (globs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_namespaces: Vec<String>,
+    /// Resources to take: `deployments.apps`, `configmaps`, a kind, or a glob; empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_resources: Vec<String>,
+    /// Resources to leave out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_resources: Vec<String>,
+    /// Label selector applied by the API server (`app=shop,tier!=cache`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Cluster-scoped resources.
+    #[serde(default)]
+    pub include_cluster_resources: ClusterResources,
+}
+
+impl Filters {
+    /// Returns true if and only if objects of namespace `ns` are taken.
+    pub fn namespace_included(&self, ns: &str) -> bool {
+        (self.include_namespaces.is_empty() || self.include_namespaces.iter().any(|p| glob(p, ns)))
+            && !self.exclude_namespaces.iter().any(|p| glob(p, ns))
+    }
+
+    /// Returns true if and only if the resource filters take `rt` (before always-captured rules).
+    pub fn resource_included(&self, rt: &ResourceType) -> bool {
+        (self.include_resources.is_empty()
+            || self
+                .include_resources
+                .iter()
+                .any(|p| resource_matches(p, rt)))
+            && !self
+                .exclude_resources
+                .iter()
+                .any(|p| resource_matches(p, rt))
+    }
+
+    /// Returns true if and only if every cluster-scoped resource is taken.
+    pub fn all_cluster_resources(&self) -> bool {
+        match self.include_cluster_resources {
+            ClusterResources::True => true,
+            ClusterResources::False => false,
+            ClusterResources::Auto => {
+                self.include_namespaces.is_empty()
+                    || self.include_namespaces.iter().any(|p| p == "*")
+            }
+        }
+    }
+}
+
+/// `configmaps`, `deployments.apps`, `Deployment`, or globs of those.
+fn resource_matches(pattern: &str, rt: &ResourceType) -> bool {
+    let p = pattern.to_ascii_lowercase();
+    glob(&p, &rt.plural)
+        || glob(&p, &rt.group_resource())
+        || glob(&p, &rt.kind.to_ascii_lowercase())
+}
+
+/// Shell-style glob: `*` any run of characters, `?` one character; everything else literal.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    // Position of the last `*` and the text index it has consumed up to, for backtracking.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt(group: &str, plural: &str, kind: &str) -> ResourceType {
+        ResourceType {
+            group: group.into(),
+            version: "v1".into(),
+            kind: kind.into(),
+            plural: plural.into(),
+            namespaced: true,
+            verbs: vec![],
+        }
+    }
+
+    #[test]
+    fn glob_cases() {
+        for (p, t, want) in [
+            ("*", "anything", true),
+            ("team-*", "team-a", true),
+            ("team-*", "teams", false),
+            ("a?c", "abc", true),
+            ("a?c", "ac", false),
+            ("*-prod", "shop-prod", true),
+            ("*a*b", "xxaxxb", true),
+            ("*a*b", "xxaxxbx", false),
+            ("exact", "exact", true),
+            ("", "", true),
+            ("", "x", false),
+        ] {
+            assert_eq!(glob(p, t), want, "glob({p:?}, {t:?})");
+        }
+    }
+
+    #[test]
+    fn namespace_filters_combine_include_then_exclude() {
+        let f = Filters {
+            include_namespaces: vec!["shop-*".into(), "db".into()],
+            exclude_namespaces: vec!["shop-test".into()],
+            ..Default::default()
+        };
+        assert!(f.namespace_included("shop-prod"));
+        assert!(f.namespace_included("db"));
+        assert!(!f.namespace_included("shop-test"));
+        assert!(!f.namespace_included("kube-system"));
+        assert!(Filters::default().namespace_included("kube-system"));
+    }
+
+    #[test]
+    fn resources_match_by_plural_group_resource_kind_and_glob() {
+        let deploy = rt("apps", "deployments", "Deployment");
+        let cm = rt("", "configmaps", "ConfigMap");
+        let only = |p: &str| Filters {
+            include_resources: vec![p.into()],
+            ..Default::default()
+        };
+        assert!(only("deployments.apps").resource_included(&deploy));
+        assert!(only("deployments").resource_included(&deploy));
+        assert!(only("Deployment").resource_included(&deploy));
+        assert!(!only("deployments.apps").resource_included(&cm));
+        assert!(only("*.apps").resource_included(&deploy));
+        assert!(!only("*.apps").resource_included(&cm));
+        let no_cm = Filters {
+            exclude_resources: vec!["configmaps".into()],
+            ..Default::default()
+        };
+        assert!(!no_cm.resource_included(&cm));
+        assert!(no_cm.resource_included(&deploy));
+    }
+
+    #[test]
+    fn cluster_resources_auto_follows_namespace_filter() {
+        assert!(Filters::default().all_cluster_resources());
+        let some = Filters {
+            include_namespaces: vec!["one".into()],
+            ..Default::default()
+        };
+        assert!(!some.all_cluster_resources());
+        let forced = Filters {
+            include_cluster_resources: ClusterResources::True,
+            ..some
+        };
+        assert!(forced.all_cluster_resources());
+    }
+}

@@ -1,0 +1,335 @@
+//! `lifeboat backup`: what to take, the resource snapshot stream, and the manifest written last.
+//!
+//! Discovery → selection (pure) → parallel paginated lists → one tar.zst spooled to a temporary
+//! file → uploaded → manifest. Until the manifest is written the backup does not exist for any
+//! reader, so an interruption at any point leaves nothing a restore could pick up.
+
+mod archive;
+pub mod filter;
+pub mod select;
+mod snapshot;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+pub use filter::{ClusterResources, Filters};
+pub use select::{Selection, Skipped};
+pub use snapshot::ResourceSummary;
+
+use crate::cluster::{self, ClusterError, Connected, ListOptions, ResourceType};
+use crate::repo::{BackupName, ClusterFacts, Manifest, RepoError, RepoWriter};
+use crate::storage::TransferOptions;
+
+/// Resources listed at once. The API server, not the client, is the bottleneck beyond this.
+const LIST_CONCURRENCY: usize = 8;
+/// Objects buffered between the lists and the archive writer: bounds memory to a few MiB.
+const PIPELINE_DEPTH: usize = 1024;
+
+/// Receives progress of a running backup (the CLI draws it; tests ignore it).
+pub trait Progress: Send + Sync {
+    /// Discovery is done: `resources` will be listed.
+    fn started(&self, _resources: usize) {}
+    /// A page of objects went into the archive.
+    fn objects(&self, _count: u64, _bytes: u64) {}
+    /// A resource is fully listed.
+    fn resource_done(&self, _resource: &str, _objects: u64) {}
+    /// A new phase (uploading, committing).
+    fn phase(&self, _what: &str) {}
+}
+
+/// Progress that goes nowhere.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// A backup to take: the typed result of flags, config and schedule.
+#[derive(Debug, Clone)]
+pub struct BackupRequest {
+    /// Name of the backup.
+    pub name: BackupName,
+    /// Config name of the cluster (recorded in the manifest).
+    pub cluster_name: String,
+    /// What to take.
+    pub filters: Filters,
+    /// `--label k=v`.
+    pub labels: BTreeMap<String, String>,
+    /// `--ttl`: how long retention keeps it.
+    pub ttl: Option<jiff::SignedDuration>,
+    /// Whether volume data was asked for.
+    pub volumes: bool,
+    /// Where the archive is spooled before upload.
+    pub spool_dir: PathBuf,
+}
+
+/// Errors that stop a backup (per-resource failures are warnings in the manifest instead).
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// Discovery failed: nothing can be listed.
+    #[error("discovering the API resources of cluster {cluster:?}")]
+    Discovery {
+        /// The cluster.
+        cluster: String,
+        /// Why.
+        #[source]
+        source: ClusterError,
+    },
+    /// The repository refused a step.
+    #[error("writing backup {name} to the repository")]
+    Repo {
+        /// The backup.
+        name: String,
+        /// Why.
+        #[source]
+        source: RepoError,
+    },
+    /// The archive could not be spooled locally.
+    #[error("spooling the resource archive in {dir}")]
+    Spool {
+        /// The spool directory.
+        dir: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Every selected resource failed to list: nothing worth committing.
+    #[error("no resource of cluster {cluster:?} could be listed (first error: {first})")]
+    NothingListed {
+        /// The cluster.
+        cluster: String,
+        /// The first error.
+        first: String,
+    },
+}
+
+/// Part-specific detail stored in `manifest.details.resources`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourcesDetail {
+    /// Per resource: counts, list resourceVersion, errors.
+    pub resources: Vec<ResourceSummary>,
+    /// Objects per namespace.
+    pub namespaces: BTreeMap<String, u64>,
+    /// Resources left out by rule, with the reason.
+    pub skipped: Vec<Skipped>,
+    /// Objects in the archive.
+    pub objects: u64,
+    /// Uncompressed JSON bytes.
+    pub raw_bytes: u64,
+}
+
+/// Takes a configuration backup of the cluster into the repository and commits it.
+pub async fn run(
+    cluster: &Connected,
+    repo: &RepoWriter,
+    req: BackupRequest,
+    progress: &dyn Progress,
+) -> Result<Manifest, BackupError> {
+    let started_at = jiff::Timestamp::now();
+    let t0 = Instant::now();
+    let client = &cluster.client;
+    let repo_err = |source| BackupError::Repo {
+        name: req.name.to_string(),
+        source,
+    };
+    // Refuse a taken name before doing any work.
+    let mut writer = repo
+        .begin_backup(req.name.clone())
+        .await
+        .map_err(repo_err)?;
+
+    let discovered = cluster::discover(client)
+        .await
+        .map_err(|source| BackupError::Discovery {
+            cluster: req.cluster_name.clone(),
+            source,
+        })?;
+    let mut warnings: Vec<String> = discovered
+        .failed
+        .iter()
+        .map(|(gv, why)| format!("API group {gv} did not answer discovery, its resources are not in this backup: {why}"))
+        .collect();
+    let selection = select::select(&discovered.resources, &req.filters);
+    progress.started(selection.take.len());
+    tracing::info!(
+        resources = selection.take.len(),
+        skipped = selection.skipped.len(),
+        "listing"
+    );
+
+    let (tx, rx) = mpsc::channel(PIPELINE_DEPTH);
+    let spool_dir = req.spool_dir.clone();
+    let spool_name = req.name.to_string();
+    let mtime = started_at.as_second().max(0) as u64;
+    let spooler =
+        tokio::task::spawn_blocking(move || archive::spool(&spool_dir, &spool_name, mtime, rx));
+    let summaries = snapshot::list_all(
+        client,
+        &selection.take,
+        &req.filters,
+        LIST_CONCURRENCY,
+        tx,
+        progress,
+    )
+    .await;
+    let spooled = spooler
+        .await
+        .expect("the archive writer does not panic")
+        .map_err(|source| BackupError::Spool {
+            dir: req.spool_dir.display().to_string(),
+            source,
+        })?;
+
+    tracing::info!(
+        objects = spooled.entries,
+        raw_bytes = spooled.raw_bytes,
+        compressed = spooled.size,
+        "archive spooled"
+    );
+    let failed: Vec<&ResourceSummary> = summaries.iter().filter(|s| s.error.is_some()).collect();
+    if !summaries.is_empty() && failed.len() == summaries.len() {
+        return Err(BackupError::NothingListed {
+            cluster: req.cluster_name.clone(),
+            first: failed[0].error.clone().unwrap_or_default(),
+        });
+    }
+    for s in &failed {
+        warnings.push(format!(
+            "listing {} failed after {} objects: {}",
+            s.resource,
+            s.count,
+            s.error.as_deref().unwrap_or_default()
+        ));
+    }
+    let pvcs: u64 = summaries
+        .iter()
+        .filter(|s| s.resource == "persistentvolumeclaims")
+        .map(|s| s.count)
+        .sum();
+    if req.volumes && pvcs > 0 {
+        warnings.push(format!(
+            "volume data is not backed up by this build (configuration only); the data of {pvcs} \
+             PersistentVolumeClaim(s) is not in this backup. Pass --no-volumes to acknowledge."
+        ));
+    }
+
+    progress.phase("uploading");
+    writer
+        .put_file(
+            "resources.tar.zst",
+            spooled.file.path(),
+            &TransferOptions::default(),
+        )
+        .await
+        .map_err(repo_err)?;
+
+    let mut namespaces: BTreeMap<String, u64> = BTreeMap::new();
+    for s in &summaries {
+        for (ns, n) in &s.per_namespace {
+            *namespaces.entry(ns.clone()).or_default() += n;
+        }
+    }
+    let mut resources = summaries;
+    resources.sort_by(|a, b| a.resource.cmp(&b.resource));
+    let detail = ResourcesDetail {
+        resources,
+        namespaces,
+        skipped: selection.skipped,
+        objects: spooled.entries,
+        raw_bytes: spooled.raw_bytes,
+    };
+    let mut details = serde_json::Map::new();
+    details.insert(
+        "resources".into(),
+        serde_json::to_value(&detail).expect("detail serializes"),
+    );
+    details.insert(
+        "durationSeconds".into(),
+        serde_json::json!(t0.elapsed().as_secs_f64()),
+    );
+
+    progress.phase("committing");
+    let cluster_facts = facts(
+        cluster,
+        &req.cluster_name,
+        discovered.server_version,
+        &discovered.resources,
+    )
+    .await;
+    let draft = Manifest {
+        format_version: 1,
+        name: req.name.clone(),
+        created_by: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
+        started_at,
+        completed_at: started_at,
+        labels: req.labels.clone(),
+        expires_at: req.ttl.and_then(|ttl| started_at.checked_add(ttl).ok()),
+        cluster: cluster_facts,
+        filters: serde_json::to_value(&req.filters).expect("filters serialize"),
+        objects: vec![],
+        packs: vec![],
+        warnings,
+        details,
+    };
+    writer.commit(draft).await.map_err(repo_err)
+}
+
+/// Server version, API host, zones and node count, where the credentials may see them.
+async fn facts(
+    cluster: &Connected,
+    name: &str,
+    server_version: Option<String>,
+    served: &[ResourceType],
+) -> ClusterFacts {
+    let mut facts = ClusterFacts {
+        name: Some(name.to_owned()),
+        server_version,
+        api_host: cluster.api_host.clone(),
+        ..Default::default()
+    };
+    if let Some(nodes) = served
+        .iter()
+        .find(|r| r.group.is_empty() && r.plural == "nodes")
+    {
+        let opts = ListOptions {
+            limit: 500,
+            label_selector: None,
+        };
+        if let Ok(page) = cluster::fetch_page(&cluster.client, nodes, &opts, None).await {
+            facts.node_count = Some(page.items.len() as u64);
+            let mut zones: Vec<String> = page
+                .items
+                .iter()
+                .filter_map(|n| {
+                    n.pointer("/metadata/labels/topology.kubernetes.io~1zone")?
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                .collect();
+            zones.sort();
+            zones.dedup();
+            facts.zones = zones;
+        }
+    }
+    facts
+}
+
+/// Default backup name: `<cluster>-<UTC timestamp>`, e.g. `primary-20261120-223000`.
+pub fn default_name(
+    cluster: &str,
+    at: jiff::Timestamp,
+) -> Result<BackupName, crate::repo::NameError> {
+    let cluster: String = cluster
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    BackupName::new(format!("{cluster}-{}", at.strftime("%Y%m%d-%H%M%S")))
+}

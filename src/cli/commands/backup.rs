@@ -1,0 +1,134 @@
+//! `lifeboat backup`
+
+use anyhow::Context as _;
+use serde_json::json;
+
+use crate::backup::{self, BackupRequest, Filters};
+use crate::cli::args::{BackupArgs, OutputFormat};
+use crate::cli::output;
+use crate::cli::progress::BackupProgress;
+use crate::cli::{Context, Exit, UsageError};
+use crate::cluster;
+use crate::repo::{BackupName, RepoWriter};
+use crate::storage;
+
+/// Flags win over the config's `backup:` filters, field by field.
+fn filters(ctx: &Context, a: &BackupArgs) -> Filters {
+    let cfg = &ctx.config.backup;
+    let pick = |flag: &Vec<String>, conf: &Vec<String>| {
+        if flag.is_empty() {
+            conf.clone()
+        } else {
+            flag.clone()
+        }
+    };
+    Filters {
+        include_namespaces: pick(&a.include_namespaces, &cfg.include_namespaces),
+        exclude_namespaces: pick(&a.exclude_namespaces, &cfg.exclude_namespaces),
+        include_resources: pick(&a.include_resources, &cfg.include_resources),
+        exclude_resources: pick(&a.exclude_resources, &cfg.exclude_resources),
+        selector: a.selector.clone().or_else(|| cfg.selector.clone()),
+        include_cluster_resources: a
+            .include_cluster_resources
+            .unwrap_or(cfg.include_cluster_resources),
+    }
+}
+
+/// Takes a backup and prints its summary.
+pub async fn run(ctx: &Context, args: BackupArgs) -> anyhow::Result<Exit> {
+    let started = jiff::Timestamp::now();
+    let cluster_ref = ctx.config.cluster(args.cluster.as_deref())?;
+    let cluster_name = cluster_ref
+        .map(|(n, _)| n.to_owned())
+        .unwrap_or_else(|| "cluster".into());
+    let name = match &args.name {
+        Some(n) => BackupName::new(n).map_err(|e| UsageError(format!("--name: {e}")))?,
+        None => {
+            backup::default_name(&cluster_name, started).map_err(|e| UsageError(e.to_string()))?
+        }
+    };
+    let (location, loc) = ctx.config.location(args.to.as_deref())?;
+    let store = storage::open_writer(location, loc)
+        .with_context(|| format!("opening location {location:?} for writing"))?;
+    let repo = RepoWriter::open_or_init(store)
+        .await
+        .with_context(|| format!("opening the repository in {location:?}"))?;
+    let connected = cluster::connect(&cluster_name, cluster_ref.map(|(_, c)| c))
+        .await
+        .with_context(|| format!("connecting to cluster {cluster_name:?}"))?;
+
+    let request = BackupRequest {
+        name: name.clone(),
+        cluster_name: cluster_name.clone(),
+        filters: filters(ctx, &args),
+        labels: args.labels.iter().cloned().collect(),
+        ttl: args.ttl,
+        volumes: !args.no_volumes,
+        spool_dir: std::env::temp_dir(),
+    };
+    let progress = BackupProgress::new(ctx.output == OutputFormat::Json);
+    let result = backup::run(&connected, &repo, request, &progress).await;
+    progress.finish();
+    let manifest = result.with_context(|| {
+        format!("backup {name} of cluster {cluster_name:?} failed; nothing was committed")
+    })?;
+
+    let resources = manifest
+        .details
+        .get("resources")
+        .cloned()
+        .unwrap_or_default();
+    let objects = resources["objects"].as_u64().unwrap_or_default();
+    let status = if manifest.warnings.is_empty() {
+        "Completed"
+    } else {
+        "PartiallyFailed"
+    };
+    let seconds = (manifest.completed_at.as_millisecond() - manifest.started_at.as_millisecond())
+        as f64
+        / 1000.0;
+    match ctx.output {
+        OutputFormat::Json => output::json(&json!({
+            "name": manifest.name,
+            "location": location,
+            "cluster": cluster_name,
+            "status": status,
+            "objects": objects,
+            "resourceTypes": resources["resources"].as_array().map(Vec::len).unwrap_or_default(),
+            "size": manifest.total_size(),
+            "startedAt": manifest.started_at,
+            "completedAt": manifest.completed_at,
+            "durationSeconds": seconds,
+            "labels": manifest.labels,
+            "expiresAt": manifest.expires_at,
+            "warnings": manifest.warnings,
+            "skipped": resources["skipped"],
+        }))?,
+        OutputFormat::Text => {
+            println!(
+                "Backup {} of cluster {cluster_name:?} committed to location {location:?} in {seconds:.1}s",
+                manifest.name
+            );
+            println!(
+                "  {objects} objects of {} resource types, {} stored",
+                resources["resources"]
+                    .as_array()
+                    .map(Vec::len)
+                    .unwrap_or_default(),
+                output::human_bytes(manifest.total_size())
+            );
+            for w in &manifest.warnings {
+                println!("  warning: {w}");
+            }
+            println!(
+                "  `lifeboat describe {}` shows what it holds.",
+                manifest.name
+            );
+        }
+    }
+    Ok(if manifest.warnings.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Partial
+    })
+}

@@ -1,0 +1,89 @@
+//! Progress of long work on stderr: a bar on a terminal, plain lines otherwise, nothing for
+//! `--output json` (stdout carries the one JSON document; stderr stays quiet for scripts).
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::backup::Progress;
+
+/// Backup progress for people.
+pub struct BackupProgress {
+    bar: Option<ProgressBar>,
+    plain: bool,
+    objects: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl BackupProgress {
+    /// A bar on a terminal, lines otherwise; silent when `quiet`.
+    pub fn new(quiet: bool) -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        let bar = (!quiet && terminal).then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {pos}/{len} resources  {msg}",
+                )
+                .expect("the template is valid"),
+            );
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Self {
+            bar,
+            plain: !quiet && !terminal,
+            objects: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// Removes the bar before the summary is printed.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Progress for BackupProgress {
+    fn started(&self, resources: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(resources as u64);
+        }
+        if self.plain {
+            eprintln!("listing {resources} resource types");
+        }
+    }
+
+    fn objects(&self, count: u64, bytes: u64) {
+        let objects = self.objects.fetch_add(count, Ordering::Relaxed) + count;
+        let total = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!(
+                "{objects} objects, {}",
+                super::output::human_bytes(total)
+            ));
+        }
+    }
+
+    fn resource_done(&self, resource: &str, objects: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+        }
+        if self.plain {
+            eprintln!("  {resource}: {objects} objects");
+        }
+    }
+
+    fn phase(&self, what: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(what.to_owned());
+        }
+        if self.plain {
+            eprintln!("{what}");
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! Helpers shared by the integration tests.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs the lifeboat binary in `dir` with a clean environment for config and logs.
+pub fn lifeboat(dir: &Path, args: &[&str]) -> Output {
+    lifeboat_cmd(dir, args).output().expect("lifeboat runs")
+}
+
+/// The lifeboat command, not yet run.
+pub fn lifeboat_cmd(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("LIFEBOAT_CONFIG")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+/// Standard output as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Standard error as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Returns true if and only if a program is on PATH. Under `CI=true` a missing one fails the
+/// test instead of skipping it.
+pub fn require_tool(name: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{name} is required under CI=true but is not installed"
+        );
+        eprintln!("skipping: {name} is not installed");
+    }
+    found
+}
