@@ -10,5 +10,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod repo;
+pub mod restore;
 pub mod sim;
 pub mod storage;
+pub mod transform;

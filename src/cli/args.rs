@@ -42,8 +42,8 @@ pub enum Command {
     #[command(after_help = BACKUP_HELP)]
     Backup(BackupArgs),
     /// Restore a backup into a cluster, e.g. `restore --to secondary` during a region loss.
-    #[command(after_help = "Status: arrives with issue #5 (restore to the secondary region).")]
-    Restore(PendingArgs),
+    #[command(after_help = RESTORE_HELP)]
+    Restore(RestoreArgs),
     /// List the committed backups of a location.
     List(ListArgs),
     /// Show one backup's manifest: cluster, labels, objects, warnings.
@@ -166,6 +166,91 @@ pub fn parse_ttl(s: &str) -> Result<jiff::SignedDuration, String> {
         return Err(format!("{s:?}: must be positive"));
     }
     Ok(jiff::SignedDuration::from_secs(secs))
+}
+
+const RESTORE_HELP: &str = "\
+The location is always opened read-only: a restore never writes to the repository.
+`--backup latest` (the default) picks the newest backup that is complete on the location read;
+newer ones not yet fully replicated are reported and passed over.
+
+Order: CRDs (waited for until Established), Namespaces, storage/priority classes, service
+accounts/secrets/config/RBAC, PersistentVolumeClaims, Services, workloads, everything else,
+admission webhooks last. Server-set fields, status, ClusterIPs, nodePorts and PVC bindings are
+stripped; objects owned by a controller in the backup, auto-created objects and system
+namespaces are skipped. Every object is labelled lifeboat.io/restored-from=<backup>, so running
+the same restore again after an interruption finishes the job.
+
+Examples:
+  lifeboat restore --to secondary --dry-run            # the plan, with its risks; writes nothing
+  lifeboat restore --to secondary                      # plan, then execute
+  lifeboat restore --cluster dr --from replica --backup nightly-20261120-030000 \\
+      --namespace-map shop=shop-dr --zone-map eastus2-1=centralus-1 -o json --report report.json
+
+Exit codes: 0 restored; 3 partially restored (see failures); 1 nothing restored or no usable
+restore point; 2 usage or config error.";
+
+/// `lifeboat restore`
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Restore profile (a key of `restore:` in the config): target cluster, location read and
+    /// mappings. Flags below override it.
+    #[arg(long, value_name = "PROFILE")]
+    pub to: Option<String>,
+    /// Target cluster (a key of `clusters`).
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Location to read (a key of `locations`); opened read-only.
+    #[arg(long, value_name = "LOCATION")]
+    pub from: Option<String>,
+    /// Backup to restore, or `latest`: the newest one complete on the location read.
+    #[arg(long, default_value = "latest")]
+    pub backup: String,
+    /// Restore a named backup even if not all its objects are replicated yet.
+    #[arg(long)]
+    pub allow_incomplete: bool,
+    /// Namespace rename `from=to` (repeatable).
+    #[arg(long = "namespace-map", value_name = "FROM=TO", value_parser = parse_pair)]
+    pub namespace_map: Vec<(String, String)>,
+    /// Storage class rename `from=to` (repeatable).
+    #[arg(long = "storage-class-map", value_name = "FROM=TO", value_parser = parse_pair)]
+    pub storage_class_map: Vec<(String, String)>,
+    /// Zone rename `from=to` (repeatable), e.g. `eastus2-1=centralus-1`.
+    #[arg(long = "zone-map", value_name = "FROM=TO", value_parser = parse_pair)]
+    pub zone_map: Vec<(String, String)>,
+    /// Objects that already exist: skip (reported) or update (patched to the backup).
+    #[arg(long, value_enum)]
+    pub existing: Option<crate::config::ExistingPolicy>,
+    /// Namespaces to restore (globs, names as in the backup); default: all.
+    #[arg(long, value_delimiter = ',', value_name = "GLOB")]
+    pub include_namespaces: Vec<String>,
+    /// Namespaces not to restore.
+    #[arg(long, value_delimiter = ',', value_name = "GLOB")]
+    pub exclude_namespaces: Vec<String>,
+    /// Resources to restore (`deployments.apps`, `configmaps`, a kind, globs); default: all.
+    #[arg(long, value_delimiter = ',', value_name = "RESOURCE")]
+    pub include_resources: Vec<String>,
+    /// Resources not to restore.
+    #[arg(long, value_delimiter = ',', value_name = "RESOURCE")]
+    pub exclude_resources: Vec<String>,
+    /// Keep Service nodePorts instead of letting the target allocate new ones.
+    #[arg(long)]
+    pub preserve_node_ports: bool,
+    /// Print the plan and exit without writing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also write the report (JSON) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Objects written at once inside a tier.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a.to_owned(), b.to_owned())),
+        _ => Err(format!("{s:?}: expected FROM=TO")),
+    }
 }
 
 /// `lifeboat list`

@@ -80,7 +80,7 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Verify(a) => commands::verify::run(&ctx, a).await,
         Command::Sim(s) => commands::sim::run(&ctx, s).await,
         Command::Backup(a) => commands::backup::run(&ctx, a).await,
-        Command::Restore(_) => commands::pending("restore", 5),
+        Command::Restore(a) => commands::restore::run(&ctx, a).await,
         Command::Prune(_) => commands::pending("prune", 7),
         Command::Schedule(_) => commands::pending("schedule", 7),
         Command::Demo(_) => commands::pending("demo", 7),

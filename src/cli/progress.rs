@@ -87,3 +87,59 @@ impl Progress for BackupProgress {
         }
     }
 }
+
+/// Restore progress: a bar over every object on a terminal, a line per tier otherwise.
+pub struct RestoreBar {
+    bar: Option<ProgressBar>,
+    plain: bool,
+}
+
+impl RestoreBar {
+    /// Silent when `quiet` (JSON output).
+    pub fn new(quiet: bool, objects: usize) -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        let bar = (!quiet && terminal).then(|| {
+            let bar =
+                ProgressBar::with_draw_target(Some(objects as u64), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {pos}/{len} objects  {msg}",
+                )
+                .expect("the template is valid"),
+            );
+            bar
+        });
+        Self {
+            bar,
+            plain: !quiet && !terminal,
+        }
+    }
+
+    /// Removes the bar before the report is printed.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl crate::restore::RestoreProgress for RestoreBar {
+    fn tier(&self, tier: crate::restore::Tier, writes: usize) {
+        let name = serde_json::to_value(tier)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        if let Some(bar) = &self.bar {
+            bar.set_message(name.clone());
+        }
+        if self.plain {
+            eprintln!("restoring {name}: {writes} objects");
+        }
+    }
+
+    fn object_done(&self) {
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+        }
+    }
+}

@@ -72,6 +72,8 @@ pub struct Discovered {
     pub failed: Vec<(String, String)>,
     /// The server's `gitVersion`.
     pub server_version: Option<String>,
+    /// Every group-version that answered (`apps/v1`, `v1`), preferred or not.
+    pub group_versions: BTreeSet<String>,
 }
 
 /// Discovers every resource the cluster serves. `/api` and `/apis` must answer; a group-version
@@ -132,7 +134,10 @@ pub async fn discover(client: &kube::Client) -> Result<Discovered, ClusterError>
     let mut seen = BTreeSet::new();
     for (group, version, res) in lists {
         match res {
-            Ok(list) => add_resources(&mut out.resources, &mut seen, &group, &version, list),
+            Ok(list) => {
+                out.group_versions.insert(list.group_version.clone());
+                add_resources(&mut out.resources, &mut seen, &group, &version, list)
+            }
             Err(e) => {
                 let gv = if group.is_empty() {
                     version

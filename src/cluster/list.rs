@@ -1,16 +1,9 @@
-//! Listing one resource page by page, with the retries a busy API server asks for.
+//! Listing one resource page by page.
 
-use std::time::Duration;
-
-use http::Request;
+use http::Method;
 use serde::Deserialize;
 
-use super::{ClusterError, ResourceType};
-
-/// How many times a throttled (429) or failing (5xx) page request is retried.
-pub const RETRY_LIMIT: u32 = 8;
-/// Longest wait between retries, whatever Retry-After says.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+use super::{ClusterError, ResourceType, request};
 
 /// Options of one page request.
 #[derive(Debug, Clone, Default)]
@@ -49,17 +42,8 @@ struct WireListMeta {
     continue_: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
-struct WireStatus {
-    #[serde(default)]
-    reason: String,
-    #[serde(default)]
-    message: String,
-}
-
-/// Fetches one page of `rt` across all namespaces. Retries 429 (honouring Retry-After) and
-/// 5xx with exponential back-off; any other error status is returned as
-/// [`ClusterError::Api`] (410 Gone means the continue token expired: restart the list).
+/// Fetches one page of `rt` across all namespaces (retrying throttling and server errors).
+/// A 410 Gone ([`ClusterError::status`]) means the continue token expired: restart the list.
 pub async fn fetch_page(
     client: &kube::Client,
     rt: &ResourceType,
@@ -76,72 +60,38 @@ pub async fn fetch_page(
         query.append_pair("continue", c);
     }
     let uri = format!("{path}?{}", query.finish());
-    let mut attempt = 0;
+    let body = request::send(client, "list", Method::GET, &uri, None).await?;
+    let list: WireList = serde_json::from_slice(&body).map_err(|source| ClusterError::Decode {
+        op: "list",
+        path,
+        source,
+    })?;
+    Ok(Page {
+        items: list.items.unwrap_or_default(),
+        resource_version: list.metadata.resource_version,
+        continue_token: list.metadata.continue_.filter(|c| !c.is_empty()),
+    })
+}
+
+/// Every object of `rt` across all namespaces, page by page (for views that need them all,
+/// such as a restore's look at what already exists).
+pub async fn list_all(
+    client: &kube::Client,
+    rt: &ResourceType,
+    page_size: u32,
+) -> Result<Vec<serde_json::Value>, ClusterError> {
+    let opts = ListOptions {
+        limit: page_size,
+        label_selector: None,
+    };
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
     loop {
-        let req = Request::get(&uri)
-            .body(kube::client::Body::empty())
-            .expect("a GET with a valid path builds");
-        let res = client
-            .send(req)
-            .await
-            .map_err(|source| ClusterError::Request {
-                op: "list",
-                path: path.clone(),
-                source,
-            })?;
-        let status = res.status();
-        let retry_after = res
-            .headers()
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        let body =
-            res.into_body()
-                .collect_bytes()
-                .await
-                .map_err(|source| ClusterError::Request {
-                    op: "list",
-                    path: path.clone(),
-                    source,
-                })?;
-        if status.is_success() {
-            let list: WireList =
-                serde_json::from_slice(&body).map_err(|source| ClusterError::Decode {
-                    op: "list",
-                    path: path.clone(),
-                    source,
-                })?;
-            return Ok(Page {
-                items: list.items.unwrap_or_default(),
-                resource_version: list.metadata.resource_version,
-                continue_token: list.metadata.continue_.filter(|c| !c.is_empty()),
-            });
+        let page = fetch_page(client, rt, &opts, token.as_deref()).await?;
+        out.extend(page.items);
+        match page.continue_token {
+            Some(c) => token = Some(c),
+            None => return Ok(out),
         }
-        let retryable = status.as_u16() == 429 || status.is_server_error();
-        if retryable && attempt < RETRY_LIMIT {
-            let backoff = match retry_after {
-                Some(s) => Duration::from_secs(s),
-                None => Duration::from_millis(100 << attempt.min(8)),
-            }
-            .min(MAX_BACKOFF);
-            tracing::debug!(
-                path,
-                status = status.as_u16(),
-                ?backoff,
-                attempt,
-                "list throttled or failing; retrying"
-            );
-            attempt += 1;
-            tokio::time::sleep(backoff).await;
-            continue;
-        }
-        let st: WireStatus = serde_json::from_slice(&body).unwrap_or_default();
-        return Err(ClusterError::Api {
-            op: "list",
-            path,
-            code: status.as_u16(),
-            reason: st.reason,
-            message: st.message,
-        });
     }
 }

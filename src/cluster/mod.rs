@@ -4,10 +4,12 @@
 mod connect;
 mod discovery;
 mod list;
+mod request;
 
 pub use connect::{Connected, connect};
 pub use discovery::{Discovered, ResourceType, discover};
-pub use list::{ListOptions, Page, RETRY_LIMIT, fetch_page};
+pub use list::{ListOptions, Page, fetch_page, list_all};
+pub use request::{RETRY_LIMIT, send};
 
 /// Errors talking to a cluster. Each names the phase and the object involved.
 #[derive(Debug, thiserror::Error)]

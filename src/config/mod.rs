@@ -76,7 +76,7 @@ pub struct Defaults {
 }
 
 /// What to do with objects that already exist in the target cluster.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum ExistingPolicy {
     /// Leave them and report them.

@@ -62,7 +62,7 @@ fn unknown_command_flag_is_a_usage_error() {
 #[test]
 fn commands_of_later_issues_fail_plainly() {
     let dir = tempfile::tempdir().unwrap();
-    let out = lifeboat(dir.path(), &["restore", "--to", "secondary"]);
+    let out = lifeboat(dir.path(), &["prune"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("not available in lifeboat"),

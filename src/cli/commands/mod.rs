@@ -4,6 +4,7 @@ pub mod backup;
 pub mod describe;
 pub mod doctor;
 pub mod list;
+pub mod restore;
 pub mod sim;
 pub mod verify;
 

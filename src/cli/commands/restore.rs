@@ -1,0 +1,268 @@
+//! `lifeboat restore`
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::cli::args::{OutputFormat, RestoreArgs};
+use crate::cli::output::{self, Table};
+use crate::cli::progress::RestoreBar;
+use crate::cli::{Context, Exit, UsageError};
+use crate::cluster;
+use crate::config::RestoreProfile;
+use crate::repo::{BackupName, RepoReader};
+use crate::restore::{self, Action, ExecOptions, Outcome, Plan, PlanOptions, RestoreFilters};
+use crate::storage;
+use crate::transform::{Mappings, TransformOptions};
+
+/// The report of a run: what was restored, skipped and failed, and the data-loss window.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report<'a> {
+    backup: &'a str,
+    cluster: &'a str,
+    location: &'a str,
+    rpo_seconds: i64,
+    #[serde(flatten)]
+    outcome: &'a Outcome,
+}
+
+fn merged(
+    profile: &BTreeMap<String, String>,
+    flags: &[(String, String)],
+) -> BTreeMap<String, String> {
+    let mut m = profile.clone();
+    m.extend(flags.iter().cloned());
+    m
+}
+
+fn pick(flag: &[String], profile: &[String]) -> Vec<String> {
+    if flag.is_empty() {
+        profile.to_vec()
+    } else {
+        flag.to_vec()
+    }
+}
+
+/// Plans and (unless `--dry-run`) executes a restore.
+pub async fn run(ctx: &Context, a: RestoreArgs) -> anyhow::Result<Exit> {
+    let profile: RestoreProfile = match &a.to {
+        Some(p) => ctx.config.restore.get(p).cloned().ok_or_else(|| {
+            UsageError(format!(
+                "--to {p}: no restore profile {p:?} in {}; defined: {}",
+                ctx.config.file_name(),
+                ctx.config
+                    .restore
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?,
+        None => RestoreProfile::default(),
+    };
+    let cluster_name = a
+        .cluster
+        .clone()
+        .or_else(|| (!profile.cluster.is_empty()).then(|| profile.cluster.clone()));
+    let location = a
+        .from
+        .clone()
+        .or_else(|| (!profile.from.is_empty()).then(|| profile.from.clone()))
+        .ok_or_else(|| {
+            UsageError("no location to read: pass --to PROFILE or --from LOCATION".into())
+        })?;
+    let (location, loc) = ctx.config.location(Some(&location))?;
+    let cluster_ref = ctx.config.cluster(cluster_name.as_deref())?;
+    let cluster_label = cluster_ref
+        .map(|(n, _)| n.to_owned())
+        .unwrap_or_else(|| "current context".into());
+    let backup = match a.backup.as_str() {
+        "latest" => None,
+        n => Some(BackupName::new(n).map_err(|e| UsageError(format!("--backup: {e}")))?),
+    };
+
+    // Read-only whatever the config says: the storage layer hands out a Reader only.
+    let store = storage::open_reader(location, loc)
+        .with_context(|| format!("opening location {location:?}"))?;
+    let repo = RepoReader::open(store)
+        .await
+        .with_context(|| format!("reading location {location:?}"))?;
+    let connected = cluster::connect(&cluster_label, cluster_ref.map(|(_, c)| c))
+        .await
+        .with_context(|| format!("connecting to cluster {cluster_label:?}"))?;
+    let existing = a.existing.unwrap_or(profile.existing);
+    let opts = PlanOptions {
+        mappings: Mappings {
+            storage_classes: merged(&profile.storage_class_map, &a.storage_class_map),
+            zones: merged(&profile.zone_map, &a.zone_map),
+            namespaces: merged(&profile.namespace_map, &a.namespace_map),
+        },
+        transform: TransformOptions {
+            preserve_node_ports: a.preserve_node_ports,
+            backup: String::new(),
+        },
+        existing,
+        filters: RestoreFilters {
+            include_namespaces: pick(&a.include_namespaces, &profile.include_namespaces),
+            exclude_namespaces: pick(&a.exclude_namespaces, &profile.exclude_namespaces),
+            include_resources: pick(&a.include_resources, &profile.include_resources),
+            exclude_resources: pick(&a.exclude_resources, &profile.exclude_resources),
+        },
+    };
+    let plan = restore::prepare(
+        &repo,
+        &connected.client,
+        backup.as_ref(),
+        a.allow_incomplete,
+        opts,
+    )
+    .await
+    .context("preparing the restore; nothing was written")?;
+
+    if a.dry_run {
+        match ctx.output {
+            OutputFormat::Json => output::json(&json!({ "dryRun": true, "plan": plan }))?,
+            OutputFormat::Text => {
+                print_plan_summary(&plan, location, &cluster_label);
+                print_items(&plan);
+                println!("\nDry run: nothing was written.");
+            }
+        }
+        return Ok(Exit::Ok);
+    }
+    if ctx.output == OutputFormat::Text {
+        print_plan_summary(&plan, location, &cluster_label);
+    }
+    let bar = RestoreBar::new(ctx.output == OutputFormat::Json, plan.items.len());
+    let exec = ExecOptions {
+        concurrency: a.concurrency,
+        existing,
+        ..ExecOptions::default()
+    };
+    let outcome = restore::execute(&connected.client, &plan, &exec, &bar).await;
+    bar.finish();
+    let report = Report {
+        backup: &plan.restore_point.name,
+        cluster: &cluster_label,
+        location,
+        rpo_seconds: plan.restore_point.rpo_seconds,
+        outcome: &outcome,
+    };
+    if let Some(path) = &a.report {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing the report to {}", path.display()))?;
+    }
+    match ctx.output {
+        OutputFormat::Json => output::json(&json!({ "plan": plan, "report": report }))?,
+        OutputFormat::Text => print_report(&report),
+    }
+    let written = outcome.created + outcome.updated;
+    Ok(match (outcome.failed.is_empty(), written) {
+        (true, _) => Exit::Ok,
+        (false, 0) => Exit::Failed,
+        (false, _) => Exit::Partial,
+    })
+}
+
+fn print_plan_summary(plan: &Plan, location: &str, cluster: &str) {
+    let p = &plan.restore_point;
+    println!(
+        "Restore point: {} (taken {}) from location {location:?} into cluster {cluster:?}",
+        p.name, p.taken_at
+    );
+    for skipped in &p.passed_over {
+        println!("  passed over {skipped}");
+    }
+    if p.incomplete {
+        println!("  WARNING: this backup is not completely replicated here (--allow-incomplete)");
+    }
+    if let Some(r) = &p.replication {
+        let lst = r
+            .last_sync_time
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        println!("  geo-replication: {}, Last Sync Time {lst}", r.status);
+    }
+    println!(
+        "  data-loss window (RPO) if the primary is gone now: {}",
+        human_secs(p.rpo_seconds)
+    );
+    let counts: Vec<String> = plan
+        .counts
+        .iter()
+        .map(|(a, n)| format!("{n} {}", action_name(*a)))
+        .collect();
+    println!("Plan: {} objects: {}", plan.items.len(), counts.join(", "));
+    if plan.risks.is_empty() {
+        println!("Risks: none found");
+    } else {
+        println!("Risks:");
+        for r in &plan.risks {
+            println!("  [{}] {}", r.kind, r.message);
+        }
+    }
+}
+
+fn print_items(plan: &Plan) {
+    let mut t = Table::new(&["TIER", "ACTION", "OBJECT", "TRANSFORMS / REASON"]);
+    for i in &plan.items {
+        let detail = match (&i.reason, i.transforms.is_empty()) {
+            (Some(r), _) => r.clone(),
+            (None, false) => i.transforms.join(","),
+            (None, true) => String::new(),
+        };
+        t.row(vec![
+            serde_json::to_value(i.tier)
+                .unwrap()
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            action_name(i.action).into(),
+            i.display(),
+            detail,
+        ]);
+    }
+    println!();
+    t.print();
+}
+
+fn print_report(r: &Report<'_>) {
+    let o = r.outcome;
+    println!(
+        "Restored backup {} into {:?} in {:.1}s: {} created, {} updated, {} skipped, {} failed",
+        r.backup,
+        r.cluster,
+        o.duration_seconds,
+        o.created,
+        o.updated,
+        o.skipped.values().sum::<usize>(),
+        o.failed.len()
+    );
+    for (why, n) in &o.skipped {
+        println!("  skipped {n}: {why}");
+    }
+    for f in &o.failed {
+        println!("  FAILED {}: {}", f.object, f.message);
+    }
+    println!("  RPO: {}", human_secs(r.rpo_seconds));
+}
+
+fn action_name(a: Action) -> &'static str {
+    match a {
+        Action::Create => "create",
+        Action::Update => "update",
+        Action::SkipExists => "skip-exists",
+        Action::SkipRule => "skip-rule",
+    }
+}
+
+fn human_secs(s: i64) -> String {
+    match s {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m{}s", s / 60, s % 60),
+        s => format!("{}h{}m", s / 3600, s % 3600 / 60),
+    }
+}

@@ -1,0 +1,236 @@
+//! Executing a plan: tier after tier, objects of a tier in parallel with a bound, every
+//! failure collected per object, never fatal to the rest.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use http::Method;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::runtime::wait::{await_condition, conditions};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::order::Tier;
+use super::plan::{Action, Plan, PlanItem};
+use crate::cluster::{self, ClusterError};
+use crate::config::ExistingPolicy;
+
+/// Options of the executor.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    /// Writes in flight at once inside a tier.
+    pub concurrency: usize,
+    /// How long to wait for a created CRD to be Established.
+    pub crd_timeout: Duration,
+    /// What to do when an object turns out to exist at create time.
+    pub existing: ExistingPolicy,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            crd_timeout: Duration::from_secs(60),
+            existing: ExistingPolicy::Skip,
+        }
+    }
+}
+
+/// Receives progress of a running restore.
+pub trait RestoreProgress: Send + Sync {
+    /// A tier with `writes` objects to create or update begins.
+    fn tier(&self, _tier: Tier, _writes: usize) {}
+    /// One object is done (whatever its outcome).
+    fn object_done(&self) {}
+}
+
+/// Progress that goes nowhere.
+pub struct NoRestoreProgress;
+impl RestoreProgress for NoRestoreProgress {}
+
+/// One object that could not be restored.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    /// `Kind namespace/name`.
+    pub object: String,
+    /// Its tier.
+    pub tier: Tier,
+    /// The server's message (or what else went wrong).
+    pub message: String,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    /// Objects created.
+    pub created: usize,
+    /// Objects updated.
+    pub updated: usize,
+    /// Objects not written, by reason.
+    pub skipped: BTreeMap<String, usize>,
+    /// Objects that failed.
+    pub failed: Vec<Failure>,
+    /// Wall time of the execution.
+    pub duration_seconds: f64,
+}
+
+enum Done {
+    Created,
+    Updated,
+    Skipped(String),
+}
+
+/// Collection URL of an item in the target.
+fn collection(i: &PlanItem) -> String {
+    let base = if i.group.is_empty() {
+        format!("/api/{}", i.version)
+    } else {
+        format!("/apis/{}/{}", i.group, i.version)
+    };
+    if i.namespace.is_empty() {
+        format!("{base}/{}", i.resource)
+    } else {
+        format!("{base}/namespaces/{}/{}", i.namespace, i.resource)
+    }
+}
+
+async fn create(
+    client: &kube::Client,
+    i: &PlanItem,
+    existing: ExistingPolicy,
+) -> Result<Done, ClusterError> {
+    let body = serde_json::to_vec(&i.object).expect("objects serialize");
+    match cluster::send(
+        client,
+        "create",
+        Method::POST,
+        &collection(i),
+        Some(("application/json", body)),
+    )
+    .await
+    {
+        Ok(_) => Ok(Done::Created),
+        // Created meanwhile (another run, a controller): the plan's policy decides.
+        Err(ClusterError::Api {
+            code: 409, reason, ..
+        }) if reason == "AlreadyExists" => match existing {
+            ExistingPolicy::Skip => Ok(Done::Skipped("exists in the target".into())),
+            ExistingPolicy::Update => update(client, i).await,
+        },
+        Err(e) => Err(e),
+    }
+}
+
+async fn update(client: &kube::Client, i: &PlanItem) -> Result<Done, ClusterError> {
+    let mut patch = i.object.clone();
+    // Only labels and annotations of metadata are ours to set on an existing object.
+    if let Some(m) = patch.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.retain(|k, _| k == "labels" || k == "annotations");
+    }
+    let body = serde_json::to_vec(&patch).expect("objects serialize");
+    let uri = format!("{}/{}", collection(i), i.name);
+    cluster::send(
+        client,
+        "update",
+        Method::PATCH,
+        &uri,
+        Some(("application/merge-patch+json", body)),
+    )
+    .await?;
+    Ok(Done::Updated)
+}
+
+async fn wait_established(
+    client: &kube::Client,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    match tokio::time::timeout(
+        timeout,
+        await_condition(api, name, conditions::is_crd_established()),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("waiting for the CRD to be Established: {e}")),
+        Err(_) => Err(format!(
+            "the CRD was not Established within {}s",
+            timeout.as_secs()
+        )),
+    }
+}
+
+/// Runs the plan's writes against the target.
+pub async fn execute(
+    client: &kube::Client,
+    plan: &Plan,
+    opts: &ExecOptions,
+    progress: &dyn RestoreProgress,
+) -> Outcome {
+    let t0 = Instant::now();
+    let mut out = Outcome::default();
+    for item in plan
+        .items
+        .iter()
+        .filter(|i| matches!(i.action, Action::SkipExists | Action::SkipRule))
+    {
+        *out.skipped
+            .entry(item.reason.clone().unwrap_or_else(|| "skipped".into()))
+            .or_default() += 1;
+    }
+    for tier in Tier::ALL {
+        let writes: Vec<&PlanItem> = plan
+            .items
+            .iter()
+            .filter(|i| i.tier == tier && matches!(i.action, Action::Create | Action::Update))
+            .collect();
+        if writes.is_empty() {
+            continue;
+        }
+        progress.tier(tier, writes.len());
+        tracing::info!(?tier, objects = writes.len(), "restoring tier");
+        let results: Vec<(&PlanItem, Result<Done, String>)> = futures::stream::iter(writes)
+            .map(|i| async move {
+                let r = match i.action {
+                    Action::Update => update(client, i).await,
+                    _ => create(client, i, opts.existing).await,
+                }
+                .map_err(|e| e.to_string());
+                // A restored CRD is only useful once Established: its custom resources follow.
+                let r = match r {
+                    Ok(d) if tier == Tier::Crds => {
+                        wait_established(client, &i.name, opts.crd_timeout)
+                            .await
+                            .map(|_| d)
+                    }
+                    other => other,
+                };
+                progress.object_done();
+                (i, r)
+            })
+            .buffer_unordered(opts.concurrency.max(1))
+            .collect()
+            .await;
+        for (i, r) in results {
+            match r {
+                Ok(Done::Created) => out.created += 1,
+                Ok(Done::Updated) => out.updated += 1,
+                Ok(Done::Skipped(why)) => *out.skipped.entry(why).or_default() += 1,
+                Err(message) => {
+                    tracing::warn!(object = %i.display(), %message, "restore of an object failed");
+                    out.failed.push(Failure {
+                        object: i.display(),
+                        tier,
+                        message,
+                    });
+                }
+            }
+        }
+    }
+    out.duration_seconds = t0.elapsed().as_secs_f64();
+    out
+}

@@ -1,0 +1,77 @@
+//! `lifeboat restore`: choose a restore point that is complete on the location read, plan
+//! (pure: tiers, transforms, mappings, risks), then execute with bounded parallelism.
+//! Restore only ever holds a read-only repository handle: it cannot write to the repository.
+
+mod archive;
+mod execute;
+pub mod order;
+pub mod plan;
+mod point;
+mod target;
+
+pub use archive::BackupObject;
+pub use execute::{ExecOptions, Failure, NoRestoreProgress, Outcome, RestoreProgress, execute};
+pub use order::Tier;
+pub use plan::{Action, Plan, PlanItem, PlanOptions, RestoreFilters, Risk, TargetView};
+pub use point::{PassedOver, RestorePoint};
+
+use crate::cluster::ClusterError;
+use crate::repo::{BackupName, RepoError, RepoReader};
+
+/// Errors that stop a restore before it writes anything.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// Reading the repository failed.
+    #[error("{what}")]
+    Repo {
+        /// What was being read.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: RepoError,
+    },
+    /// The resource archive is unreadable or does not match its digest.
+    #[error("backup {backup}: {detail}")]
+    Archive {
+        /// The backup.
+        backup: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The named backup is not completely replicated here.
+    #[error("backup {}: {} of {} objects not yet replicated to this location; choose another backup, wait for replication, or pass --allow-incomplete", .0.name, .0.missing, .0.total)]
+    Incomplete(PassedOver),
+    /// No committed backup is complete on this location.
+    #[error("no complete backup in {location}{}", if passed_over.is_empty() { String::new() } else { format!(" (incomplete: {})", passed_over.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")) })]
+    NoRestorePoint {
+        /// The location.
+        location: String,
+        /// Backups that were not complete.
+        passed_over: Vec<PassedOver>,
+    },
+    /// The target cluster could not be examined.
+    #[error("{what}")]
+    Target {
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: ClusterError,
+    },
+}
+
+/// Chooses the restore point, reads its objects, looks at the target and plans. Reads only.
+pub async fn prepare(
+    repo: &RepoReader,
+    client: &kube::Client,
+    backup: Option<&BackupName>,
+    allow_incomplete: bool,
+    mut opts: PlanOptions,
+) -> Result<Plan, RestoreError> {
+    let (manifest, point) = point::choose(repo, backup, allow_incomplete).await?;
+    tracing::info!(backup = %manifest.name, "restore point chosen");
+    let objects = archive::read_objects(repo, &manifest).await?;
+    let view = target::view(client, &objects).await?;
+    opts.transform.backup = manifest.name.to_string();
+    Ok(plan::plan(objects, point, &view, &opts))
+}

@@ -1,0 +1,472 @@
+//! The restore plan: for every backed-up object its tier, action and transforms, and the risks
+//! found up front. A pure function of the backup's objects, a view of the target and the
+//! options, so `--dry-run` shows exactly what a run would do.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::archive::BackupObject;
+use super::order::Tier;
+use super::point::RestorePoint;
+use crate::backup::filter::glob;
+use crate::config::ExistingPolicy;
+use crate::transform::{self, Mappings, RESTORED_FROM, TransformOptions};
+
+/// Namespaces that belong to the cluster itself.
+const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
+
+/// `(group, plural, namespace, name)` in the target.
+pub type TargetKey = (String, String, String, String);
+
+/// What the target looks like, gathered before planning.
+#[derive(Debug, Clone, Default)]
+pub struct TargetView {
+    /// Served group-versions (`apps/v1`, `v1`).
+    pub served: BTreeSet<String>,
+    /// Zones of the target's nodes.
+    pub zones: BTreeSet<String>,
+    /// StorageClasses that exist.
+    pub storage_classes: BTreeSet<String>,
+    /// Objects that exist, for the resources of the backup.
+    pub existing: HashMap<TargetKey, Value>,
+}
+
+/// Which objects to restore (on the backup's names, before mapping).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreFilters {
+    /// Namespaces (globs); empty: all.
+    pub include_namespaces: Vec<String>,
+    /// Namespaces not restored.
+    pub exclude_namespaces: Vec<String>,
+    /// Resources (`deployments.apps`, `configmaps`, kind, globs); empty: all.
+    pub include_resources: Vec<String>,
+    /// Resources not restored.
+    pub exclude_resources: Vec<String>,
+}
+
+/// Options of the planner.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// Name mappings.
+    pub mappings: Mappings,
+    /// Transform switches.
+    pub transform: TransformOptions,
+    /// Objects that already exist.
+    pub existing: ExistingPolicy,
+    /// What to restore.
+    pub filters: RestoreFilters,
+}
+
+/// What happens to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Created in the target.
+    Create,
+    /// Patched to the backed-up spec (`existing: update`).
+    Update,
+    /// Left as it is: it exists in the target.
+    SkipExists,
+    /// Not restored by a rule (reason given).
+    SkipRule,
+}
+
+/// One object of the plan.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanItem {
+    /// Creation tier.
+    pub tier: Tier,
+    /// Action.
+    pub action: Action,
+    /// API group.
+    pub group: String,
+    /// Version.
+    pub version: String,
+    /// Plural resource name.
+    pub resource: String,
+    /// Kind.
+    pub kind: String,
+    /// Namespace in the target (after mapping); empty for cluster-scoped objects.
+    pub namespace: String,
+    /// Name in the target.
+    pub name: String,
+    /// Transform rules that changed the object.
+    pub transforms: Vec<&'static str>,
+    /// Why it is skipped, or what to know about it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The object to send (after transforms).
+    #[serde(skip)]
+    pub object: Value,
+}
+
+impl PlanItem {
+    /// `kind namespace/name` for messages.
+    pub fn display(&self) -> String {
+        if self.namespace.is_empty() {
+            format!("{} {}", self.kind, self.name)
+        } else {
+            format!("{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// A risk found before anything is written.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Risk {
+    /// `api-not-served`, `crd-created`, `storage-class-missing`, `zone-missing`,
+    /// `webhook-restored`, `exists-differs`.
+    pub kind: &'static str,
+    /// What, and what to do about it.
+    pub message: String,
+}
+
+/// The plan.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// The restore point.
+    pub restore_point: RestorePoint,
+    /// Mappings applied.
+    pub mappings: Mappings,
+    /// Every object, in tier order.
+    pub items: Vec<PlanItem>,
+    /// Risks found up front.
+    pub risks: Vec<Risk>,
+    /// Objects per action.
+    pub counts: BTreeMap<Action, usize>,
+}
+
+/// Why an object is never restored, if it is not.
+fn rule_skip(
+    o: &BackupObject,
+    kind: &str,
+    owners: &HashMap<String, String>,
+    filters: &RestoreFilters,
+) -> Option<String> {
+    let ns = o.namespace.as_str();
+    if !ns.is_empty() && SYSTEM_NAMESPACES.contains(&ns) {
+        return Some(format!("in system namespace {ns}"));
+    }
+    match (o.group.as_str(), kind) {
+        ("", "Namespace")
+            if SYSTEM_NAMESPACES.contains(&o.name.as_str()) || o.name == "default" =>
+        {
+            return Some("created by the cluster itself".into());
+        }
+        ("", "PersistentVolume") => {
+            return Some("volumes are provisioned anew by the target's storage".into());
+        }
+        ("snapshot.storage.k8s.io", "VolumeSnapshot" | "VolumeSnapshotContent") => {
+            return Some(
+                "snapshots of the primary region's disks do not exist in the target".into(),
+            );
+        }
+        ("", "Event" | "Endpoints" | "Node")
+        | ("events.k8s.io", _)
+        | ("discovery.k8s.io", _)
+        | ("coordination.k8s.io", "Lease") => {
+            return Some("regenerated by the target cluster".into());
+        }
+        ("", "ServiceAccount") if o.name == "default" => {
+            return Some("created by the cluster in every namespace".into());
+        }
+        ("", "ConfigMap") if o.name == "kube-root-ca.crt" => {
+            return Some("created by the cluster in every namespace".into());
+        }
+        ("", "Secret") if o.object["type"] == "kubernetes.io/service-account-token" => {
+            return Some("service account tokens are issued by the target".into());
+        }
+        ("rbac.authorization.k8s.io", "ClusterRole" | "ClusterRoleBinding")
+            if o.name.starts_with("system:") =>
+        {
+            return Some("bootstrap RBAC belongs to the target cluster".into());
+        }
+        _ => {}
+    }
+    if let Some(refs) = o
+        .object
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+    {
+        for r in refs {
+            if r["controller"] == true
+                && let Some(owner) = r["uid"].as_str().and_then(|u| owners.get(u))
+            {
+                return Some(format!(
+                    "owned by {owner} in the backup; its controller recreates it"
+                ));
+            }
+        }
+    }
+    let f = filters;
+    if !ns.is_empty()
+        && ((!f.include_namespaces.is_empty() && !f.include_namespaces.iter().any(|p| glob(p, ns)))
+            || f.exclude_namespaces.iter().any(|p| glob(p, ns)))
+    {
+        return Some("excluded by the namespace filters".into());
+    }
+    let gr = if o.group.is_empty() {
+        o.plural.clone()
+    } else {
+        format!("{}.{}", o.plural, o.group)
+    };
+    let matches = |p: &String| {
+        glob(&p.to_ascii_lowercase(), &o.plural)
+            || glob(&p.to_ascii_lowercase(), &gr)
+            || glob(&p.to_ascii_lowercase(), &kind.to_ascii_lowercase())
+    };
+    if (!f.include_resources.is_empty() && !f.include_resources.iter().any(matches))
+        || f.exclude_resources.iter().any(matches)
+    {
+        return Some("excluded by the resource filters".into());
+    }
+    None
+}
+
+/// The content of an object that a restore sets: everything but metadata and status.
+fn content(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(m) = v.as_object_mut() {
+        for k in ["metadata", "status", "apiVersion", "kind"] {
+            m.remove(k);
+        }
+    }
+    v
+}
+
+/// Plans the restore of `objects` into the target.
+pub fn plan(
+    objects: Vec<BackupObject>,
+    point: RestorePoint,
+    target: &TargetView,
+    opts: &PlanOptions,
+) -> Plan {
+    let owners: HashMap<String, String> = objects
+        .iter()
+        .filter_map(|o| {
+            let uid = o.object.pointer("/metadata/uid")?.as_str()?.to_owned();
+            Some((
+                uid,
+                format!(
+                    "{} {}",
+                    o.object["kind"].as_str().unwrap_or_default(),
+                    o.name
+                ),
+            ))
+        })
+        .collect();
+    let ctx = transform::Context {
+        mappings: &opts.mappings,
+        options: &opts.transform,
+    };
+    let mut items = Vec::with_capacity(objects.len());
+    let mut risks = BTreeSet::new();
+    for o in objects {
+        let kind = o.object["kind"].as_str().unwrap_or_default().to_owned();
+        let tier = Tier::of(&o.group, &kind);
+        let mut item = PlanItem {
+            tier,
+            action: Action::SkipRule,
+            group: o.group.clone(),
+            version: o.version.clone(),
+            resource: o.plural.clone(),
+            kind: kind.clone(),
+            namespace: opts.mappings.namespace(&o.namespace).to_owned(),
+            name: o.name.clone(),
+            transforms: vec![],
+            reason: None,
+            object: Value::Null,
+        };
+        if let Some(reason) = rule_skip(&o, &kind, &owners, &opts.filters) {
+            item.reason = Some(reason);
+            items.push(item);
+            continue;
+        }
+        let mut obj = o.object;
+        item.transforms = transform::apply_all(&mut obj, &ctx);
+        // A rename (storage class, namespace) changes the target name.
+        item.name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or(&item.name)
+            .to_owned();
+        let key = (
+            item.group.clone(),
+            item.resource.clone(),
+            item.namespace.clone(),
+            item.name.clone(),
+        );
+        match target.existing.get(&key) {
+            Some(live)
+                if live
+                    .pointer(&format!(
+                        "/metadata/labels/{}",
+                        RESTORED_FROM.replace('/', "~1")
+                    ))
+                    .and_then(Value::as_str)
+                    == Some(opts.transform.backup.as_str()) =>
+            {
+                item.action = Action::SkipExists;
+                item.reason = Some("restored earlier from this backup".into());
+            }
+            Some(live) => {
+                let differs = content(live) != content(&obj);
+                item.action = match opts.existing {
+                    ExistingPolicy::Skip => Action::SkipExists,
+                    ExistingPolicy::Update => Action::Update,
+                };
+                if differs {
+                    item.reason = Some("exists in the target and differs from the backup".into());
+                    if item.action == Action::SkipExists {
+                        risks.insert(Risk {
+                            kind: "exists-differs",
+                            message: format!("{} exists in the target and differs from the backup; it is left as it is (use --existing update to overwrite)", item.display()),
+                        });
+                    }
+                } else {
+                    item.reason = Some("exists in the target".into());
+                }
+            }
+            None => item.action = Action::Create,
+        }
+        item.object = obj;
+        items.push(item);
+    }
+    find_risks(&items, target, &mut risks);
+    items.sort_by(|a, b| {
+        (a.tier, &a.group, &a.resource, &a.namespace, &a.name).cmp(&(
+            b.tier,
+            &b.group,
+            &b.resource,
+            &b.namespace,
+            &b.name,
+        ))
+    });
+    let mut counts = BTreeMap::new();
+    for i in &items {
+        *counts.entry(i.action).or_default() += 1;
+    }
+    Plan {
+        restore_point: point,
+        mappings: opts.mappings.clone(),
+        items,
+        risks: risks.into_iter().collect(),
+        counts,
+    }
+}
+
+fn find_risks(items: &[PlanItem], target: &TargetView, risks: &mut BTreeSet<Risk>) {
+    let writes = || {
+        items
+            .iter()
+            .filter(|i| matches!(i.action, Action::Create | Action::Update))
+    };
+    let crd_groups: BTreeSet<String> = items
+        .iter()
+        .filter(|i| i.kind == "CustomResourceDefinition" && i.action != Action::SkipRule)
+        .filter_map(|i| {
+            i.object
+                .pointer("/spec/group")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .collect();
+    let mut unserved: BTreeMap<String, usize> = BTreeMap::new();
+    for i in writes() {
+        let gv = if i.group.is_empty() {
+            i.version.clone()
+        } else {
+            format!("{}/{}", i.group, i.version)
+        };
+        if !target.served.contains(&gv) && !crd_groups.contains(&i.group) {
+            *unserved.entry(gv).or_default() += 1;
+        }
+        match (i.group.as_str(), i.kind.as_str()) {
+            ("apiextensions.k8s.io", "CustomResourceDefinition") if i.action == Action::Create => {
+                risks.insert(Risk {
+                    kind: "crd-created",
+                    message: format!(
+                        "CRD {} will be created (its controller is not part of the backup)",
+                        i.name
+                    ),
+                });
+            }
+            ("admissionregistration.k8s.io", _) => {
+                risks.insert(Risk {
+                    kind: "webhook-restored",
+                    message: format!("admission webhook {} {} will be restored last; its service must be reachable or it may block later writes", i.kind, i.name),
+                });
+            }
+            ("storage.k8s.io", "StorageClass") => {
+                for v in i
+                    .object
+                    .pointer("/allowedTopologies")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|t| t["matchLabelExpressions"].as_array().into_iter().flatten())
+                    .filter(|e| e["key"].as_str().is_some_and(|k| k.ends_with("/zone")))
+                    .flat_map(|e| e["values"].as_array().into_iter().flatten())
+                    .filter_map(Value::as_str)
+                {
+                    if !target.zones.contains(v) {
+                        risks.insert(Risk {
+                            kind: "zone-missing",
+                            message: format!("StorageClass {} allows zone {v}, which the target does not have; claims using it will not bind (add --zone-map {v}=<target zone>)", i.name),
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for (gv, n) in unserved {
+        risks.insert(Risk {
+            kind: "api-not-served",
+            message: format!("the target does not serve {gv} and the backup has no CRD for it; {n} object(s) will fail"),
+        });
+    }
+    let planned_classes: BTreeSet<&str> = items
+        .iter()
+        .filter(|i| i.kind == "StorageClass" && i.action != Action::SkipRule)
+        .map(|i| i.name.as_str())
+        .collect();
+    let mut claims_by_class: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for i in writes() {
+        let classes: Vec<&str> = match (i.group.as_str(), i.kind.as_str()) {
+            ("", "PersistentVolumeClaim") => i
+                .object
+                .pointer("/spec/storageClassName")
+                .and_then(Value::as_str)
+                .into_iter()
+                .collect(),
+            ("apps", "StatefulSet") => i
+                .object
+                .pointer("/spec/volumeClaimTemplates")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.pointer("/spec/storageClassName").and_then(Value::as_str))
+                .collect(),
+            _ => vec![],
+        };
+        for c in classes {
+            if !c.is_empty() && !target.storage_classes.contains(c) && !planned_classes.contains(c)
+            {
+                claims_by_class.entry(c).or_default().push(i.display());
+            }
+        }
+    }
+    for (class, users) in claims_by_class {
+        risks.insert(Risk {
+            kind: "storage-class-missing",
+            message: format!("StorageClass {class} neither exists in the target nor is restored, and no --storage-class-map covers it; used by {}", users.join(", ")),
+        });
+    }
+}

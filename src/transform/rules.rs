@@ -1,0 +1,255 @@
+//! The transform rules, one function each.
+
+use serde_json::{Map, Value};
+
+use super::Context;
+
+/// Label set on every restored object: `lifeboat.io/restored-from: <backup>`. A re-run of the
+/// same restore recognises its own objects by it.
+pub const RESTORED_FROM: &str = "lifeboat.io/restored-from";
+
+fn kind(obj: &Value) -> &str {
+    obj["kind"].as_str().unwrap_or_default()
+}
+
+fn group(obj: &Value) -> &str {
+    obj["apiVersion"]
+        .as_str()
+        .and_then(|v| v.rsplit_once('/'))
+        .map(|(g, _)| g)
+        .unwrap_or("")
+}
+
+fn meta(obj: &mut Value) -> Option<&mut Map<String, Value>> {
+    obj.get_mut("metadata")?.as_object_mut()
+}
+
+fn remove_keys(map: &mut Map<String, Value>, keys: &[&str]) -> bool {
+    keys.iter()
+        .fold(false, |changed, k| map.remove(*k).is_some() || changed)
+}
+
+/// Server-set fields cannot be sent on create (resourceVersion is refused outright) and status
+/// is the target's to compute.
+pub fn strip_server_fields(obj: &mut Value, _: &Context<'_>) -> bool {
+    let mut changed = false;
+    if let Some(m) = meta(obj) {
+        changed |= remove_keys(
+            m,
+            &[
+                "uid",
+                "resourceVersion",
+                "creationTimestamp",
+                "generation",
+                "managedFields",
+                "selfLink",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+            ],
+        );
+        if let Some(ann) = m.get_mut("annotations").and_then(Value::as_object_mut) {
+            // kubectl's last-applied copy still carries the primary's names.
+            changed |= ann
+                .remove("kubectl.kubernetes.io/last-applied-configuration")
+                .is_some();
+        }
+    }
+    if let Some(o) = obj.as_object_mut() {
+        changed |= o.remove("status").is_some();
+    }
+    changed
+}
+
+/// Owner uids are the primary's: the target's garbage collector would delete an object whose
+/// owner uid does not exist. Controller-owned objects are skipped by the planner; what remains
+/// loses its owner references (the owner, if restored, re-adopts it).
+pub fn drop_owner_references(obj: &mut Value, _: &Context<'_>) -> bool {
+    meta(obj).is_some_and(|m| m.remove("ownerReferences").is_some())
+}
+
+/// ClusterIPs belong to the primary's service CIDR; the target allocates its own. Headless
+/// (`None`) is meaning, not an address, and stays.
+pub fn service_cluster_ip(obj: &mut Value, _: &Context<'_>) -> bool {
+    if group(obj) != "" || kind(obj) != "Service" {
+        return false;
+    }
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return false;
+    };
+    if spec.get("clusterIP").and_then(Value::as_str) == Some("None") {
+        return false;
+    }
+    remove_keys(spec, &["clusterIP", "clusterIPs"])
+}
+
+/// nodePorts collide with the target's allocations unless the user asks to keep them.
+pub fn service_node_ports(obj: &mut Value, ctx: &Context<'_>) -> bool {
+    if ctx.options.preserve_node_ports || group(obj) != "" || kind(obj) != "Service" {
+        return false;
+    }
+    let mut changed = false;
+    if let Some(ports) = obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+            changed |= p.remove("nodePort").is_some();
+        }
+    }
+    if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+        changed |= spec.remove("healthCheckNodePort").is_some();
+    }
+    changed
+}
+
+const BINDING_ANNOTATIONS: &[&str] = &[
+    "pv.kubernetes.io/bind-completed",
+    "pv.kubernetes.io/bound-by-controller",
+    "volume.kubernetes.io/selected-node",
+    "volume.beta.kubernetes.io/storage-provisioner",
+    "volume.kubernetes.io/storage-provisioner",
+];
+
+/// A claim must be provisioned anew in the target: no PV name, no binding annotations, no data
+/// source pointing at a primary-region snapshot.
+pub fn pvc_unbind(obj: &mut Value, _: &Context<'_>) -> bool {
+    if group(obj) != "" || kind(obj) != "PersistentVolumeClaim" {
+        return false;
+    }
+    let mut changed = false;
+    if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+        changed |= remove_keys(spec, &["volumeName", "dataSource", "dataSourceRef"]);
+    }
+    if let Some(ann) = meta(obj)
+        .and_then(|m| m.get_mut("annotations"))
+        .and_then(Value::as_object_mut)
+    {
+        changed |= remove_keys(ann, BINDING_ANNOTATIONS);
+    }
+    changed
+}
+
+/// A bare pod bound to a primary node would never run in the target.
+pub fn pod_node_name(obj: &mut Value, _: &Context<'_>) -> bool {
+    if group(obj) != "" || kind(obj) != "Pod" {
+        return false;
+    }
+    obj.get_mut("spec")
+        .and_then(Value::as_object_mut)
+        .is_some_and(|s| s.remove("nodeName").is_some())
+}
+
+fn map_string(v: Option<&mut Value>, map: &std::collections::BTreeMap<String, String>) -> bool {
+    let Some(v) = v else { return false };
+    let Some(new) = v.as_str().and_then(|s| map.get(s)) else {
+        return false;
+    };
+    *v = Value::String(new.clone());
+    true
+}
+
+/// Storage class names of the primary region → the secondary's: StorageClasses themselves,
+/// claims, and StatefulSet claim templates.
+pub fn map_storage_class(obj: &mut Value, ctx: &Context<'_>) -> bool {
+    let map = &ctx.mappings.storage_classes;
+    if map.is_empty() {
+        return false;
+    }
+    match (group(obj), kind(obj)) {
+        ("storage.k8s.io", "StorageClass") => map_string(obj.pointer_mut("/metadata/name"), map),
+        ("", "PersistentVolumeClaim") => map_string(obj.pointer_mut("/spec/storageClassName"), map),
+        ("apps", "StatefulSet") => {
+            let mut changed = false;
+            if let Some(ts) = obj
+                .pointer_mut("/spec/volumeClaimTemplates")
+                .and_then(Value::as_array_mut)
+            {
+                for t in ts {
+                    changed |= map_string(t.pointer_mut("/spec/storageClassName"), map);
+                }
+            }
+            changed
+        }
+        _ => false,
+    }
+}
+
+const ZONE_KEYS: &[&str] = &[
+    "topology.kubernetes.io/zone",
+    "failure-domain.beta.kubernetes.io/zone",
+    "topology.disk.csi.azure.com/zone",
+];
+
+/// Primary-region zones are invalid in the secondary region: StorageClass `allowedTopologies`
+/// values are mapped through the zone map.
+pub fn map_zones(obj: &mut Value, ctx: &Context<'_>) -> bool {
+    let map = &ctx.mappings.zones;
+    if map.is_empty() || group(obj) != "storage.k8s.io" || kind(obj) != "StorageClass" {
+        return false;
+    }
+    let mut changed = false;
+    for term in obj
+        .pointer_mut("/allowedTopologies")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        for expr in term
+            .pointer_mut("/matchLabelExpressions")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if !expr["key"].as_str().is_some_and(|k| ZONE_KEYS.contains(&k)) {
+                continue;
+            }
+            for v in expr
+                .pointer_mut("/values")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                changed |= map_string(Some(v), map);
+            }
+        }
+    }
+    changed
+}
+
+/// Namespace renames: the object's namespace, a Namespace's own name, and the namespaces of
+/// (Cluster)RoleBinding subjects.
+pub fn map_namespace(obj: &mut Value, ctx: &Context<'_>) -> bool {
+    let map = &ctx.mappings.namespaces;
+    if map.is_empty() {
+        return false;
+    }
+    let mut changed = map_string(obj.pointer_mut("/metadata/namespace"), map);
+    match (group(obj), kind(obj)) {
+        ("", "Namespace") => changed |= map_string(obj.pointer_mut("/metadata/name"), map),
+        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
+            for s in obj
+                .pointer_mut("/subjects")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                changed |= map_string(s.pointer_mut("/namespace"), map);
+            }
+        }
+        _ => {}
+    }
+    changed
+}
+
+/// Labels the object with the backup it came from, so a re-run recognises it.
+pub fn mark_restored(obj: &mut Value, ctx: &Context<'_>) -> bool {
+    let Some(m) = meta(obj) else { return false };
+    let labels = m
+        .entry("labels")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let Some(labels) = labels.as_object_mut() else {
+        return false;
+    };
+    labels.insert(
+        RESTORED_FROM.into(),
+        Value::String(ctx.options.backup.clone()),
+    );
+    true
+}
