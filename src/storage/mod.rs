@@ -4,6 +4,28 @@
 //! this layer knows nothing of backups. Reading and writing are split: [`Reader`] exposes only
 //! [`ObjectRead`], [`Writer`] adds [`ObjectWrite`]. Code handed a `Reader` (every restore) cannot
 //! write, and the compiler, not a runtime flag, enforces it.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use bytes::Bytes;
+//! use lifeboat::storage::{PutOutcome, Writer, memory::MemoryBackend};
+//! # #[tokio::main] async fn main() -> lifeboat::storage::Result<()> {
+//! let w = Writer::new(Arc::new(MemoryBackend::new("doc")));
+//! assert_eq!(w.put_if_absent("a/b", Bytes::from_static(b"x")).await?, PutOutcome::Created);
+//! // Write-once: a second create leaves the first object alone.
+//! assert_eq!(w.put_if_absent("a/b", Bytes::from_static(b"y")).await?, PutOutcome::AlreadyExists);
+//! let r = w.reader(); // a `Reader` has no write methods at all
+//! assert_eq!(r.get("a/b").await?, Bytes::from_static(b"x"));
+//! # Ok(()) }
+//! ```
+//!
+//! Writing through a `Reader` does not compile:
+//!
+//! ```compile_fail
+//! # async fn restore(r: lifeboat::storage::Reader) {
+//! r.put_if_absent("k", bytes::Bytes::new()).await;
+//! # }
+//! ```
 
 pub mod azure;
 pub mod local;
@@ -70,7 +92,9 @@ pub enum StorageError {
         location: String,
     },
     /// The service refused the credentials or the operation (401/403).
-    #[error("{op} {key:?} on {location} was refused (HTTP {status}): check the credentials and their permissions")]
+    #[error(
+        "{op} {key:?} on {location} was refused (HTTP {status}): check the credentials and their permissions"
+    )]
     Denied {
         /// The location.
         location: String,
@@ -121,9 +145,9 @@ pub enum StorageError {
         op: &'static str,
         /// The object's key (empty for account- or container-level operations).
         key: String,
-        /// The SDK's error, with the service's status and error code.
+        /// The SDK's error, with the service's status and error code (boxed: it is large).
         #[source]
-        source: azure_core::Error,
+        source: Box<azure_core::Error>,
     },
     /// The location's configuration cannot be turned into a client (missing credentials, bad URL).
     #[error("cannot open location {location}: {reason}")]
@@ -168,9 +192,19 @@ pub trait ObjectWrite: ObjectRead {
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<PutOutcome>;
     /// Creates the object from a file, in staged blocks with bounded parallelism where the backend
     /// supports it, unless one of that key exists.
-    async fn put_file_if_absent(&self, key: &str, path: &Path, opts: &TransferOptions) -> Result<PutOutcome>;
+    async fn put_file_if_absent(
+        &self,
+        key: &str,
+        path: &Path,
+        opts: &TransferOptions,
+    ) -> Result<PutOutcome>;
     /// Deletes an object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
+    /// Creates what the location needs before its first object (an Azure container, a local
+    /// root directory); returns true if and only if something was created. Idempotent.
+    async fn create_location(&self) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// A handle that can only read. Cheap to clone.
@@ -215,18 +249,42 @@ impl Deref for Writer {
 
 /// Checks a key before it reaches a backend: relative, `/`-separated, no empty or `..` segments.
 pub fn validate_key(key: &str) -> Result<()> {
-    let bad = |reason| Err(StorageError::InvalidKey { key: key.to_owned(), reason });
+    let bad = |reason| {
+        Err(StorageError::InvalidKey {
+            key: key.to_owned(),
+            reason,
+        })
+    };
     if key.is_empty() {
         return bad("empty");
     }
     if key.starts_with('/') {
         return bad("absolute");
     }
-    if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+    if key
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
         return bad("empty, '.' or '..' segment");
     }
     if key.contains('\\') || key.contains('\0') {
         return bad("backslash or NUL");
     }
     Ok(())
+}
+
+/// Checks a listing prefix: empty, or the start of a valid key (so `../` cannot walk out of a
+/// local root).
+pub fn validate_prefix(prefix: &str) -> Result<()> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    // Any valid key can follow the prefix; "x" stands in for the rest.
+    validate_key(&format!("{prefix}x")).map_err(|e| match e {
+        StorageError::InvalidKey { reason, .. } => StorageError::InvalidKey {
+            key: prefix.to_owned(),
+            reason,
+        },
+        other => other,
+    })
 }
