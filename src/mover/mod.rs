@@ -1,0 +1,241 @@
+//! Volume data: a directory → content-defined chunks → sha256 ids → zstd → packs, and back.
+//!
+//! The core is I/O-free and testable on its own: [`chunker`] cuts any `Read`, [`pack`] builds
+//! and parses packs in memory, [`index`] is the volume index's serde types, [`known`] the exact
+//! set of chunks the repository holds. [`backup`], [`restore`] and [`verify`] add the file system
+//! and the storage layer: backups write through a [`crate::storage::Writer`], restores and
+//! verification read through a [`crate::storage::Reader`] and cannot write to the repository.
+//!
+//! ```
+//! use lifeboat::mover::{ChunkIter, ChunkerConfig, ChunkId};
+//! let cfg = ChunkerConfig { min: 16 << 10, avg: 64 << 10, max: 256 << 10 };
+//! let data = vec![7u8; 1 << 20];
+//! let ids: Vec<ChunkId> = ChunkIter::new(&data[..], cfg)
+//!     .map(|c| ChunkId::of(&c.unwrap().data))
+//!     .collect();
+//! assert_eq!(ids.len(), 4); // constant data: every chunk is cut at `max`
+//! ```
+
+pub mod backup;
+pub mod chunker;
+pub mod index;
+pub mod known;
+pub mod pack;
+pub mod restore;
+pub mod verify;
+
+#[cfg(test)]
+mod tests;
+
+pub use backup::{
+    BackupOptions, BackupOutcome, BackupStats, Progress, UnchangedRule, backup_volume,
+};
+pub use chunker::{ChunkId, ChunkIter, ChunkerConfig, ChunkerParamsError};
+pub use index::{Entry, IndexError, VolumeIndex};
+pub use known::KnownChunks;
+pub use restore::{RestoreOptions, RestoreStats, check_index, restore_volume};
+pub use verify::{DamagedChunk, VerifyReport, verify_index, verify_packs, verify_volumes};
+
+use crate::storage::StorageError;
+
+/// Errors of the mover. Each names the phase and the file, entry, chunk or pack involved.
+#[derive(Debug, thiserror::Error)]
+pub enum MoverError {
+    /// The repository's chunker cannot be used.
+    #[error(transparent)]
+    Chunker(#[from] ChunkerParamsError),
+    /// The backup source is not a directory.
+    #[error("backup source {path} is not a directory")]
+    SourceNotDir {
+        /// The source.
+        path: String,
+    },
+    /// Listing or stat-ing the source tree failed.
+    #[error("backup: cannot walk {path}")]
+    Walk {
+        /// The file or directory.
+        path: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading a file's data failed.
+    #[error("backup: cannot read {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A name that is not UTF-8 (the index stores paths as JSON strings).
+    #[error("backup: {path} has a name that is not UTF-8")]
+    NonUtf8Name {
+        /// The entry, lossily shown.
+        path: String,
+    },
+    /// A pack upload failed.
+    #[error("backup: uploading pack {pack} failed")]
+    Upload {
+        /// The pack's key.
+        pack: String,
+        /// The storage error.
+        #[source]
+        source: StorageError,
+    },
+    /// The upload side stopped (its error is reported instead where known).
+    #[error("backup: uploads stopped")]
+    UploadStopped,
+    /// A pipeline thread could not be started.
+    #[error("backup: cannot start a pipeline thread")]
+    Thread {
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A broken invariant of this module; a bug.
+    #[error("internal error: {what}")]
+    Internal {
+        /// What went wrong.
+        what: String,
+    },
+    /// The index could not be read.
+    #[error("volume index")]
+    Index(#[from] IndexError),
+    /// An index entry's path could escape the target.
+    #[error("restore: entry {entry:?} is refused: {reason}")]
+    UnsafePath {
+        /// The entry's path.
+        entry: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// An index entry's path goes through a symlink (or something else that is not a directory).
+    #[error(
+        "restore: entry {entry:?} is refused: it goes through {link:?}, a symlink or non-directory"
+    )]
+    ThroughSymlink {
+        /// The entry's path.
+        entry: String,
+        /// The symlink (or non-directory) on its way.
+        link: String,
+    },
+    /// A hard link whose target is not an earlier regular file of the index.
+    #[error("restore: hard link {entry:?} points at {target:?}, which is not an earlier file")]
+    BadHardLink {
+        /// The link's path.
+        entry: String,
+        /// Its target as listed.
+        target: String,
+    },
+    /// A file entry that does not add up.
+    #[error("restore: file entry {entry:?} is malformed: {reason}")]
+    BadFileEntry {
+        /// The file's path.
+        entry: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The restore target is not a directory.
+    #[error("restore: target {path} is not a directory")]
+    TargetNotDir {
+        /// The target.
+        path: String,
+    },
+    /// Something already exists where an entry goes.
+    #[error("restore: {entry:?} already exists in the target")]
+    TargetExists {
+        /// The entry's path.
+        entry: String,
+    },
+    /// Reading a pack failed.
+    #[error("reading pack {pack} failed")]
+    Fetch {
+        /// The pack's key.
+        pack: String,
+        /// The storage error.
+        #[source]
+        source: StorageError,
+    },
+    /// Reading a volume index failed.
+    #[error("reading volume index {key} failed")]
+    FetchIndex {
+        /// The index's key.
+        key: String,
+        /// The storage error.
+        #[source]
+        source: StorageError,
+    },
+    /// A ranged read returned fewer bytes than asked.
+    #[error("reading pack {pack} returned fewer bytes than asked")]
+    ShortRead {
+        /// The pack's key.
+        pack: String,
+    },
+    /// A chunk's bytes do not match its id.
+    #[error("restore: chunk {chunk} of file {file:?} (pack {pack}) is corrupted")]
+    CorruptChunk {
+        /// A file containing the chunk.
+        file: String,
+        /// The chunk id.
+        chunk: String,
+        /// The pack's key.
+        pack: String,
+        /// What is wrong with it.
+        #[source]
+        source: pack::PackFormatError,
+    },
+    /// Writing into the target failed.
+    #[error("restore: cannot write {path}")]
+    Write {
+        /// The file or directory.
+        path: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Mover result.
+pub type Result<T, E = MoverError> = std::result::Result<T, E>;
+
+/// `volumes/<ns>/<pvc>.json`, relative to a backup's folder (for [`crate::repo::BackupWriter::put`]).
+pub fn index_relative_key(namespace: &str, pvc: &str) -> String {
+    format!("volumes/{namespace}/{pvc}.json")
+}
+
+/// Stores a volume's index in the backup being written and references every pack it uses, so
+/// the manifest lists them. Call once per volume, before the backup's commit.
+pub async fn store_index(
+    backup: &mut crate::repo::BackupWriter,
+    namespace: &str,
+    pvc: &str,
+    index: &VolumeIndex,
+) -> crate::repo::Result<crate::repo::ObjectEntry> {
+    let entry = backup
+        .put(
+            &index_relative_key(namespace, pvc),
+            bytes::Bytes::from(index.to_json()),
+        )
+        .await?;
+    for pack in index.pack_entries() {
+        backup.reference_pack(pack);
+    }
+    Ok(entry)
+}
+
+/// Reads a volume's index from a committed backup; `Ok(None)` if that backup has no such volume
+/// (e.g. looking for a parent of a new volume).
+pub async fn load_index(
+    store: &crate::storage::Reader,
+    backup: &crate::repo::BackupName,
+    namespace: &str,
+    pvc: &str,
+) -> Result<Option<VolumeIndex>> {
+    let key = crate::repo::Layout::volume_index(backup, namespace, pvc);
+    match store.get(&key).await {
+        Ok(bytes) => Ok(Some(VolumeIndex::from_json(&bytes)?)),
+        Err(StorageError::NotFound { .. }) => Ok(None),
+        Err(source) => Err(MoverError::FetchIndex { key, source }),
+    }
+}
