@@ -216,15 +216,19 @@ pub async fn run(
     }
 
     progress.phase("uploading");
+    let path = spooled.file.path();
     writer
-        .put_file(
+        .put_file_digested(
             "resources.tar.zst",
-            spooled.file.path(),
+            path,
+            spooled.size,
+            spooled.sha256.clone(),
             &TransferOptions::default(),
         )
         .await
         .map_err(repo_err)?;
 
+    tracing::info!(elapsed = ?t0.elapsed(), "archive uploaded");
     let mut namespaces: BTreeMap<String, u64> = BTreeMap::new();
     for s in &summaries {
         for (ns, n) in &s.per_namespace {

@@ -312,10 +312,12 @@ mod tests {
             .iter()
             .find(|t| t.resource.plural == "customresourcedefinitions")
             .unwrap();
-        assert_eq!(
-            crd.narrow,
-            Narrow::CrdNames(["carts.shop.example.com".to_string()].into())
-        );
+        // VolumeSnapshotClasses are custom resources too: their CRD comes along.
+        let want = [
+            "carts.shop.example.com",
+            "volumesnapshotclasses.snapshot.storage.k8s.io",
+        ];
+        assert_eq!(crd.narrow, Narrow::CrdNames(want.map(String::from).into()));
     }
 
     #[test]
@@ -331,6 +333,11 @@ mod tests {
             .iter()
             .find(|t| t.resource.plural == "customresourcedefinitions")
             .unwrap();
-        assert_eq!(crd.narrow, Narrow::CrdNames(Default::default()));
+        let want = ["volumesnapshotclasses.snapshot.storage.k8s.io".to_string()];
+        assert_eq!(
+            crd.narrow,
+            Narrow::CrdNames(want.into()),
+            "only the always-captured classes' CRD"
+        );
     }
 }

@@ -3,8 +3,11 @@
 use std::collections::BTreeMap;
 
 use futures::StreamExt;
+use serde::Deserialize;
 use serde::Serialize;
-use serde_json::Value;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use super::Progress;
@@ -102,7 +105,14 @@ async fn list_one(
     // API server lists in (namespace, name) order), so none is written twice.
     let mut last_key: Option<(String, String)> = None;
     loop {
-        let page = match cluster::fetch_page(client, rt, &opts, continue_token.as_deref()).await {
+        let page = match cluster::fetch_page_of::<ListedObject>(
+            client,
+            rt,
+            &opts,
+            continue_token.as_deref(),
+        )
+        .await
+        {
             Ok(p) => p,
             Err(e) if e.status() == Some(410) && s.restarts < RESTART_LIMIT => {
                 tracing::info!(resource = %s.resource, "continue token expired; restarting the list");
@@ -159,15 +169,49 @@ struct Prepared {
     entry: Entry,
 }
 
+/// A listed object as a backup needs it: `metadata` parsed (to read the name and drop
+/// `managedFields`), every other field kept as the server's raw JSON, so the bulk of an
+/// object (spec, data) is scanned once and copied, never rebuilt.
+pub struct ListedObject {
+    metadata: Option<Map<String, Value>>,
+    fields: BTreeMap<String, Box<RawValue>>,
+}
+
+impl<'de> Deserialize<'de> for ListedObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ListedObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a Kubernetes object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ListedObject, A::Error> {
+                let mut obj = ListedObject {
+                    metadata: None,
+                    fields: BTreeMap::new(),
+                };
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "metadata" {
+                        obj.metadata = Some(map.next_value()?);
+                    } else {
+                        obj.fields.insert(key, map.next_value()?);
+                    }
+                }
+                Ok(obj)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 /// Makes the object self-describing (list items of built-in types lack apiVersion and kind),
 /// drops `managedFields` (large, useless to a restore) and serialises it.
-fn prepare(mut item: Value, rt: &ResourceType) -> Option<Prepared> {
-    let obj = item.as_object_mut()?;
-    obj.entry("apiVersion")
-        .or_insert_with(|| Value::String(rt.api_version()));
-    obj.entry("kind")
-        .or_insert_with(|| Value::String(rt.kind.clone()));
-    let meta = obj.get_mut("metadata")?.as_object_mut()?;
+fn prepare(obj: ListedObject, rt: &ResourceType) -> Option<Prepared> {
+    let ListedObject {
+        metadata,
+        mut fields,
+    } = obj;
+    let mut meta = metadata?;
     meta.remove("managedFields");
     let name = meta.get("name")?.as_str()?.to_owned();
     let ns = meta
@@ -175,6 +219,23 @@ fn prepare(mut item: Value, rt: &ResourceType) -> Option<Prepared> {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
+    // to_raw_value serialises straight into a RawValue (from_string would parse it again).
+    fields.insert(
+        "metadata".into(),
+        serde_json::value::to_raw_value(&meta).ok()?,
+    );
+    if !fields.contains_key("apiVersion") {
+        fields.insert(
+            "apiVersion".into(),
+            serde_json::value::to_raw_value(&rt.api_version()).ok()?,
+        );
+    }
+    if !fields.contains_key("kind") {
+        fields.insert(
+            "kind".into(),
+            serde_json::value::to_raw_value(&rt.kind).ok()?,
+        );
+    }
     let group = if rt.group.is_empty() {
         "core"
     } else {
@@ -185,7 +246,7 @@ fn prepare(mut item: Value, rt: &ResourceType) -> Option<Prepared> {
     } else {
         format!("{group}/{}/{}/{name}.json", rt.version, rt.plural)
     };
-    let data = serde_json::to_vec(&item).ok()?;
+    let data = serde_json::to_vec(&fields).ok()?;
     Some(Prepared {
         key: (ns, name),
         entry: Entry { path, data },
@@ -222,7 +283,8 @@ mod tests {
             verbs: vec![],
         };
         let item = json!({"metadata": {"name": "web", "namespace": "shop", "managedFields": [{"manager": "kubectl"}], "uid": "u1"}, "spec": {"replicas": 2}});
-        let p = prepare(item, &rt).unwrap();
+        let raw = |v: Value| serde_json::from_str::<ListedObject>(&v.to_string()).unwrap();
+        let p = prepare(raw(item), &rt).unwrap();
         assert_eq!(p.entry.path, "apps/v1/deployments/shop/web.json");
         let back: Value = serde_json::from_slice(&p.entry.data).unwrap();
         assert_eq!(back["apiVersion"], "apps/v1");
@@ -240,11 +302,21 @@ mod tests {
             namespaced: false,
             ..rt
         };
-        let p = prepare(json!({"metadata": {"name": "shop"}}), &core).unwrap();
+        let p = prepare(raw(json!({"metadata": {"name": "shop"}})), &core).unwrap();
         assert_eq!(p.entry.path, "core/v1/namespaces/shop.json");
         assert!(
-            prepare(json!({"metadata": {}}), &core).is_none(),
+            prepare(raw(json!({"metadata": {}})), &core).is_none(),
             "an object without a name is not taken"
+        );
+        let kept = prepare(
+            raw(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}, "spec": {"finalizers": ["kubernetes"]}})),
+            &core,
+        )
+        .unwrap();
+        let back: Value = serde_json::from_slice(&kept.entry.data).unwrap();
+        assert_eq!(
+            back["spec"]["finalizers"][0], "kubernetes",
+            "fields other than metadata pass through"
         );
     }
 }

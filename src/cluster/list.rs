@@ -2,6 +2,7 @@
 
 use http::Method;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use super::{ClusterError, ResourceType, request};
 
@@ -14,11 +15,12 @@ pub struct ListOptions {
     pub label_selector: Option<String>,
 }
 
-/// One page of a list.
-#[derive(Debug, Default)]
-pub struct Page {
-    /// The objects, as the server sent them.
-    pub items: Vec<serde_json::Value>,
+/// One page of a list, its items decoded as `T` (JSON values by default; a caller that passes
+/// most of each object through untouched decodes less).
+#[derive(Debug)]
+pub struct Page<T = serde_json::Value> {
+    /// The objects.
+    pub items: Vec<T>,
     /// The list's resourceVersion.
     pub resource_version: Option<String>,
     /// Token for the next page; `None` on the last page.
@@ -26,11 +28,12 @@ pub struct Page {
 }
 
 #[derive(Deserialize)]
-struct WireList {
+#[serde(bound = "T: DeserializeOwned")]
+struct WireList<T> {
     #[serde(default)]
     metadata: WireListMeta,
-    #[serde(default)]
-    items: Option<Vec<serde_json::Value>>,
+    #[serde(default = "Option::default")]
+    items: Option<Vec<T>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -42,14 +45,25 @@ struct WireListMeta {
     continue_: Option<String>,
 }
 
-/// Fetches one page of `rt` across all namespaces (retrying throttling and server errors).
-/// A 410 Gone ([`ClusterError::status`]) means the continue token expired: restart the list.
+/// Fetches one page of `rt` across all namespaces (retrying throttling and server errors),
+/// objects as JSON values. A 410 Gone ([`ClusterError::status`]) means the continue token
+/// expired: restart the list.
 pub async fn fetch_page(
     client: &kube::Client,
     rt: &ResourceType,
     opts: &ListOptions,
     continue_token: Option<&str>,
 ) -> Result<Page, ClusterError> {
+    fetch_page_of(client, rt, opts, continue_token).await
+}
+
+/// [`fetch_page`] with the items decoded as `T`.
+pub async fn fetch_page_of<T: DeserializeOwned>(
+    client: &kube::Client,
+    rt: &ResourceType,
+    opts: &ListOptions,
+    continue_token: Option<&str>,
+) -> Result<Page<T>, ClusterError> {
     let path = rt.collection_path();
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     query.append_pair("limit", &opts.limit.to_string());
@@ -61,11 +75,12 @@ pub async fn fetch_page(
     }
     let uri = format!("{path}?{}", query.finish());
     let body = request::send(client, "list", Method::GET, &uri, None).await?;
-    let list: WireList = serde_json::from_slice(&body).map_err(|source| ClusterError::Decode {
-        op: "list",
-        path,
-        source,
-    })?;
+    let list: WireList<T> =
+        serde_json::from_slice(&body).map_err(|source| ClusterError::Decode {
+            op: "list",
+            path,
+            source,
+        })?;
     Ok(Page {
         items: list.items.unwrap_or_default(),
         resource_version: list.metadata.resource_version,

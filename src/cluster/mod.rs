@@ -8,7 +8,7 @@ mod request;
 
 pub use connect::{Connected, connect};
 pub use discovery::{Discovered, ResourceType, discover};
-pub use list::{ListOptions, Page, fetch_page, list_all};
+pub use list::{ListOptions, Page, fetch_page, fetch_page_of, list_all};
 pub use request::{RETRY_LIMIT, send};
 
 /// Errors talking to a cluster. Each names the phase and the object involved.

@@ -21,7 +21,7 @@ mod names;
 mod reader;
 mod writer;
 
-pub use config::{ChunkerParams, Encryption, RepoConfig, FORMAT_VERSION};
+pub use config::{ChunkerParams, Encryption, FORMAT_VERSION, RepoConfig};
 pub use layout::Layout;
 pub use manifest::{ClusterFacts, Manifest, ObjectEntry};
 pub use names::{BackupName, NameError};
@@ -34,13 +34,17 @@ use crate::storage::StorageError;
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
     /// The location holds no `lifeboat.json`.
-    #[error("{location} is not a lifeboat repository (no lifeboat.json); a first `lifeboat backup` to it creates one")]
+    #[error(
+        "{location} is not a lifeboat repository (no lifeboat.json); a first `lifeboat backup` to it creates one"
+    )]
     NotARepository {
         /// The location.
         location: String,
     },
     /// `lifeboat.json` is of a newer format or uses a feature this build lacks.
-    #[error("{location}: repository format {found} is not supported by this lifeboat (it reads format {supported}); upgrade lifeboat")]
+    #[error(
+        "{location}: repository format {found} is not supported by this lifeboat (it reads format {supported}); upgrade lifeboat"
+    )]
     UnsupportedFormat {
         /// The location.
         location: String,
@@ -80,7 +84,9 @@ pub enum RepoError {
     },
     /// An object of the backup being written already exists: left by an interrupted run of the
     /// same name. Objects are write-once, so the backup needs a new name.
-    #[error("{key} already exists in {location}, left by an interrupted backup of the same name; use another --name (prune removes the leftovers)")]
+    #[error(
+        "{key} already exists in {location}, left by an interrupted backup of the same name; use another --name (prune removes the leftovers)"
+    )]
     LeftoverObject {
         /// The object.
         key: String,

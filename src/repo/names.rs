@@ -12,7 +12,9 @@ pub struct BackupName(String);
 
 /// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid backup name {name:?}: expected 1-200 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit")]
+#[error(
+    "invalid backup name {name:?}: expected 1-200 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit"
+)]
 pub struct NameError {
     /// The refused name.
     pub name: String,
@@ -25,10 +27,14 @@ impl BackupName {
         let ok = !name.is_empty()
             && name.len() <= 200
             && name.as_bytes()[0].is_ascii_alphanumeric()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
-        if ok { Ok(Self(name)) } else { Err(NameError { name }) }
+            && name.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+            });
+        if ok {
+            Ok(Self(name))
+        } else {
+            Err(NameError { name })
+        }
     }
 
     /// The name.

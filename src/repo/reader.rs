@@ -5,7 +5,9 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{BackupName, Layout, Manifest, ObjectEntry, RepoConfig, RepoError, Result, FORMAT_VERSION};
+use super::{
+    BackupName, FORMAT_VERSION, Layout, Manifest, ObjectEntry, RepoConfig, RepoError, Result,
+};
 use crate::storage::{Reader, StorageError};
 
 /// How many objects are checked at once; completeness is HEAD-bound, not bandwidth-bound.
@@ -77,19 +79,25 @@ impl RepoReader {
         let location = store.location().to_owned();
         let bytes = match store.get(Layout::CONFIG).await {
             Ok(b) => b,
-            Err(StorageError::NotFound { .. }) => return Err(RepoError::NotARepository { location }),
+            Err(StorageError::NotFound { .. }) => {
+                return Err(RepoError::NotARepository { location });
+            }
             Err(e) => return Err(e.into()),
         };
-        let config: RepoConfig = serde_json::from_slice(&bytes).map_err(|source| RepoError::Corrupt {
-            location: location.clone(),
-            key: Layout::CONFIG.into(),
-            what: "repository config",
-            source,
-        })?;
+        let config: RepoConfig =
+            serde_json::from_slice(&bytes).map_err(|source| RepoError::Corrupt {
+                location: location.clone(),
+                key: Layout::CONFIG.into(),
+                what: "repository config",
+                source,
+            })?;
         if !config.is_supported() {
             return Err(RepoError::UnsupportedFormat {
                 location,
-                found: format!("{} v{} (encryption {})", config.format, config.version, config.encryption.scheme),
+                found: format!(
+                    "{} v{} (encryption {})",
+                    config.format, config.version, config.encryption.scheme
+                ),
                 supported: FORMAT_VERSION,
             });
         }
@@ -125,12 +133,17 @@ impl RepoReader {
     pub async fn list_backups(&self) -> Result<Vec<BackupListing>> {
         let names = self.backup_names().await?;
         let mut listings: Vec<BackupListing> = futures::stream::iter(names)
-            .map(|n| async move { self.manifest(&n).await.map(|manifest| BackupListing { manifest }) })
+            .map(|n| async move {
+                self.manifest(&n)
+                    .await
+                    .map(|manifest| BackupListing { manifest })
+            })
             .buffer_unordered(CHECK_CONCURRENCY)
             .try_collect()
             .await?;
         listings.sort_by(|a, b| {
-            (a.manifest.completed_at, a.manifest.name.as_str()).cmp(&(b.manifest.completed_at, b.manifest.name.as_str()))
+            (a.manifest.completed_at, a.manifest.name.as_str())
+                .cmp(&(b.manifest.completed_at, b.manifest.name.as_str()))
         });
         Ok(listings)
     }
@@ -141,7 +154,10 @@ impl RepoReader {
         let bytes = match self.store.get(&key).await {
             Ok(b) => b,
             Err(StorageError::NotFound { .. }) => {
-                return Err(RepoError::NoSuchBackup { name: name.to_string(), location: self.store.location().into() });
+                return Err(RepoError::NoSuchBackup {
+                    name: name.to_string(),
+                    location: self.store.location().into(),
+                });
             }
             Err(e) => return Err(e.into()),
         };
@@ -163,7 +179,11 @@ impl RepoReader {
     /// is a usable restore point yet.
     pub async fn check(&self, manifest: &Manifest, opts: VerifyOptions) -> Result<Completeness> {
         let entries: Vec<&ObjectEntry> = manifest.required_objects().collect();
-        let mut report = Completeness { total: entries.len(), deep: opts.deep, ..Default::default() };
+        let mut report = Completeness {
+            total: entries.len(),
+            deep: opts.deep,
+            ..Default::default()
+        };
         let mut states = futures::stream::iter(entries)
             .map(|e| async move { self.check_object(e, opts.deep).await.map(|s| (e, s)) })
             .buffer_unordered(if opts.deep { 4 } else { CHECK_CONCURRENCY });
@@ -176,7 +196,11 @@ impl RepoReader {
                 ObjectState::Corrupt => report.corrupt.push(key),
             }
         }
-        for v in [&mut report.missing, &mut report.wrong_size, &mut report.corrupt] {
+        for v in [
+            &mut report.missing,
+            &mut report.wrong_size,
+            &mut report.corrupt,
+        ] {
             v.sort();
         }
         Ok(report)
@@ -204,6 +228,10 @@ impl RepoReader {
             hasher.update(&chunk);
             offset = end;
         }
-        Ok(if hex::encode(hasher.finalize()) == entry.sha256 { ObjectState::Ok } else { ObjectState::Corrupt })
+        Ok(if hex::encode(hasher.finalize()) == entry.sha256 {
+            ObjectState::Ok
+        } else {
+            ObjectState::Corrupt
+        })
     }
 }

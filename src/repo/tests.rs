@@ -3,8 +3,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::*;
-use crate::storage::memory::MemoryBackend;
 use crate::storage::Writer;
+use crate::storage::memory::MemoryBackend;
 
 fn memory(name: &str) -> Writer {
     Writer::new(Arc::new(MemoryBackend::new(name)))
@@ -31,9 +31,19 @@ fn draft() -> Manifest {
 
 /// Writes a backup with two objects; returns the committed manifest.
 async fn backup(repo: &RepoWriter, name: &str) -> Manifest {
-    let mut b = repo.begin_backup(BackupName::new(name).unwrap()).await.unwrap();
-    b.put("resources.tar.zst", Bytes::from(format!("archive of {name}"))).await.unwrap();
-    b.put("volumes/ns/data.json", Bytes::from_static(b"{}")).await.unwrap();
+    let mut b = repo
+        .begin_backup(BackupName::new(name).unwrap())
+        .await
+        .unwrap();
+    b.put(
+        "resources.tar.zst",
+        Bytes::from(format!("archive of {name}")),
+    )
+    .await
+    .unwrap();
+    b.put("volumes/ns/data.json", Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
     b.commit(draft()).await.unwrap()
 }
 
@@ -48,7 +58,10 @@ async fn init_writes_config_once_and_reopens() {
 
 #[tokio::test]
 async fn a_location_without_config_is_not_a_repository() {
-    let err = RepoReader::open(memory("empty").reader()).await.err().unwrap();
+    let err = RepoReader::open(memory("empty").reader())
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(err, RepoError::NotARepository { .. }), "{err}");
 }
 
@@ -59,7 +72,10 @@ async fn newer_format_or_unknown_encryption_is_refused() {
         r#"{"format":"lifeboat","version":1,"createdBy":"x","createdAt":"2026-01-01T00:00:00Z","chunker":{"algorithm":"a","minSize":1,"avgSize":2,"maxSize":3},"compression":"zstd","encryption":{"scheme":"aes-256-gcm"}}"#,
     ] {
         let store = memory("future");
-        store.put_if_absent(Layout::CONFIG, Bytes::from(body)).await.unwrap();
+        store
+            .put_if_absent(Layout::CONFIG, Bytes::from(body))
+            .await
+            .unwrap();
         let err = RepoReader::open(store.reader()).await.err().unwrap();
         assert!(matches!(err, RepoError::UnsupportedFormat { .. }), "{err}");
         assert!(err.to_string().contains("upgrade lifeboat"));
@@ -69,9 +85,17 @@ async fn newer_format_or_unknown_encryption_is_refused() {
 #[tokio::test]
 async fn uncommitted_backup_is_invisible_until_its_manifest_is_written() {
     let repo = RepoWriter::open_or_init(memory("commit")).await.unwrap();
-    let mut b = repo.begin_backup(BackupName::new("b1").unwrap()).await.unwrap();
-    b.put("resources.tar.zst", Bytes::from_static(b"data")).await.unwrap();
-    assert!(repo.reader().backup_names().await.unwrap().is_empty(), "objects without a manifest must not list");
+    let mut b = repo
+        .begin_backup(BackupName::new("b1").unwrap())
+        .await
+        .unwrap();
+    b.put("resources.tar.zst", Bytes::from_static(b"data"))
+        .await
+        .unwrap();
+    assert!(
+        repo.reader().backup_names().await.unwrap().is_empty(),
+        "objects without a manifest must not list"
+    );
     let manifest = b.commit(draft()).await.unwrap();
     assert_eq!(manifest.name.as_str(), "b1");
     assert_eq!(manifest.objects.len(), 1);
@@ -85,15 +109,31 @@ async fn uncommitted_backup_is_invisible_until_its_manifest_is_written() {
 async fn committed_names_and_leftovers_are_not_reused() {
     let repo = RepoWriter::open_or_init(memory("names")).await.unwrap();
     backup(&repo, "b1").await;
-    let err = repo.begin_backup(BackupName::new("b1").unwrap()).await.err().unwrap();
+    let err = repo
+        .begin_backup(BackupName::new("b1").unwrap())
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(err, RepoError::BackupExists { .. }), "{err}");
 
     // An interrupted run left an object but no manifest: the same name cannot overwrite it.
-    let mut dead = repo.begin_backup(BackupName::new("b2").unwrap()).await.unwrap();
-    dead.put("resources.tar.zst", Bytes::from_static(b"old")).await.unwrap();
+    let mut dead = repo
+        .begin_backup(BackupName::new("b2").unwrap())
+        .await
+        .unwrap();
+    dead.put("resources.tar.zst", Bytes::from_static(b"old"))
+        .await
+        .unwrap();
     drop(dead);
-    let mut retry = repo.begin_backup(BackupName::new("b2").unwrap()).await.unwrap();
-    let err = retry.put("resources.tar.zst", Bytes::from_static(b"new")).await.err().unwrap();
+    let mut retry = repo
+        .begin_backup(BackupName::new("b2").unwrap())
+        .await
+        .unwrap();
+    let err = retry
+        .put("resources.tar.zst", Bytes::from_static(b"new"))
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(err, RepoError::LeftoverObject { .. }), "{err}");
 }
 
@@ -106,11 +146,21 @@ async fn completeness_reports_missing_and_corrupt_objects_of_a_partial_replica()
     // A replica that received the config and the manifest but only one data object, and
     // another whose copy of that object was damaged in transit (same size, other bytes).
     let replica = memory("replica");
-    for key in [Layout::CONFIG.to_owned(), Layout::manifest(&manifest.name), manifest.objects[0].key.clone()] {
-        replica.put_if_absent(&key, primary.get(&key).await.unwrap()).await.unwrap();
+    for key in [
+        Layout::CONFIG.to_owned(),
+        Layout::manifest(&manifest.name),
+        manifest.objects[0].key.clone(),
+    ] {
+        replica
+            .put_if_absent(&key, primary.get(&key).await.unwrap())
+            .await
+            .unwrap();
     }
     let reader = RepoReader::open(replica.reader()).await.unwrap();
-    let shallow = reader.check(&manifest, VerifyOptions::default()).await.unwrap();
+    let shallow = reader
+        .check(&manifest, VerifyOptions::default())
+        .await
+        .unwrap();
     assert!(!shallow.is_complete());
     assert_eq!(shallow.missing, vec![manifest.objects[1].key.clone()]);
     assert_eq!(shallow.present(), 1);
@@ -121,23 +171,51 @@ async fn completeness_reports_missing_and_corrupt_objects_of_a_partial_replica()
         if o.key.ends_with(".tar.zst") {
             bytes[0] ^= 0xff;
         }
-        damaged.put_if_absent(&o.key, Bytes::from(bytes)).await.unwrap();
+        damaged
+            .put_if_absent(&o.key, Bytes::from(bytes))
+            .await
+            .unwrap();
     }
-    damaged.put_if_absent(Layout::CONFIG, primary.get(Layout::CONFIG).await.unwrap()).await.unwrap();
+    damaged
+        .put_if_absent(Layout::CONFIG, primary.get(Layout::CONFIG).await.unwrap())
+        .await
+        .unwrap();
     let reader = RepoReader::open(damaged.reader()).await.unwrap();
-    assert!(reader.check(&manifest, VerifyOptions::default()).await.unwrap().is_complete(), "sizes match");
-    let deep = reader.check(&manifest, VerifyOptions { deep: true }).await.unwrap();
-    assert_eq!(deep.corrupt, vec!["backups/nightly/resources.tar.zst".to_owned()]);
+    assert!(
+        reader
+            .check(&manifest, VerifyOptions::default())
+            .await
+            .unwrap()
+            .is_complete(),
+        "sizes match"
+    );
+    let deep = reader
+        .check(&manifest, VerifyOptions { deep: true })
+        .await
+        .unwrap();
+    assert_eq!(
+        deep.corrupt,
+        vec!["backups/nightly/resources.tar.zst".to_owned()]
+    );
 }
 
 #[test]
 fn layout_keys() {
     let n = BackupName::new("b.1").unwrap();
     assert_eq!(Layout::manifest(&n), "backups/b.1/manifest.json");
-    assert_eq!(Layout::volume_index(&n, "ns", "data-db-0"), "backups/b.1/volumes/ns/data-db-0.json");
+    assert_eq!(
+        Layout::volume_index(&n, "ns", "data-db-0"),
+        "backups/b.1/volumes/ns/data-db-0.json"
+    );
     assert_eq!(Layout::pack("3fa9"), "packs/3f/3fa9");
-    assert_eq!(Layout::manifest_owner("backups/b.1/manifest.json"), Some("b.1"));
-    assert_eq!(Layout::manifest_owner("backups/b.1/volumes/manifest.json"), None);
+    assert_eq!(
+        Layout::manifest_owner("backups/b.1/manifest.json"),
+        Some("b.1")
+    );
+    assert_eq!(
+        Layout::manifest_owner("backups/b.1/volumes/manifest.json"),
+        None
+    );
 }
 
 #[test]

@@ -20,10 +20,30 @@ impl RepoWriter {
     /// Two writers initialising at once agree: the create is conditional and the loser reads
     /// the winner's config.
     pub async fn open_or_init(store: Writer) -> Result<Self> {
+        // A fresh container or directory is created; credentials that may write blobs but not
+        // create containers (a pre-created container) are fine too.
+        match store.create_location().await {
+            Ok(created) if created => {
+                tracing::info!(location = store.location(), "created the location")
+            }
+            Ok(_) => {}
+            Err(crate::storage::StorageError::Denied { .. }) => {
+                tracing::debug!(
+                    location = store.location(),
+                    "may not create the location; assuming it exists"
+                )
+            }
+            Err(e) => return Err(e.into()),
+        }
         let config = RepoConfig::new_default();
         let body = serde_json::to_vec_pretty(&config).expect("RepoConfig serializes");
-        match store.put_if_absent(Layout::CONFIG, Bytes::from(body)).await? {
-            PutOutcome::Created => tracing::info!(location = store.location(), "initialised a new repository"),
+        match store
+            .put_if_absent(Layout::CONFIG, Bytes::from(body))
+            .await?
+        {
+            PutOutcome::Created => {
+                tracing::info!(location = store.location(), "initialised a new repository")
+            }
             PutOutcome::AlreadyExists => {}
         }
         let reader = RepoReader::open(store.reader()).await?;
@@ -38,9 +58,17 @@ impl RepoWriter {
     /// Starts writing a backup. Fails if a backup of that name is committed.
     pub async fn begin_backup(&self, name: BackupName) -> Result<BackupWriter> {
         if self.store.head(&Layout::manifest(&name)).await?.is_some() {
-            return Err(RepoError::BackupExists { name: name.to_string(), location: self.store.location().into() });
+            return Err(RepoError::BackupExists {
+                name: name.to_string(),
+                location: self.store.location().into(),
+            });
         }
-        Ok(BackupWriter { store: self.store.clone(), name, objects: Vec::new(), packs: Vec::new() })
+        Ok(BackupWriter {
+            store: self.store.clone(),
+            name,
+            objects: Vec::new(),
+            packs: Vec::new(),
+        })
     }
 }
 
@@ -61,16 +89,39 @@ impl BackupWriter {
     /// Stores `backups/<name>/<relative>`, recording its size and digest for the manifest.
     pub async fn put(&mut self, relative: &str, data: Bytes) -> Result<ObjectEntry> {
         let key = format!("{}{relative}", Layout::backup_dir(&self.name));
-        let entry = ObjectEntry { key: key.clone(), size: data.len() as u64, sha256: hex::encode(Sha256::digest(&data)) };
+        let entry = ObjectEntry {
+            key: key.clone(),
+            size: data.len() as u64,
+            sha256: hex::encode(Sha256::digest(&data)),
+        };
         self.create(&key, self.store.put_if_absent(&key, data).await?)?;
         self.objects.push(entry.clone());
         Ok(entry)
     }
 
     /// Stores a local file as `backups/<name>/<relative>` (staged blocks for large files).
-    pub async fn put_file(&mut self, relative: &str, path: &Path, opts: &TransferOptions) -> Result<ObjectEntry> {
-        let key = format!("{}{relative}", Layout::backup_dir(&self.name));
+    pub async fn put_file(
+        &mut self,
+        relative: &str,
+        path: &Path,
+        opts: &TransferOptions,
+    ) -> Result<ObjectEntry> {
         let (size, sha256) = hash_file(path).await?;
+        self.put_file_digested(relative, path, size, sha256, opts)
+            .await
+    }
+
+    /// [`BackupWriter::put_file`] for a file whose size and sha256 the caller computed while
+    /// writing it, saving a second read.
+    pub async fn put_file_digested(
+        &mut self,
+        relative: &str,
+        path: &Path,
+        size: u64,
+        sha256: String,
+        opts: &TransferOptions,
+    ) -> Result<ObjectEntry> {
+        let key = format!("{}{relative}", Layout::backup_dir(&self.name));
         let outcome = self.store.put_file_if_absent(&key, path, opts).await?;
         self.create(&key, outcome)?;
         let entry = ObjectEntry { key, size, sha256 };
@@ -87,9 +138,10 @@ impl BackupWriter {
     fn create(&self, key: &str, outcome: PutOutcome) -> Result<()> {
         match outcome {
             PutOutcome::Created => Ok(()),
-            PutOutcome::AlreadyExists => {
-                Err(RepoError::LeftoverObject { key: key.into(), location: self.store.location().into() })
-            }
+            PutOutcome::AlreadyExists => Err(RepoError::LeftoverObject {
+                key: key.into(),
+                location: self.store.location().into(),
+            }),
         }
     }
 
@@ -107,9 +159,10 @@ impl BackupWriter {
         let key = Layout::manifest(&self.name);
         match self.store.put_if_absent(&key, Bytes::from(body)).await? {
             PutOutcome::Created => Ok(draft),
-            PutOutcome::AlreadyExists => {
-                Err(RepoError::CommitRace { name: self.name.to_string(), location: self.store.location().into() })
-            }
+            PutOutcome::AlreadyExists => Err(RepoError::CommitRace {
+                name: self.name.to_string(),
+                location: self.store.location().into(),
+            }),
         }
     }
 }
@@ -125,5 +178,8 @@ async fn hash_file(path: &Path) -> Result<(u64, String)> {
     })
     .await
     .expect("hashing task does not panic")
-    .map_err(|source| RepoError::File { path: shown, source })
+    .map_err(|source| RepoError::File {
+        path: shown,
+        source,
+    })
 }

@@ -25,8 +25,8 @@ fn meta(obj: &mut Value) -> Option<&mut Map<String, Value>> {
 }
 
 fn remove_keys(map: &mut Map<String, Value>, keys: &[&str]) -> bool {
-    keys.iter()
-        .fold(false, |changed, k| map.remove(*k).is_some() || changed)
+    // Every key must go, so no short-circuiting `any`.
+    keys.iter().filter(|k| map.remove(**k).is_some()).count() > 0
 }
 
 /// Server-set fields cannot be sent on create (resourceVersion is refused outright) and status
@@ -70,7 +70,7 @@ pub fn drop_owner_references(obj: &mut Value, _: &Context<'_>) -> bool {
 /// ClusterIPs belong to the primary's service CIDR; the target allocates its own. Headless
 /// (`None`) is meaning, not an address, and stays.
 pub fn service_cluster_ip(obj: &mut Value, _: &Context<'_>) -> bool {
-    if group(obj) != "" || kind(obj) != "Service" {
+    if !group(obj).is_empty() || kind(obj) != "Service" {
         return false;
     }
     let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
@@ -84,7 +84,7 @@ pub fn service_cluster_ip(obj: &mut Value, _: &Context<'_>) -> bool {
 
 /// nodePorts collide with the target's allocations unless the user asks to keep them.
 pub fn service_node_ports(obj: &mut Value, ctx: &Context<'_>) -> bool {
-    if ctx.options.preserve_node_ports || group(obj) != "" || kind(obj) != "Service" {
+    if ctx.options.preserve_node_ports || !group(obj).is_empty() || kind(obj) != "Service" {
         return false;
     }
     let mut changed = false;
@@ -110,7 +110,7 @@ const BINDING_ANNOTATIONS: &[&str] = &[
 /// A claim must be provisioned anew in the target: no PV name, no binding annotations, no data
 /// source pointing at a primary-region snapshot.
 pub fn pvc_unbind(obj: &mut Value, _: &Context<'_>) -> bool {
-    if group(obj) != "" || kind(obj) != "PersistentVolumeClaim" {
+    if !group(obj).is_empty() || kind(obj) != "PersistentVolumeClaim" {
         return false;
     }
     let mut changed = false;
@@ -128,7 +128,7 @@ pub fn pvc_unbind(obj: &mut Value, _: &Context<'_>) -> bool {
 
 /// A bare pod bound to a primary node would never run in the target.
 pub fn pod_node_name(obj: &mut Value, _: &Context<'_>) -> bool {
-    if group(obj) != "" || kind(obj) != "Pod" {
+    if !group(obj).is_empty() || kind(obj) != "Pod" {
         return false;
     }
     obj.get_mut("spec")

@@ -140,10 +140,7 @@ async fn check(name: &str, loc: &Location) -> LocationReport {
                 Ok(repo) => {
                     let backups = repo.backup_names().await.map(|n| n.len());
                     if let Err(e) = &backups {
-                        r.problems.push(format!(
-                            "listing backups: {}",
-                            anyhow::Error::from(error_ref(e))
-                        ));
+                        r.problems.push(format!("listing backups: {e}"));
                     }
                     r.repository = Some(RepositoryReport {
                         initialized: true,
@@ -204,10 +201,6 @@ async fn check(name: &str, loc: &Location) -> LocationReport {
     r
 }
 
-/// `anyhow::Error::from` needs an owned error; listing errors are only borrowed here.
-fn error_ref(e: &crate::repo::RepoError) -> anyhow::Error {
-    anyhow::anyhow!("{e}")
-}
 
 fn print_text(reports: &[LocationReport]) {
     let mut t = Table::new(&[

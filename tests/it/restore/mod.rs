@@ -1,5 +1,6 @@
 //! `lifeboat restore --to secondary` end to end between two simulated regions (issue 5).
 
+mod azurite;
 mod replicate;
 
 use std::collections::{BTreeMap, BTreeSet};
