@@ -201,7 +201,6 @@ async fn check(name: &str, loc: &Location) -> LocationReport {
     r
 }
 
-
 fn print_text(reports: &[LocationReport]) {
     let mut t = Table::new(&[
         "LOCATION",
