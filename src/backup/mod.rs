@@ -263,19 +263,13 @@ pub async fn run(
     )
     .await;
     let draft = Manifest {
-        format_version: 1,
-        name: req.name.clone(),
-        created_by: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
-        started_at,
-        completed_at: started_at,
         labels: req.labels.clone(),
         expires_at: req.ttl.and_then(|ttl| started_at.checked_add(ttl).ok()),
         cluster: cluster_facts,
         filters: serde_json::to_value(&req.filters).expect("filters serialize"),
-        objects: vec![],
-        packs: vec![],
         warnings,
         details,
+        ..Manifest::draft(req.name.clone(), started_at)
     };
     writer.commit(draft).await.map_err(repo_err)
 }

@@ -109,18 +109,9 @@ pub struct BackupArgs {
     /// Backup name; default `<cluster>-<UTC date>-<time>`.
     #[arg(long)]
     pub name: Option<String>,
-    /// Namespaces to take (globs, comma-separated or repeated); default: all.
-    #[arg(long, value_delimiter = ',', value_name = "GLOB")]
-    pub include_namespaces: Vec<String>,
-    /// Namespaces to leave out (globs).
-    #[arg(long, value_delimiter = ',', value_name = "GLOB")]
-    pub exclude_namespaces: Vec<String>,
-    /// Resources to take: `deployments.apps`, `configmaps`, a kind, or globs; default: all.
-    #[arg(long, value_delimiter = ',', value_name = "RESOURCE")]
-    pub include_resources: Vec<String>,
-    /// Resources to leave out.
-    #[arg(long, value_delimiter = ',', value_name = "RESOURCE")]
-    pub exclude_resources: Vec<String>,
+    /// Which namespaces and resources.
+    #[command(flatten)]
+    pub scope: ScopeArgs,
     /// Label selector, as kubectl's (`app=shop,tier!=cache`).
     #[arg(long, short = 'l')]
     pub selector: Option<String>,
@@ -137,6 +128,23 @@ pub struct BackupArgs {
     /// Configuration only: do not back up volume data.
     #[arg(long)]
     pub no_volumes: bool,
+}
+
+/// Namespace and resource filters shared by `backup` and `restore`.
+#[derive(Debug, Args)]
+pub struct ScopeArgs {
+    /// Namespaces to include (globs, comma-separated or repeated); default: all.
+    #[arg(long, value_delimiter = ',', value_name = "GLOB")]
+    pub include_namespaces: Vec<String>,
+    /// Namespaces to leave out (globs).
+    #[arg(long, value_delimiter = ',', value_name = "GLOB")]
+    pub exclude_namespaces: Vec<String>,
+    /// Resources to include: `deployments.apps`, `configmaps`, a kind, or globs; default: all.
+    #[arg(long, value_delimiter = ',', value_name = "RESOURCE")]
+    pub include_resources: Vec<String>,
+    /// Resources to leave out.
+    #[arg(long, value_delimiter = ',', value_name = "RESOURCE")]
+    pub exclude_resources: Vec<String>,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -220,18 +228,9 @@ pub struct RestoreArgs {
     /// Objects that already exist: skip (reported) or update (patched to the backup).
     #[arg(long, value_enum)]
     pub existing: Option<crate::config::ExistingPolicy>,
-    /// Namespaces to restore (globs, names as in the backup); default: all.
-    #[arg(long, value_delimiter = ',', value_name = "GLOB")]
-    pub include_namespaces: Vec<String>,
-    /// Namespaces not to restore.
-    #[arg(long, value_delimiter = ',', value_name = "GLOB")]
-    pub exclude_namespaces: Vec<String>,
-    /// Resources to restore (`deployments.apps`, `configmaps`, a kind, globs); default: all.
-    #[arg(long, value_delimiter = ',', value_name = "RESOURCE")]
-    pub include_resources: Vec<String>,
-    /// Resources not to restore.
-    #[arg(long, value_delimiter = ',', value_name = "RESOURCE")]
-    pub exclude_resources: Vec<String>,
+    /// Which namespaces and resources (names as in the backup).
+    #[command(flatten)]
+    pub scope: ScopeArgs,
     /// Keep Service nodePorts instead of letting the target allocate new ones.
     #[arg(long)]
     pub preserve_node_ports: bool,

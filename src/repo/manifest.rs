@@ -81,6 +81,26 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// A manifest to fill in and hand to [`super::BackupWriter::commit`], which sets the
+    /// objects, packs and completion time. Format version and `createdBy` are this build's.
+    pub fn draft(name: BackupName, started_at: jiff::Timestamp) -> Self {
+        Self {
+            format_version: 1,
+            name,
+            created_by: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
+            started_at,
+            completed_at: started_at,
+            labels: BTreeMap::new(),
+            expires_at: None,
+            cluster: ClusterFacts::default(),
+            filters: serde_json::Value::Null,
+            objects: Vec::new(),
+            packs: Vec::new(),
+            warnings: Vec::new(),
+            details: serde_json::Map::new(),
+        }
+    }
+
     /// Every object a reader must find for this backup to be complete.
     pub fn required_objects(&self) -> impl Iterator<Item = &ObjectEntry> {
         self.objects.iter().chain(self.packs.iter())

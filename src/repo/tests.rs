@@ -11,22 +11,10 @@ fn memory(name: &str) -> Writer {
 }
 
 fn draft() -> Manifest {
-    let now = jiff::Timestamp::now();
-    Manifest {
-        format_version: 1,
-        name: BackupName::new("placeholder").unwrap(),
-        created_by: "test".into(),
-        started_at: now,
-        completed_at: now,
-        labels: Default::default(),
-        expires_at: None,
-        cluster: Default::default(),
-        filters: serde_json::Value::Null,
-        objects: vec![],
-        packs: vec![],
-        warnings: vec![],
-        details: Default::default(),
-    }
+    Manifest::draft(
+        BackupName::new("placeholder").unwrap(),
+        jiff::Timestamp::now(),
+    )
 }
 
 /// Writes a backup with two objects; returns the committed manifest.

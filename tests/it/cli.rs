@@ -136,21 +136,9 @@ async fn write_backup(repo_dir: &Path, name: &str) -> Manifest {
     b.put("resources.tar.zst", Bytes::from(vec![7u8; 4096]))
         .await
         .unwrap();
-    let now = jiff::Timestamp::now();
     let draft = Manifest {
-        format_version: 1,
-        name: b.name().clone(),
-        created_by: "test".into(),
-        started_at: now,
-        completed_at: now,
         labels: [("release".to_owned(), "abc123".to_owned())].into(),
-        expires_at: None,
-        cluster: Default::default(),
-        filters: serde_json::Value::Null,
-        objects: vec![],
-        packs: vec![],
-        warnings: vec![],
-        details: Default::default(),
+        ..Manifest::draft(b.name().clone(), jiff::Timestamp::now())
     };
     b.commit(draft).await.unwrap()
 }

@@ -23,10 +23,10 @@ fn filters(ctx: &Context, a: &BackupArgs) -> Filters {
         }
     };
     Filters {
-        include_namespaces: pick(&a.include_namespaces, &cfg.include_namespaces),
-        exclude_namespaces: pick(&a.exclude_namespaces, &cfg.exclude_namespaces),
-        include_resources: pick(&a.include_resources, &cfg.include_resources),
-        exclude_resources: pick(&a.exclude_resources, &cfg.exclude_resources),
+        include_namespaces: pick(&a.scope.include_namespaces, &cfg.include_namespaces),
+        exclude_namespaces: pick(&a.scope.exclude_namespaces, &cfg.exclude_namespaces),
+        include_resources: pick(&a.scope.include_resources, &cfg.include_resources),
+        exclude_resources: pick(&a.scope.exclude_resources, &cfg.exclude_resources),
         selector: a.selector.clone().or_else(|| cfg.selector.clone()),
         include_cluster_resources: a
             .include_cluster_resources

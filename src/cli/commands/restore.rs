@@ -106,10 +106,10 @@ pub async fn run(ctx: &Context, a: RestoreArgs) -> anyhow::Result<Exit> {
         },
         existing,
         filters: RestoreFilters {
-            include_namespaces: pick(&a.include_namespaces, &profile.include_namespaces),
-            exclude_namespaces: pick(&a.exclude_namespaces, &profile.exclude_namespaces),
-            include_resources: pick(&a.include_resources, &profile.include_resources),
-            exclude_resources: pick(&a.exclude_resources, &profile.exclude_resources),
+            include_namespaces: pick(&a.scope.include_namespaces, &profile.include_namespaces),
+            exclude_namespaces: pick(&a.scope.exclude_namespaces, &profile.exclude_namespaces),
+            include_resources: pick(&a.scope.include_resources, &profile.include_resources),
+            exclude_resources: pick(&a.scope.exclude_resources, &profile.exclude_resources),
         },
     };
     let plan = restore::prepare(
