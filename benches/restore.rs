@@ -5,7 +5,8 @@
 //! - a sequential restore: the same creates one at a time.
 //!
 //! Targets: >= 70 % of the floor's objects/s and >= 10x sequential.
-//! Run: `cargo bench --bench restore` (LIFEBOAT_BENCH_OBJECTS=2000 for a quicker run).
+//! Run: `cargo bench --bench restore` (LIFEBOAT_BENCH_OBJECTS=2000 for a quicker run;
+//! LIFEBOAT_BENCH_LATENCY_MS=2 to give the target API server a realistic per-request latency).
 
 use std::process::Command;
 use std::sync::Arc;
@@ -24,11 +25,28 @@ use serde_json::json;
 
 const NAMESPACES: usize = 10;
 
+/// API latency of the target clusters: LIFEBOAT_BENCH_LATENCY_MS (default 0). Loopback to an
+/// in-process simulator answers in microseconds; a real API server takes milliseconds per
+/// create, which is what parallelism hides.
+fn latency() -> Duration {
+    Duration::from_millis(
+        std::env::var("LIFEBOAT_BENCH_LATENCY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    )
+}
+
 async fn sim(dir: &std::path::Path, name: &str, cidr: &str) -> SimCluster {
     SimCluster::start(SimConfig {
         name: name.into(),
         state_dir: dir.join(name),
         service_cidr: cidr.into(),
+        latency: if name == "primary" {
+            Duration::ZERO
+        } else {
+            latency()
+        },
         ..SimConfig::default()
     })
     .await
@@ -124,7 +142,11 @@ fn main() {
         // Namespaces first, as any restore must.
         let (ns_items, rest): (Vec<_>, Vec<_>) = items.into_iter().partition(|(u, _)| u == "/api/v1/namespaces");
 
-        println!("lifeboat restore benchmark: {n} seeded objects ({} written per run), 2 cores", ns_items.len() + rest.len());
+        println!(
+            "lifeboat restore benchmark: {n} seeded objects ({} written per run), 2 cores, target API latency {} ms",
+            ns_items.len() + rest.len(),
+            latency().as_millis()
+        );
         println!("{:<12} {:>9} {:>9} {:>12}", "run", "objects", "wall s", "objects/s");
         let floor = sim(dir.path(), "floor", "10.1.0.0/16").await;
         let fc = floor.client().unwrap();

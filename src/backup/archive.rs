@@ -17,6 +17,46 @@ pub struct Entry {
     pub data: Vec<u8>,
 }
 
+/// Tar-encoded entries (headers, data, padding; no end-of-archive marker), ready to be
+/// appended to the archive stream. Encoding happens in the listing tasks, in parallel; the
+/// spooling thread only compresses.
+pub struct Batch {
+    /// The tar bytes.
+    pub bytes: Vec<u8>,
+    /// Objects in it.
+    pub entries: u64,
+    /// JSON bytes in it.
+    pub raw_bytes: u64,
+}
+
+/// Size of tar's end-of-archive marker: two zero blocks.
+const TAR_END: usize = 1024;
+
+/// Encodes entries as a piece of a tar stream.
+pub fn encode(entries: &[Entry], mtime: u64) -> std::io::Result<Batch> {
+    let capacity = entries.iter().map(|e| e.data.len() + 1024).sum();
+    let mut tar = tar::Builder::new(Vec::with_capacity(capacity));
+    let mut raw_bytes = 0;
+    for e in entries {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(e.data.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(mtime);
+        header.set_entry_type(tar::EntryType::Regular);
+        // append_data writes a GNU long-name entry first when the path exceeds ustar's limits.
+        tar.append_data(&mut header, &e.path, e.data.as_slice())?;
+        raw_bytes += e.data.len() as u64;
+    }
+    // into_inner ends the archive; this piece is not the end, so the marker is cut off again.
+    let mut bytes = tar.into_inner()?;
+    bytes.truncate(bytes.len() - TAR_END);
+    Ok(Batch {
+        bytes,
+        entries: entries.len() as u64,
+        raw_bytes,
+    })
+}
+
 /// Where the archive was spooled, and what it holds.
 #[derive(Debug)]
 pub struct Spooled {
@@ -70,14 +110,9 @@ impl<W: Write> Write for HashingWriter<W> {
 /// costs less CPU, which on a busy node is what the backup competes for.
 const ZSTD_LEVEL: i32 = 1;
 
-/// Writes entries from `rx` into a tar.zst file in `dir` until the channel closes. Runs on a
-/// blocking thread; zstd compresses on its own worker threads meanwhile.
-pub fn spool(
-    dir: &Path,
-    name: &str,
-    mtime: u64,
-    mut rx: mpsc::Receiver<Entry>,
-) -> std::io::Result<Spooled> {
+/// Writes batches from `rx` into a tar.zst file in `dir` until the channel closes, then ends
+/// the archive. Runs on a blocking thread; zstd compresses on its own worker threads meanwhile.
+pub fn spool(dir: &Path, name: &str, mut rx: mpsc::Receiver<Batch>) -> std::io::Result<Spooled> {
     let path = dir.join(format!(".lifeboat-{name}-{}.tar.zst", std::process::id()));
     let file = TempFile(path);
     let out = HashingWriter {
@@ -91,20 +126,13 @@ pub fn spool(
     if workers > 1 {
         zstd.multithread(workers)?;
     }
-    let mut tar = tar::Builder::new(zstd);
     let (mut entries, mut raw_bytes) = (0u64, 0u64);
-    while let Some(e) = rx.blocking_recv() {
-        let mut header = tar::Header::new_ustar();
-        header.set_size(e.data.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(mtime);
-        header.set_entry_type(tar::EntryType::Regular);
-        // append_data writes a GNU long-name entry first when the path exceeds ustar's limits.
-        tar.append_data(&mut header, &e.path, e.data.as_slice())?;
-        entries += 1;
-        raw_bytes += e.data.len() as u64;
+    while let Some(b) = rx.blocking_recv() {
+        zstd.write_all(&b.bytes)?;
+        entries += b.entries;
+        raw_bytes += b.raw_bytes;
     }
-    let zstd = tar.into_inner()?;
+    zstd.write_all(&[0u8; TAR_END])?;
     let out = zstd.finish()?;
     let sha256 = hex::encode(out.hasher.finalize());
     let file_handle = out.inner.into_inner().map_err(|e| e.into_error())?;
@@ -128,21 +156,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (tx, rx) = mpsc::channel(4);
         let long = format!("core/v1/configmaps/ns/{}.json", "x".repeat(200));
-        let paths = vec!["apps/v1/deployments/a/web.json".to_string(), long.clone()];
+        let paths = vec![
+            "apps/v1/deployments/a/web.json".to_string(),
+            long.clone(),
+            "core/v1/namespaces/a.json".into(),
+        ];
         let writer = {
             let dir = dir.path().to_owned();
-            std::thread::spawn(move || spool(&dir, "t", 0, rx))
+            std::thread::spawn(move || spool(&dir, "t", rx))
         };
-        for p in &paths {
-            tx.blocking_send(Entry {
-                path: p.clone(),
-                data: format!("{{\"path\":\"{p}\"}}").into_bytes(),
-            })
+        let entry = |p: &String| Entry {
+            path: p.clone(),
+            data: format!("{{\"path\":\"{p}\"}}").into_bytes(),
+        };
+        // Two batches, as two list pages would send them.
+        tx.blocking_send(encode(&[entry(&paths[0]), entry(&paths[1])], 7).unwrap())
             .unwrap();
-        }
+        tx.blocking_send(encode(&[entry(&paths[2])], 7).unwrap())
+            .unwrap();
         drop(tx);
         let spooled = writer.join().unwrap().unwrap();
-        assert_eq!(spooled.entries, 2);
+        assert_eq!(spooled.entries, 3);
         let bytes = std::fs::read(spooled.file.path()).unwrap();
         assert_eq!(bytes.len() as u64, spooled.size);
         assert_eq!(
@@ -151,11 +185,16 @@ mod tests {
             "digest computed while writing"
         );
         let mut ar = tar::Archive::new(zstd::Decoder::new(bytes.as_slice()).unwrap());
-        let got: Vec<String> = ar
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
-            .collect();
+        let mut got = Vec::new();
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            assert_eq!(e.header().mtime().unwrap(), 7);
+            let path = e.path().unwrap().to_string_lossy().into_owned();
+            let mut body = String::new();
+            std::io::Read::read_to_string(&mut e, &mut body).unwrap();
+            assert_eq!(body, format!("{{\"path\":\"{path}\"}}"));
+            got.push(path);
+        }
         assert_eq!(got, paths);
         let path = spooled.file.path().to_owned();
         drop(spooled);

@@ -26,8 +26,9 @@ use crate::storage::TransferOptions;
 
 /// Resources listed at once. The API server, not the client, is the bottleneck beyond this.
 const LIST_CONCURRENCY: usize = 8;
-/// Objects buffered between the lists and the archive writer: bounds memory to a few MiB.
-const PIPELINE_DEPTH: usize = 1024;
+/// Pages (tar-encoded, up to ~1-2 MiB each) buffered between the lists and the archive
+/// writer: bounds memory to a few tens of MiB.
+const PIPELINE_DEPTH: usize = 16;
 
 /// Receives progress of a running backup (the CLI draws it; tests ignore it).
 pub trait Progress: Send + Sync {
@@ -163,13 +164,13 @@ pub async fn run(
     let spool_dir = req.spool_dir.clone();
     let spool_name = req.name.to_string();
     let mtime = started_at.as_second().max(0) as u64;
-    let spooler =
-        tokio::task::spawn_blocking(move || archive::spool(&spool_dir, &spool_name, mtime, rx));
+    let spooler = tokio::task::spawn_blocking(move || archive::spool(&spool_dir, &spool_name, rx));
     let summaries = snapshot::list_all(
         client,
         &selection.take,
         &req.filters,
         LIST_CONCURRENCY,
+        mtime,
         tx,
         progress,
     )

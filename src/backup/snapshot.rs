@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use super::Progress;
-use super::archive::Entry;
+use super::archive::{self, Batch, Entry};
 use super::filter::Filters;
 use super::select::{Narrow, Take};
 use crate::cluster::{self, ListOptions, ResourceType};
@@ -56,17 +56,19 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-/// Lists every take with at most `concurrency` lists in flight; objects go to `tx`.
+/// Lists every take with at most `concurrency` lists in flight; each page goes to `tx` as one
+/// tar-encoded batch with entry times `mtime`.
 pub async fn list_all(
     client: &kube::Client,
     takes: &[Take],
     filters: &Filters,
     concurrency: usize,
-    tx: mpsc::Sender<Entry>,
+    mtime: u64,
+    tx: mpsc::Sender<Batch>,
     progress: &dyn Progress,
 ) -> Vec<ResourceSummary> {
     futures::stream::iter(takes)
-        .map(|t| list_one(client, t, filters, &tx, progress))
+        .map(|t| list_one(client, t, filters, mtime, &tx, progress))
         .buffer_unordered(concurrency)
         .collect()
         .await
@@ -76,7 +78,8 @@ async fn list_one(
     client: &kube::Client,
     take: &Take,
     filters: &Filters,
-    tx: &mpsc::Sender<Entry>,
+    mtime: u64,
+    tx: &mpsc::Sender<Batch>,
     progress: &dyn Progress,
 ) -> ResourceSummary {
     let rt = &take.resource;
@@ -128,8 +131,7 @@ async fn list_one(
         if s.list_resource_version.is_none() {
             s.list_resource_version = page.resource_version.clone();
         }
-        let mut page_objects = 0;
-        let mut page_bytes = 0;
+        let mut entries: Vec<Entry> = Vec::with_capacity(page.items.len());
         for item in page.items {
             let Some(prepared) = prepare(item, rt) else {
                 continue;
@@ -145,16 +147,24 @@ async fn list_one(
             if rt.namespaced {
                 *s.per_namespace.entry(ns.clone()).or_default() += 1;
             }
-            page_objects += 1;
-            page_bytes += prepared.entry.data.len() as u64;
-            if tx.send(prepared.entry).await.is_err() {
-                // The archive writer stopped; its own error is what gets reported.
-                s.error = Some("the archive writer stopped".into());
-                return s;
-            }
+            entries.push(prepared.entry);
         }
-        s.count += page_objects;
-        progress.objects(page_objects, page_bytes);
+        let batch = match archive::encode(&entries, mtime) {
+            Ok(b) => b,
+            Err(e) => {
+                s.error = Some(format!("encoding objects for the archive: {e}"));
+                break;
+            }
+        };
+        drop(entries);
+        let (objects, bytes) = (batch.entries, batch.raw_bytes);
+        if tx.send(batch).await.is_err() {
+            // The archive writer stopped; its own error is what gets reported.
+            s.error = Some("the archive writer stopped".into());
+            return s;
+        }
+        s.count += objects;
+        progress.objects(objects, bytes);
         match page.continue_token {
             Some(c) => continue_token = Some(c),
             None => break,
@@ -192,12 +202,40 @@ impl<'de> Deserialize<'de> for ListedObject {
                 };
                 while let Some(key) = map.next_key::<String>()? {
                     if key == "metadata" {
-                        obj.metadata = Some(map.next_value()?);
+                        obj.metadata = Some(map.next_value::<Metadata>()?.0);
                     } else {
                         obj.fields.insert(key, map.next_value()?);
                     }
                 }
                 Ok(obj)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// `metadata` without `managedFields`, which is skipped while parsing: on a real cluster it is
+/// often the largest part of an object and a restore has no use for it.
+struct Metadata(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Metadata;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("object metadata")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Metadata, A::Error> {
+                let mut m = Map::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "managedFields" {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    } else {
+                        m.insert(key, map.next_value()?);
+                    }
+                }
+                Ok(Metadata(m))
             }
         }
         d.deserialize_map(V)
@@ -211,8 +249,7 @@ fn prepare(obj: ListedObject, rt: &ResourceType) -> Option<Prepared> {
         metadata,
         mut fields,
     } = obj;
-    let mut meta = metadata?;
-    meta.remove("managedFields");
+    let meta = metadata?;
     let name = meta.get("name")?.as_str()?.to_owned();
     let ns = meta
         .get("namespace")
