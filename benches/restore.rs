@@ -133,8 +133,7 @@ fn main() {
             .iter()
             .filter(|i| i.action == Action::Create)
             .map(|i| {
-                let base = if i.group.is_empty() { format!("/api/{}", i.version) } else { format!("/apis/{}/{}", i.group, i.version) };
-                let uri = if i.namespace.is_empty() { format!("{base}/{}", i.resource) } else { format!("{base}/namespaces/{}/{}", i.namespace, i.resource) };
+                let uri = cluster::collection_path(&i.group, &i.version, &i.resource, &i.namespace);
                 (uri, serde_json::to_vec(&i.object).unwrap())
             })
             .collect();

@@ -9,6 +9,7 @@ pub mod backup;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod filter;
 pub mod mover;
 pub mod repo;
 pub mod restore;

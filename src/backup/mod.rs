@@ -5,7 +5,7 @@
 //! reader, so an interruption at any point leaves nothing a restore could pick up.
 
 mod archive;
-pub mod filter;
+
 pub mod select;
 mod snapshot;
 
@@ -16,7 +16,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-pub use filter::{ClusterResources, Filters};
+pub use crate::filter::{ClusterResources, Filters};
 pub use select::{Selection, Skipped};
 pub use snapshot::ResourceSummary;
 

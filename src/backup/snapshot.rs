@@ -12,9 +12,9 @@ use tokio::sync::mpsc;
 
 use super::Progress;
 use super::archive::{self, Batch, Entry};
-use super::filter::Filters;
 use super::select::{Narrow, Take};
 use crate::cluster::{self, ListOptions, ResourceType};
+use crate::filter::Filters;
 
 /// Objects per list page: large enough to amortise a request, small enough to keep a page's
 /// memory low (500 is kubectl's and Velero's choice too).

@@ -49,16 +49,27 @@ impl ResourceType {
 
     /// URL of the collection, across all namespaces.
     pub fn collection_path(&self) -> String {
-        if self.group.is_empty() {
-            format!("/api/{}/{}", self.version, self.plural)
-        } else {
-            format!("/apis/{}/{}/{}", self.group, self.version, self.plural)
-        }
+        collection_path(&self.group, &self.version, &self.plural, "")
     }
 
     /// Returns true if and only if the server allows `verb` on it.
     pub fn supports(&self, verb: &str) -> bool {
         self.verbs.iter().any(|v| v == verb)
+    }
+}
+
+/// URL of a collection: across all namespaces when `namespace` is empty (or the resource is
+/// cluster-scoped), else in that namespace.
+pub fn collection_path(group: &str, version: &str, plural: &str, namespace: &str) -> String {
+    let base = if group.is_empty() {
+        format!("/api/{version}")
+    } else {
+        format!("/apis/{group}/{version}")
+    };
+    if namespace.is_empty() {
+        format!("{base}/{plural}")
+    } else {
+        format!("{base}/namespaces/{namespace}/{plural}")
     }
 }
 

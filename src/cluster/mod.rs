@@ -7,7 +7,7 @@ mod list;
 mod request;
 
 pub use connect::{Connected, connect};
-pub use discovery::{Discovered, ResourceType, discover};
+pub use discovery::{Discovered, ResourceType, collection_path, discover};
 pub use list::{ListOptions, Page, fetch_page, fetch_page_of, list_all};
 pub use request::{RETRY_LIMIT, send};
 

@@ -85,16 +85,7 @@ enum Done {
 
 /// Collection URL of an item in the target.
 fn collection(i: &PlanItem) -> String {
-    let base = if i.group.is_empty() {
-        format!("/api/{}", i.version)
-    } else {
-        format!("/apis/{}/{}", i.group, i.version)
-    };
-    if i.namespace.is_empty() {
-        format!("{base}/{}", i.resource)
-    } else {
-        format!("{base}/namespaces/{}/{}", i.namespace, i.resource)
-    }
+    cluster::collection_path(&i.group, &i.version, &i.resource, &i.namespace)
 }
 
 async fn create(

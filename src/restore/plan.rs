@@ -10,8 +10,8 @@ use serde_json::Value;
 use super::archive::BackupObject;
 use super::order::Tier;
 use super::point::RestorePoint;
-use crate::backup::filter::glob;
 use crate::config::ExistingPolicy;
+use crate::filter::{namespace_allowed, resource_allowed};
 use crate::transform::{self, Mappings, RESTORED_FROM, TransformOptions};
 
 /// Namespaces that belong to the cluster itself.
@@ -205,25 +205,16 @@ fn rule_skip(
         }
     }
     let f = filters;
-    if !ns.is_empty()
-        && ((!f.include_namespaces.is_empty() && !f.include_namespaces.iter().any(|p| glob(p, ns)))
-            || f.exclude_namespaces.iter().any(|p| glob(p, ns)))
-    {
+    if !ns.is_empty() && !namespace_allowed(&f.include_namespaces, &f.exclude_namespaces, ns) {
         return Some("excluded by the namespace filters".into());
     }
-    let gr = if o.group.is_empty() {
-        o.plural.clone()
-    } else {
-        format!("{}.{}", o.plural, o.group)
-    };
-    let matches = |p: &String| {
-        glob(&p.to_ascii_lowercase(), &o.plural)
-            || glob(&p.to_ascii_lowercase(), &gr)
-            || glob(&p.to_ascii_lowercase(), &kind.to_ascii_lowercase())
-    };
-    if (!f.include_resources.is_empty() && !f.include_resources.iter().any(matches))
-        || f.exclude_resources.iter().any(matches)
-    {
+    if !resource_allowed(
+        &f.include_resources,
+        &f.exclude_resources,
+        &o.group,
+        &o.plural,
+        kind,
+    ) {
         return Some("excluded by the resource filters".into());
     }
     None

@@ -105,6 +105,23 @@ struct Params {
     propagation_policy: Option<String>,
 }
 
+impl Params {
+    /// The parsed `labelSelector` and `fieldSelector`, if given.
+    fn selectors(&self) -> Result<(Option<LabelSelector>, Option<FieldSelector>), ApiError> {
+        let labels = self
+            .label_selector
+            .as_deref()
+            .map(LabelSelector::parse)
+            .transpose()?;
+        let fields = self
+            .field_selector
+            .as_deref()
+            .map(FieldSelector::parse)
+            .transpose()?;
+        Ok((labels, fields))
+    }
+}
+
 fn parse_params(query: &str) -> Params {
     let mut p = Params::default();
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
@@ -281,16 +298,7 @@ async fn handle_target(
             ))
         }
         (None, None, &Method::DELETE) => {
-            let labels = p
-                .label_selector
-                .as_deref()
-                .map(LabelSelector::parse)
-                .transpose()?;
-            let fields = p
-                .field_selector
-                .as_deref()
-                .map(FieldSelector::parse)
-                .transpose()?;
+            let (labels, fields) = p.selectors()?;
             let mut deleted = Vec::new();
             for obj in store.list(&rt, ns) {
                 if labels.as_ref().is_none_or(|s| s.matches(&obj))
@@ -725,16 +733,7 @@ fn list(
     p: &Params,
 ) -> Result<Response, ApiError> {
     let store = &app.ctx.store;
-    let labels = p
-        .label_selector
-        .as_deref()
-        .map(LabelSelector::parse)
-        .transpose()?;
-    let fields = p
-        .field_selector
-        .as_deref()
-        .map(FieldSelector::parse)
-        .transpose()?;
+    let (labels, fields) = p.selectors()?;
     let after = match &p.continue_token {
         Some(tok) => {
             let t = decode_continue(tok)?;
@@ -835,16 +834,7 @@ fn watch(
     p: &Params,
 ) -> Result<Response, ApiError> {
     let store = app.ctx.store.clone();
-    let labels = p
-        .label_selector
-        .as_deref()
-        .map(LabelSelector::parse)
-        .transpose()?;
-    let fields = p
-        .field_selector
-        .as_deref()
-        .map(FieldSelector::parse)
-        .transpose()?;
+    let (labels, fields) = p.selectors()?;
     let rv_param = p.resource_version.as_deref().unwrap_or("0");
     let from: Option<u64> = match rv_param {
         "0" => None,

@@ -1,5 +1,5 @@
-//! What a backup takes: namespace and resource globs, a label selector, cluster-scoped
-//! resources. Pure functions, no I/O.
+//! Which objects a backup takes or a restore writes: namespace and resource globs, a label
+//! selector, cluster-scoped resources. Pure functions, no I/O.
 
 use serde::{Deserialize, Serialize};
 
@@ -46,21 +46,18 @@ pub struct Filters {
 impl Filters {
     /// Returns true if and only if objects of namespace `ns` are taken.
     pub fn namespace_included(&self, ns: &str) -> bool {
-        (self.include_namespaces.is_empty() || self.include_namespaces.iter().any(|p| glob(p, ns)))
-            && !self.exclude_namespaces.iter().any(|p| glob(p, ns))
+        namespace_allowed(&self.include_namespaces, &self.exclude_namespaces, ns)
     }
 
     /// Returns true if and only if the resource filters take `rt` (before always-captured rules).
     pub fn resource_included(&self, rt: &ResourceType) -> bool {
-        (self.include_resources.is_empty()
-            || self
-                .include_resources
-                .iter()
-                .any(|p| resource_matches(p, rt)))
-            && !self
-                .exclude_resources
-                .iter()
-                .any(|p| resource_matches(p, rt))
+        resource_allowed(
+            &self.include_resources,
+            &self.exclude_resources,
+            &rt.group,
+            &rt.plural,
+            &rt.kind,
+        )
     }
 
     /// Returns true if and only if every cluster-scoped resource is taken.
@@ -77,11 +74,40 @@ impl Filters {
 }
 
 /// `configmaps`, `deployments.apps`, `Deployment`, or globs of those.
-fn resource_matches(pattern: &str, rt: &ResourceType) -> bool {
+fn resource_matches(pattern: &str, group: &str, plural: &str, kind: &str) -> bool {
     let p = pattern.to_ascii_lowercase();
-    glob(&p, &rt.plural)
-        || glob(&p, &rt.group_resource())
-        || glob(&p, &rt.kind.to_ascii_lowercase())
+    let group_resource = if group.is_empty() {
+        plural.to_owned()
+    } else {
+        format!("{plural}.{group}")
+    };
+    glob(&p, plural) || glob(&p, &group_resource) || glob(&p, &kind.to_ascii_lowercase())
+}
+
+/// Returns true if and only if namespace `ns` passes include globs (empty: all) and exclude
+/// globs. Shared by backup and restore filters.
+pub fn namespace_allowed(include: &[String], exclude: &[String], ns: &str) -> bool {
+    (include.is_empty() || include.iter().any(|p| glob(p, ns)))
+        && !exclude.iter().any(|p| glob(p, ns))
+}
+
+/// Returns true if and only if the resource passes include patterns (empty: all) and exclude
+/// patterns; a pattern matches the plural, `plural.group` or the kind. Shared by backup and
+/// restore filters.
+pub fn resource_allowed(
+    include: &[String],
+    exclude: &[String],
+    group: &str,
+    plural: &str,
+    kind: &str,
+) -> bool {
+    (include.is_empty()
+        || include
+            .iter()
+            .any(|p| resource_matches(p, group, plural, kind)))
+        && !exclude
+            .iter()
+            .any(|p| resource_matches(p, group, plural, kind))
 }
 
 /// Shell-style glob: `*` any run of characters, `?` one character; everything else literal.
