@@ -19,6 +19,7 @@ mod layout;
 mod manifest;
 mod names;
 mod reader;
+pub mod retention;
 mod writer;
 
 pub use config::{ChunkerParams, Encryption, FORMAT_VERSION, RepoConfig};
