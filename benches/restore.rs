@@ -119,7 +119,7 @@ fn main() {
             filters: Filters::default(),
             labels: Default::default(),
             ttl: None,
-            volumes: false,
+            volumes: None,
             spool_dir: dir.path().to_owned(),
         };
         backup::run(&connected, &repo, req, &NoProgress).await.unwrap();

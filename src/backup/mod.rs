@@ -8,6 +8,7 @@ mod archive;
 
 pub mod select;
 mod snapshot;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,7 +22,7 @@ pub use select::{Selection, Skipped};
 pub use snapshot::ResourceSummary;
 
 use crate::cluster::{self, ClusterError, Connected, ListOptions, ResourceType};
-use crate::repo::{BackupName, ClusterFacts, Manifest, RepoError, RepoWriter};
+use crate::repo::{BackupName, ClusterFacts, Manifest, RepoError, RepoWriter, VolumeStatus};
 use crate::storage::TransferOptions;
 
 /// Resources listed at once. The API server, not the client, is the bottleneck beyond this.
@@ -59,8 +60,8 @@ pub struct BackupRequest {
     pub labels: BTreeMap<String, String>,
     /// `--ttl`: how long retention keeps it.
     pub ttl: Option<jiff::SignedDuration>,
-    /// Whether volume data was asked for.
-    pub volumes: bool,
+    /// Volume data: how to run the mover Jobs; `None` for a configuration-only backup.
+    pub volumes: Option<volumes::VolumeJobs>,
     /// Where the archive is spooled before upload.
     pub spool_dir: PathBuf,
 }
@@ -94,6 +95,24 @@ pub enum BackupError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// The cluster could not be asked about volumes (listing claims, sweeping leftovers).
+    #[error("backing up the volumes of cluster {cluster:?}")]
+    Volumes {
+        /// The cluster.
+        cluster: String,
+        /// Why.
+        #[source]
+        source: ClusterError,
+    },
+    /// A mover wrote an index that does not parse.
+    #[error("the volume index {key} written by its mover does not parse")]
+    VolumeIndex {
+        /// The index.
+        key: String,
+        /// Why.
+        #[source]
+        source: crate::mover::IndexError,
     },
     /// Every selected resource failed to list: nothing worth committing.
     #[error("no resource of cluster {cluster:?} could be listed (first error: {first})")]
@@ -204,18 +223,6 @@ pub async fn run(
             s.error.as_deref().unwrap_or_default()
         ));
     }
-    let pvcs: u64 = summaries
-        .iter()
-        .filter(|s| s.resource == "persistentvolumeclaims")
-        .map(|s| s.count)
-        .sum();
-    if req.volumes && pvcs > 0 {
-        warnings.push(format!(
-            "volume data is not backed up by this build (configuration only); the data of {pvcs} \
-             PersistentVolumeClaim(s) is not in this backup. Pass --no-volumes to acknowledge."
-        ));
-    }
-
     progress.phase("uploading");
     let path = spooled.file.path();
     writer
@@ -230,6 +237,63 @@ pub async fn run(
         .map_err(repo_err)?;
 
     tracing::info!(elapsed = ?t0.elapsed(), "archive uploaded");
+
+    let mut volume_records = None;
+    if let Some(jobs) = &req.volumes {
+        progress.phase("volumes");
+        let ctx = volumes::VolumeContext {
+            client,
+            backup: req.name.as_str(),
+            location: &jobs.location,
+            settings: &jobs.settings,
+            progress,
+        };
+        let outcome = volumes::back_up(&ctx, &req.filters, repo.reader())
+            .await
+            .map_err(|source| BackupError::Volumes {
+                cluster: req.cluster_name.clone(),
+                source,
+            })?;
+        for report in &outcome.reports {
+            let Some(index) = &report.index else { continue };
+            let relative = index
+                .key
+                .strip_prefix(&crate::repo::Layout::backup_dir(&req.name))
+                .unwrap_or(&index.key);
+            let (_, bytes) = writer
+                .adopt(relative, &index.sha256)
+                .await
+                .map_err(repo_err)?;
+            let parsed = crate::mover::VolumeIndex::from_json(&bytes).map_err(|source| {
+                BackupError::VolumeIndex {
+                    key: index.key.clone(),
+                    source,
+                }
+            })?;
+            for pack in parsed.pack_entries() {
+                writer.reference_pack(pack);
+            }
+        }
+        for r in &outcome.records {
+            match r.status {
+                VolumeStatus::Completed => {}
+                VolumeStatus::Failed => warnings.push(format!(
+                    "volume {}/{} failed, its data is not in this backup: {}",
+                    r.namespace,
+                    r.pvc,
+                    r.error.as_deref().unwrap_or_default()
+                )),
+                VolumeStatus::NotSnapshottable => warnings.push(format!(
+                    "volume {}/{} cannot be snapshotted, its data is not in this backup: {}",
+                    r.namespace,
+                    r.pvc,
+                    r.error.as_deref().unwrap_or_default()
+                )),
+            }
+        }
+        volume_records = Some(outcome.records);
+    }
+
     let mut namespaces: BTreeMap<String, u64> = BTreeMap::new();
     for s in &summaries {
         for (ns, n) in &s.per_namespace {
@@ -250,6 +314,12 @@ pub async fn run(
         "resources".into(),
         serde_json::to_value(&detail).expect("detail serializes"),
     );
+    if let Some(records) = volume_records {
+        details.insert(
+            "volumes".into(),
+            serde_json::to_value(&records).expect("volume records serialize"),
+        );
+    }
     details.insert(
         "durationSeconds".into(),
         serde_json::json!(t0.elapsed().as_secs_f64()),

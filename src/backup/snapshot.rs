@@ -97,11 +97,12 @@ async fn list_one(
     };
     let opts = ListOptions {
         limit: PAGE_SIZE,
-        label_selector: if take.use_selector {
-            filters.selector.clone()
-        } else {
-            None
-        },
+        // lifeboat's own temporary objects (snapshots, claims and Jobs of a backup in progress)
+        // are never part of a backup.
+        label_selector: Some(match (take.use_selector, &filters.selector) {
+            (true, Some(s)) => format!("{s},!{}", crate::mover::job::TEMPORARY_LABEL),
+            _ => format!("!{}", crate::mover::job::TEMPORARY_LABEL),
+        }),
     };
     let mut continue_token: Option<String> = None;
     // After a restart the list starts over; objects up to the last one taken are skipped (the

@@ -51,22 +51,21 @@ pub enum Command {
     /// Check that every object of a backup is present (--deep: and intact) on a location.
     Verify(VerifyArgs),
     /// Apply retention and delete unreferenced data (writer side only, under a lock).
-    #[command(
-        after_help = "Status: arrives with issue #7 (schedules, retention, garbage collection)."
-    )]
-    Prune(PendingArgs),
+    #[command(after_help = PRUNE_HELP)]
+    Prune(PruneArgs),
     /// Render or run a backup schedule (the in-cluster CronJob).
-    #[command(after_help = "Status: arrives with issue #7.")]
-    Schedule(PendingArgs),
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Check every configured location: reachable, writable or read-only as observed,
     /// replication lag of RA-GRS secondaries.
     Doctor(DoctorArgs),
-    /// A full region-loss drill on this machine with two simulated clusters.
-    #[command(after_help = "Status: arrives with issue #7.")]
-    Demo(PendingArgs),
+    /// A full region-loss drill on this machine with two simulated clusters: backup,
+    /// replication with lag, loss of the primary, restore into the secondary, checks.
+    #[command(after_help = DEMO_HELP)]
+    Demo(DemoArgs),
     /// Move volume data between a mounted volume and the repository (runs inside a pod).
-    #[command(after_help = "Status: arrives with issue #6.")]
-    Mover(PendingArgs),
+    #[command(subcommand)]
+    Mover(MoverCommand),
     /// The simulated Kubernetes cluster used by tests and the demo.
     #[command(subcommand)]
     Sim(SimCommand),
@@ -128,6 +127,10 @@ pub struct BackupArgs {
     /// Configuration only: do not back up volume data.
     #[arg(long)]
     pub no_volumes: bool,
+    /// Record the outcome in ConfigMap `lifeboat-status` (and an Event on it) in this
+    /// namespace. Default when running in a pod: the pod's namespace.
+    #[arg(long, env = "LIFEBOAT_NAMESPACE", value_name = "NAMESPACE")]
+    pub status_namespace: Option<String>,
 }
 
 /// Namespace and resource filters shared by `backup` and `restore`.
@@ -243,6 +246,9 @@ pub struct RestoreArgs {
     /// Objects written at once inside a tier.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// Restore objects only: claims are created empty (no mover Jobs).
+    #[arg(long)]
+    pub no_volumes: bool,
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -250,6 +256,38 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
         Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a.to_owned(), b.to_owned())),
         _ => Err(format!("{s:?}: expected FROM=TO")),
     }
+}
+
+const DEMO_HELP: &str = "\
+Starts two simulated AKS regions in this process (primary eastus2, secondary centralus),
+deploys a small stateful app with generated volume data into the primary, then runs the real
+commands, printing each: two backups, replication to a read-only secondary location that lags
+(the newer backup only partly replicated), the loss of the primary, `restore --to secondary`.
+It then checks the secondary byte for byte and object by object and reports RPO and RTO.
+The report goes to stdout (--output json for scripts), progress to stderr.
+
+Examples:
+  lifeboat demo
+  lifeboat demo --keep                      # then look around with kubectl; Ctrl-C ends it
+  lifeboat demo --azurite http://127.0.0.1:10000 -o json
+
+Exit codes: 0 every check passed; 1 a check failed or the drill could not run.";
+
+/// `lifeboat demo`
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the secondary cluster running and the workdir after the report, and print how to
+    /// look at them with kubectl; Ctrl-C ends the demo.
+    #[arg(long)]
+    pub keep: bool,
+    /// Use Azurite (the Azure Blob emulator) at this base URL instead of two directories:
+    /// backups go to its primary endpoint, the restore reads its read-only `-secondary`
+    /// endpoint with a read+list SAS (`.ci/azurite start` prints the URL).
+    #[arg(long, value_name = "URL")]
+    pub azurite: Option<String>,
+    /// Work in this directory (new or empty; never deleted) instead of a temporary one.
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
 }
 
 /// `lifeboat list`
@@ -292,6 +330,86 @@ pub struct DoctorArgs {
     /// Check only these locations (default: all).
     #[arg(long, short = 'l')]
     pub location: Vec<String>,
+}
+
+/// `lifeboat mover …`: what the mover Jobs of `backup` and `restore` run. Useful by hand to
+/// back up or restore a directory, or to debug a volume.
+#[derive(Debug, Subcommand)]
+pub enum MoverCommand {
+    /// Back up a mounted volume into the repository: chunks, packs, then the volume index.
+    #[command(after_help = MOVER_HELP)]
+    Backup(MoverBackupArgs),
+    /// Restore a volume of a backup into a mounted (normally empty) directory.
+    #[command(after_help = MOVER_HELP)]
+    Restore(MoverRestoreArgs),
+}
+
+const MOVER_HELP: &str = "\
+The location is `--location NAME` from the config file, or the JSON of one location in
+$LIFEBOAT_LOCATION (how `lifeboat backup` passes it to its mover Jobs; credentials stay
+references to environment variables or files, never values).
+
+The volume index is written last, under backups/<backup>/volumes/<namespace>/<pvc>.json; the
+backup is only committed later by `lifeboat backup`. Restore reads only and verifies every
+chunk's sha256; it refuses index entries that would write outside the target.
+
+Examples:
+  lifeboat mover backup --location dr --backup nightly-1 --namespace shop --pvc data-db-0 --source /data
+  lifeboat mover restore --location dr --backup nightly-1 --namespace shop --pvc data-db-0 --target /data";
+
+/// Where the mover reads or writes.
+#[derive(Debug, Args)]
+pub struct MoverLocationArgs {
+    /// A location of the config file (default: $LIFEBOAT_LOCATION, then `defaults.location`).
+    #[arg(long, short = 'l')]
+    pub location: Option<String>,
+}
+
+/// `lifeboat mover backup`
+#[derive(Debug, Args)]
+pub struct MoverBackupArgs {
+    /// Where to write.
+    #[command(flatten)]
+    pub location: MoverLocationArgs,
+    /// The backup this volume belongs to.
+    #[arg(long)]
+    pub backup: String,
+    /// Namespace of the PersistentVolumeClaim (names the index).
+    #[arg(long)]
+    pub namespace: String,
+    /// The PersistentVolumeClaim (names the index).
+    #[arg(long)]
+    pub pvc: String,
+    /// The mounted volume (read only).
+    #[arg(long, value_name = "DIR")]
+    pub source: PathBuf,
+    /// An earlier committed backup of the same volume: its chunks are not uploaded again and
+    /// files unchanged since (size, mtime, inode) are not read.
+    #[arg(long, value_name = "BACKUP")]
+    pub parent: Option<String>,
+}
+
+/// `lifeboat mover restore`
+#[derive(Debug, Args)]
+pub struct MoverRestoreArgs {
+    /// Where to read (opened read-only).
+    #[command(flatten)]
+    pub location: MoverLocationArgs,
+    /// The backup.
+    #[arg(long)]
+    pub backup: String,
+    /// Namespace of the PersistentVolumeClaim in the backup.
+    #[arg(long)]
+    pub namespace: String,
+    /// The PersistentVolumeClaim in the backup.
+    #[arg(long)]
+    pub pvc: String,
+    /// The mounted target volume.
+    #[arg(long, value_name = "DIR")]
+    pub target: PathBuf,
+    /// Parallel ranged reads.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
 }
 
 /// `lifeboat sim …`
@@ -342,4 +460,123 @@ pub struct SimServeArgs {
     /// Latency added to every request, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
+}
+
+const SCHEDULE_HELP: &str = "\
+A schedule is a file schedules/<name>.yaml: a cron expression, the cluster, the location,
+backup filters, volumes on/off, labels, a TTL, a retention policy and the CronJob's settings
+(see schedules/README.md).
+
+Examples:
+  lifeboat schedule render schedules/nightly.yaml --config lifeboat.yaml | kubectl apply -f -
+  lifeboat schedule run nightly --config lifeboat.yaml          # what the CronJob runs
+  lifeboat schedule run nightly --now 2026-11-20T03:00:00Z -o json";
+
+/// `lifeboat schedule …`
+#[derive(Debug, Subcommand)]
+#[command(after_help = SCHEDULE_HELP)]
+pub enum ScheduleCommand {
+    /// Print the Kubernetes manifests that run a schedule in its cluster (Namespace,
+    /// ServiceAccount, RBAC, ConfigMap, CronJob), for `kubectl apply -f -`.
+    Render(ScheduleRenderArgs),
+    /// Run a schedule once: a backup named `<schedule>-<UTC time>`, then retention, then the
+    /// `lifeboat-status` ConfigMap. What the CronJob executes.
+    #[command(
+        after_help = "Exit codes: 0 backed up and pruned; 3 committed with warnings, or retention or \
+                      the status not done; 1 backup failed (nothing committed); 2 usage or \
+                      schedule/config error."
+    )]
+    Run(ScheduleRunArgs),
+}
+
+/// `lifeboat schedule render`
+#[derive(Debug, Args)]
+pub struct ScheduleRenderArgs {
+    /// The schedule file, e.g. `schedules/nightly.yaml`.
+    pub file: PathBuf,
+}
+
+/// `lifeboat schedule run`
+#[derive(Debug, Args)]
+pub struct ScheduleRunArgs {
+    /// The schedule's name: `<schedules dir>/<NAME>.yaml` is run.
+    pub name: String,
+    /// Directory of the schedule files.
+    #[arg(long, env = "LIFEBOAT_SCHEDULES", value_name = "DIR", default_value = "schedules")]
+    pub schedules: PathBuf,
+    /// The time the backup is named after (RFC 3339, e.g. `2026-11-20T03:00:00Z`) instead of
+    /// the clock: reproducible names for tests and reruns.
+    #[arg(long, value_name = "RFC3339")]
+    pub now: Option<jiff::Timestamp>,
+    /// Namespace of the `lifeboat-status` ConfigMap; default: the pod's namespace in a
+    /// CronJob, else the schedule's `cronJob.namespace`.
+    #[arg(long, env = "LIFEBOAT_NAMESPACE", value_name = "NAMESPACE")]
+    pub status_namespace: Option<String>,
+}
+
+const PRUNE_HELP: &str = "\
+Deletes, in this order: backups the policy no longer keeps (manifest first, so a reader never
+sees a half-deleted backup), leftovers of backups that never committed, then packs no remaining
+backup references. Nothing younger than --grace is deleted as garbage, so a backup in progress
+keeps its data. Without any --keep-* flag every backup is kept (except those whose own --ttl has
+passed) and prune only collects garbage. Packs are never rewritten (no repacking in format v1).
+
+Only one prune runs per location: it holds a lock (an Azure blob lease renewed in the background;
+a flock on <dir>/locks/prune locally). A second prune exits 1 naming the holder, or waits with
+--wait-lock. A read-only location (readOnly: true) is refused with exit 2.
+
+Examples:
+  lifeboat prune --dry-run --keep-daily 7 --keep-weekly 4     # what would be deleted
+  lifeboat prune --to prod --keep-last 10 --keep-within 72h -o json
+  lifeboat prune --prefix nightly- --keep-daily 14            # only the nightly backups
+
+Exit codes: 0 done (or planned, with --dry-run); 1 failed or the lock is held by another prune;
+2 usage or config error, or a read-only location.";
+
+/// `lifeboat prune`
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Location to prune (a key of `locations`); default: `defaults.location` or the only one.
+    #[arg(long, short = 'l', visible_alias = "to", value_name = "LOCATION")]
+    pub location: Option<String>,
+    /// Show what would be deleted; take no lock, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Never delete unreferenced objects younger than this (`24h`, `90m`, `2d`).
+    #[arg(long, default_value = "24h", value_parser = parse_ttl)]
+    pub grace: jiff::SignedDuration,
+    /// Keep the newest N backups.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest backup of each of the last N hours that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest backup of each of the last N days (UTC) that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest backup of each of the last N ISO weeks that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest backup of each of the last N months that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep every backup younger than this (`72h`, `30d`, `1h30m`); the policy's `ttl`.
+    #[arg(long, visible_alias = "ttl", value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Apply the policy only to backups whose name starts with this (others are kept).
+    #[arg(long, value_name = "NAME-PREFIX")]
+    pub prefix: Option<String>,
+    /// Apply the policy only to backups with this label (repeatable; all must match).
+    #[arg(long = "match-label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub match_labels: Vec<(String, String)>,
+    /// If another prune holds the lock, wait up to this long for it (`5m`) instead of exiting 1.
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    pub wait_lock: Option<jiff::SignedDuration>,
+    /// Lease of the lock: how long a crashed prune keeps the location locked. Azure accepts
+    /// 15s to 60s; a local location's flock ends with the process instead.
+    #[arg(long, default_value = "60s", value_parser = parse_ttl)]
+    pub lease: jiff::SignedDuration,
+    /// The retention clock (RFC 3339), for tests and drills; default: now.
+    #[arg(long, hide = true)]
+    pub now: Option<jiff::Timestamp>,
 }

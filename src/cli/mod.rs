@@ -81,10 +81,10 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Sim(s) => commands::sim::run(&ctx, s).await,
         Command::Backup(a) => commands::backup::run(&ctx, a).await,
         Command::Restore(a) => commands::restore::run(&ctx, a).await,
-        Command::Prune(_) => commands::pending("prune", 7),
-        Command::Schedule(_) => commands::pending("schedule", 7),
-        Command::Demo(_) => commands::pending("demo", 7),
-        Command::Mover(_) => commands::pending("mover", 6),
+        Command::Prune(a) => commands::prune::run(&ctx, a).await,
+        Command::Schedule(s) => commands::schedule::run(&ctx, s).await,
+        Command::Demo(a) => commands::demo::run(&ctx, a).await,
+        Command::Mover(m) => commands::mover::run(&ctx, m).await,
     }
 }
 

@@ -142,4 +142,97 @@ impl crate::restore::RestoreProgress for RestoreBar {
             bar.inc(1);
         }
     }
+
+    fn volumes(&self, count: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!("volume data of {count} claims"));
+        }
+        if self.plain {
+            eprintln!("restoring the data of {count} claims (mover Jobs)");
+        }
+    }
+}
+
+/// Progress of a mover (volume backup or restore): bytes, files, MB/s and ETA, polled from the
+/// mover's counters. A bar on a terminal; a line every few seconds otherwise (the mover runs in
+/// a pod whose log is a file); nothing for `--output json` unless it is not a terminal either,
+/// since a pod's log is where an operator looks.
+pub struct MoverProgress {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl MoverProgress {
+    /// Starts reporting `counters` as `what` (e.g. `backup shop/data-db-0`).
+    pub fn start(what: String, counters: std::sync::Arc<crate::mover::Progress>) -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let bar = terminal.then(|| {
+                let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} [{elapsed_precise}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}  {msg}",
+                    )
+                    .expect("the template is valid"),
+                );
+                bar
+            });
+            let period = if terminal {
+                Duration::from_millis(200)
+            } else {
+                Duration::from_secs(5)
+            };
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = &mut stopped => break,
+                }
+                let bytes = counters.bytes.load(Ordering::Relaxed);
+                let total = counters.bytes_total.load(Ordering::Relaxed);
+                let files = counters.files.load(Ordering::Relaxed);
+                match &bar {
+                    Some(bar) => {
+                        bar.set_length(total.max(bytes));
+                        bar.set_position(bytes);
+                        bar.set_message(format!("{files} files  {what}"));
+                    }
+                    None => {
+                        let secs = started.elapsed().as_secs_f64().max(1e-3);
+                        let rate = bytes as f64 / secs;
+                        let eta = if rate > 0.0 && total > bytes {
+                            format!(", ETA {:.0} s", (total - bytes) as f64 / rate)
+                        } else {
+                            String::new()
+                        };
+                        eprintln!(
+                            "{what}: {} of {}, {files} files, {:.1} MB/s{eta}",
+                            super::output::human_bytes(bytes),
+                            super::output::human_bytes(total),
+                            rate / 1e6
+                        );
+                    }
+                }
+            }
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+        });
+        Self {
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops reporting (before the summary is printed).
+    pub async fn finish(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
 }

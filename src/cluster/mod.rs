@@ -3,8 +3,12 @@
 
 mod connect;
 mod discovery;
+pub mod job;
+pub mod lease;
 mod list;
+pub mod objects;
 mod request;
+pub mod status;
 
 pub use connect::{Connected, connect};
 pub use discovery::{Discovered, ResourceType, collection_path, discover};

@@ -6,6 +6,7 @@
 //! I/O happens here.
 
 mod location;
+mod volumes;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use location::*;
+pub use volumes::VolumesConfig;
 
 /// The file name looked for in the working directory when `--config` is not given.
 pub const DEFAULT_FILE: &str = "lifeboat.yaml";
@@ -43,6 +45,9 @@ pub struct Config {
     /// Default filters of `lifeboat backup` (flags override them field by field).
     #[serde(default)]
     pub backup: crate::backup::Filters,
+    /// How volume data is moved.
+    #[serde(default)]
+    pub volumes: VolumesConfig,
     /// Where the config came from (not part of the file).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -240,6 +245,24 @@ impl Config {
                 message,
             })
         };
+        if !(1..=64).contains(&self.volumes.parallelism) {
+            return invalid(
+                "volumes.parallelism".into(),
+                format!("{} is out of range; expected 1 to 64", self.volumes.parallelism),
+            );
+        }
+        if self.volumes.lease_seconds < 3 {
+            return invalid(
+                "volumes.leaseSeconds".into(),
+                format!("{} is too short; expected at least 3 seconds", self.volumes.lease_seconds),
+            );
+        }
+        if self.volumes.timeout_seconds == 0 {
+            return invalid(
+                "volumes.timeoutSeconds".into(),
+                "0; expected the seconds one volume may take".into(),
+            );
+        }
         for (name, c) in &self.clusters {
             match (&c.context, c.in_cluster) {
                 (Some(_), true) => {

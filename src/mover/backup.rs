@@ -736,8 +736,16 @@ impl<'a> Walker<'a> {
 
 /// Bytes in use on the file system holding `path` (a volume is its own file system, so this is
 /// the data to back up, give or take metadata): the total behind the ETA.
+/// The bytes used on the file system of `path` when `path` is its mount point (a volume mounted
+/// into a mover pod); None for a plain directory, whose file system holds other data too.
 fn used_bytes(path: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(path).ok()?.dev();
+    let parent = std::fs::metadata(path.join("..")).ok()?.dev();
+    if dev == parent {
+        return None;
+    }
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     // SAFETY: statvfs fills a plain struct from a NUL-terminated path.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };

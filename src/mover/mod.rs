@@ -19,8 +19,10 @@
 pub mod backup;
 pub mod chunker;
 pub mod index;
+pub mod job;
 pub mod known;
 pub mod pack;
+pub mod report;
 pub mod restore;
 pub mod verify;
 
@@ -33,6 +35,7 @@ pub use backup::{
 pub use chunker::{ChunkId, ChunkIter, ChunkerConfig, ChunkerParamsError};
 pub use index::{Entry, IndexError, VolumeIndex};
 pub use known::KnownChunks;
+pub use report::JobReport;
 pub use restore::{RestoreOptions, RestoreStats, check_index, restore_volume};
 pub use verify::{DamagedChunk, VerifyReport, verify_index, verify_packs, verify_volumes};
 

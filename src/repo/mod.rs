@@ -16,17 +16,24 @@
 
 mod config;
 mod layout;
+pub mod lock;
 mod manifest;
 mod names;
+pub mod prune;
 mod reader;
 pub mod retention;
+mod volumes;
 mod writer;
 
 pub use config::{ChunkerParams, Encryption, FORMAT_VERSION, RepoConfig};
 pub use layout::Layout;
+pub use lock::{LockError, LockOptions, PruneLock};
 pub use manifest::{ClusterFacts, Manifest, ObjectEntry};
 pub use names::{BackupName, NameError};
+pub use prune::{BackupSelector, PruneError, PruneOptions, PruneReport, prune};
 pub use reader::{BackupListing, Completeness, RepoReader, VerifyOptions};
+pub use retention::{RetentionError, RetentionPolicy};
+pub use volumes::{VolumeRecord, VolumeStatus};
 pub use writer::{BackupWriter, RepoWriter};
 
 use crate::storage::StorageError;
@@ -93,6 +100,16 @@ pub enum RepoError {
         key: String,
         /// The location.
         location: String,
+    },
+    /// An object written by a mover does not hold what the mover reported.
+    #[error("{key} does not hold what its writer reported (sha256 {actual}, expected {expected})")]
+    DigestMismatch {
+        /// The object.
+        key: String,
+        /// The digest reported.
+        expected: String,
+        /// The digest read back.
+        actual: String,
     },
     /// The manifest changed under us (another writer committed the same name first).
     #[error("another writer committed backup {name:?} in {location} first")]

@@ -129,6 +129,28 @@ impl BackupWriter {
         Ok(entry)
     }
 
+    /// Records `backups/<name>/<relative>`, written by another process (a mover Job), after
+    /// reading it back and checking the sha256 that process reported. Returns its bytes.
+    pub async fn adopt(&mut self, relative: &str, sha256: &str) -> Result<(ObjectEntry, Bytes)> {
+        let key = format!("{}{relative}", Layout::backup_dir(&self.name));
+        let data = self.store.get(&key).await?;
+        let actual = hex::encode(Sha256::digest(&data));
+        if actual != sha256 {
+            return Err(RepoError::DigestMismatch {
+                key,
+                expected: sha256.to_owned(),
+                actual,
+            });
+        }
+        let entry = ObjectEntry {
+            key,
+            size: data.len() as u64,
+            sha256: actual,
+        };
+        self.objects.push(entry.clone());
+        Ok((entry, data))
+    }
+
     /// Records a pack the backup references (written by the volume mover, possibly by an
     /// earlier backup).
     pub fn reference_pack(&mut self, entry: ObjectEntry) {

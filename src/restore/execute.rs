@@ -13,6 +13,9 @@ use serde_json::Value;
 
 use super::order::Tier;
 use super::plan::{Action, Plan, PlanItem};
+use super::volumes::{self, VolumeResult};
+use crate::mover::job::VolumeJobs;
+use std::collections::BTreeSet;
 use crate::cluster::{self, ClusterError};
 use crate::config::ExistingPolicy;
 
@@ -25,6 +28,8 @@ pub struct ExecOptions {
     pub crd_timeout: Duration,
     /// What to do when an object turns out to exist at create time.
     pub existing: ExistingPolicy,
+    /// How to run the mover Jobs that fill restored claims; `None`: claims stay empty.
+    pub volumes: Option<VolumeJobs>,
 }
 
 impl Default for ExecOptions {
@@ -33,6 +38,7 @@ impl Default for ExecOptions {
             concurrency: 16,
             crd_timeout: Duration::from_secs(60),
             existing: ExistingPolicy::Skip,
+            volumes: None,
         }
     }
 }
@@ -43,6 +49,8 @@ pub trait RestoreProgress: Send + Sync {
     fn tier(&self, _tier: Tier, _writes: usize) {}
     /// One object is done (whatever its outcome).
     fn object_done(&self) {}
+    /// Volume data of `count` claims is being restored.
+    fn volumes(&self, _count: usize) {}
 }
 
 /// Progress that goes nowhere.
@@ -73,6 +81,8 @@ pub struct Outcome {
     pub skipped: BTreeMap<String, usize>,
     /// Objects that failed.
     pub failed: Vec<Failure>,
+    /// Volume data restored into the created claims.
+    pub volumes: Vec<VolumeResult>,
     /// Wall time of the execution.
     pub duration_seconds: f64,
 }
@@ -173,12 +183,29 @@ pub async fn execute(
             .entry(item.reason.clone().unwrap_or_else(|| "skipped".into()))
             .or_default() += 1;
     }
+    // Claims whose data did not arrive: the workloads mounting them are held back.
+    let mut failed_claims: BTreeSet<(String, String)> = BTreeSet::new();
     for tier in Tier::ALL {
-        let writes: Vec<&PlanItem> = plan
+        let mut writes: Vec<&PlanItem> = plan
             .items
             .iter()
             .filter(|i| i.tier == tier && matches!(i.action, Action::Create | Action::Update))
             .collect();
+        if tier == Tier::Workloads {
+            writes.retain(|i| match volumes::held_back_by(i, &failed_claims) {
+                None => true,
+                Some(claim) => {
+                    out.failed.push(Failure {
+                        object: i.display(),
+                        tier,
+                        message: format!(
+                            "held back: it mounts claim {claim}, whose data could not be restored"
+                        ),
+                    });
+                    false
+                }
+            });
+        }
         if writes.is_empty() {
             continue;
         }
@@ -213,11 +240,44 @@ pub async fn execute(
                 Ok(Done::Skipped(why)) => *out.skipped.entry(why).or_default() += 1,
                 Err(message) => {
                     tracing::warn!(object = %i.display(), %message, "restore of an object failed");
+                    if tier == Tier::Claims {
+                        failed_claims.insert((i.namespace.clone(), i.name.clone()));
+                    }
                     out.failed.push(Failure {
                         object: i.display(),
                         tier,
                         message,
                     });
+                }
+            }
+        }
+        if tier == Tier::Claims && !plan.volumes.is_empty() {
+            let fills: Vec<&volumes::VolumeFill> = plan
+                .volumes
+                .iter()
+                .filter(|f| !failed_claims.contains(&(f.namespace.clone(), f.pvc.clone())))
+                .collect();
+            match &opts.volumes {
+                Some(jobs) => {
+                    progress.volumes(fills.len());
+                    let results =
+                        volumes::fill(client, &plan.restore_point.name, &fills, jobs).await;
+                    for r in &results {
+                        if r.error.is_some() {
+                            failed_claims.insert((r.namespace.clone(), r.pvc.clone()));
+                            out.failed.push(Failure {
+                                object: format!("PersistentVolumeClaim {}/{} (data)", r.namespace, r.pvc),
+                                tier,
+                                message: r.error.clone().unwrap_or_default(),
+                            });
+                        }
+                    }
+                    out.volumes = results;
+                }
+                None => {
+                    *out.skipped
+                        .entry("volume data not restored (--no-volumes)".into())
+                        .or_default() += fills.len();
                 }
             }
         }

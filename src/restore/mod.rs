@@ -8,6 +8,7 @@ pub mod order;
 pub mod plan;
 mod point;
 mod target;
+pub mod volumes;
 
 pub use archive::BackupObject;
 pub use execute::{ExecOptions, Failure, NoRestoreProgress, Outcome, RestoreProgress, execute};
@@ -73,5 +74,8 @@ pub async fn prepare(
     let objects = archive::read_objects(repo, &manifest).await?;
     let view = target::view(client, &objects).await?;
     opts.transform.backup = manifest.name.to_string();
-    Ok(plan::plan(objects, point, &view, &opts))
+    let mut plan = plan::plan(objects, point, &view, &opts);
+    (plan.volumes, plan.volume_notes) =
+        volumes::plan_volumes(&manifest.volumes(), &plan.items, &opts.mappings);
+    Ok(plan)
 }

@@ -140,6 +140,10 @@ pub struct Plan {
     pub risks: Vec<Risk>,
     /// Objects per action.
     pub counts: BTreeMap<Action, usize>,
+    /// Claims whose backed-up data is restored once they are created, before any workload.
+    pub volumes: Vec<super::volumes::VolumeFill>,
+    /// Claims whose data is not restored, and why.
+    pub volume_notes: Vec<String>,
 }
 
 /// Why an object is never restored, if it is not.
@@ -349,6 +353,8 @@ pub fn plan(
         items,
         risks: risks.into_iter().collect(),
         counts,
+        volumes: Vec::new(),
+        volume_notes: Vec::new(),
     }
 }
 

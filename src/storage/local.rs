@@ -8,17 +8,21 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
+use super::lease::HolderRecord;
 use super::transfer::{blocking, io_err};
 use super::{
-    ObjectMeta, ObjectRead, ObjectWrite, PutOutcome, Result, StorageError, TransferOptions,
-    validate_key, validate_prefix,
+    Lease, LeaseAttempt, LeaseHolder, ObjectMeta, ObjectRead, ObjectWrite, PutOutcome, Result,
+    StorageError, TransferOptions, validate_key, validate_prefix,
 };
 
 /// Names of in-flight temporary files start with this; listings skip them and keys may not use it.
@@ -290,6 +294,118 @@ impl ObjectWrite for LocalBackend {
             Err(e) => Err(io_err("delete object", &path)(e)),
         })
         .await
+    }
+
+    /// An exclusive `flock(2)` on the file `key`. The kernel frees it when the holder's process
+    /// exits or is killed, so a crashed pruner never blocks the next one and no clock is
+    /// involved; a live but hung holder keeps it, which is the safe side. `ttl` does not apply.
+    /// The file is never deleted (deleting a lock file races with a process that has opened it
+    /// but not locked it yet); its content only describes the current holder.
+    async fn try_lease(&self, key: &str, _ttl: Duration, holder: &str) -> Result<LeaseAttempt> {
+        let path = self.path_of(key)?;
+        let holder = holder.to_owned();
+        let location = self.location.clone();
+        let key = key.to_owned();
+        blocking(move || {
+            let dir = path.parent().expect("object paths have a parent");
+            fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(io_err("open lock file", &path))?;
+            // SAFETY: flock on a descriptor this function owns; no memory is passed.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc != 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                    return Ok(LeaseAttempt::Held(read_holder(&path)));
+                }
+                return Err(io_err("lock", &path)(e));
+            }
+            let record = HolderRecord {
+                holder,
+                since: jiff::Timestamp::now(),
+                expires_at: None,
+            };
+            let body = serde_json::to_vec(&record).expect("holder record serializes");
+            file.set_len(0).map_err(io_err("write lock file", &path))?;
+            file.write_all_at(&body, 0)
+                .map_err(io_err("write lock file", &path))?;
+            Ok(LeaseAttempt::Acquired(Box::new(FileLease {
+                file: std::sync::Mutex::new(Some(file)),
+                path,
+                location,
+                key,
+            })))
+        })
+        .await
+    }
+}
+
+/// Reads who holds a lock file; an unreadable or half-written record is "unknown holder".
+fn read_holder(path: &Path) -> LeaseHolder {
+    let record = fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<HolderRecord>(&b).ok());
+    LeaseHolder {
+        holder: record.as_ref().map(|r| r.holder.clone()),
+        since: record.map(|r| r.since),
+        expires_at: None,
+        until_exit: true,
+    }
+}
+
+/// A `flock` held on an open lock file; closing the file releases it.
+#[derive(Debug)]
+struct FileLease {
+    file: std::sync::Mutex<Option<File>>,
+    path: PathBuf,
+    location: String,
+    key: String,
+}
+
+#[async_trait]
+impl Lease for FileLease {
+    fn ttl(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Nothing to extend, but checks the lock still guards the file of that name: if someone
+    /// deleted or replaced it, another process can lock the new file, and this one must stop.
+    async fn renew(&self) -> Result<()> {
+        let ours = {
+            let f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+            match f.as_ref() {
+                Some(f) => f.metadata().map_err(io_err("stat lock file", &self.path))?,
+                None => {
+                    return Err(StorageError::LeaseLost {
+                        location: self.location.clone(),
+                        key: self.key.clone(),
+                        reason: "already released".into(),
+                    });
+                }
+            }
+        };
+        let path = self.path.clone();
+        let now =
+            blocking(move || fs::metadata(&path).map_err(io_err("stat lock file", &path))).await;
+        match now {
+            Ok(m) if m.ino() == ours.ino() && m.dev() == ours.dev() => Ok(()),
+            _ => Err(StorageError::LeaseLost {
+                location: self.location.clone(),
+                key: self.key.clone(),
+                reason: "the lock file was deleted or replaced".into(),
+            }),
+        }
+    }
+
+    async fn release(&self) -> Result<()> {
+        // Closing the descriptor drops the flock.
+        drop(self.file.lock().unwrap_or_else(|p| p.into_inner()).take());
+        Ok(())
     }
 }
 

@@ -2,10 +2,12 @@
 //! a second create of a key leaves the first object untouched, so a test catches code that
 //! would rewrite an object.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -13,15 +15,33 @@ use futures::stream::BoxStream;
 
 use super::transfer::{blocking, io_err};
 use super::{
-    ObjectMeta, ObjectRead, ObjectWrite, PutOutcome, Result, StorageError, TransferOptions,
-    validate_key, validate_prefix,
+    Lease, LeaseAttempt, LeaseHolder, ObjectMeta, ObjectRead, ObjectWrite, PutOutcome, Result,
+    StorageError, TransferOptions, validate_key, validate_prefix,
 };
+
+/// A lease in the map: its token (which handle holds it), holder, start and expiry.
+#[derive(Debug, Clone)]
+struct LeaseEntry {
+    token: u64,
+    holder: String,
+    since: jiff::Timestamp,
+    expires_at: jiff::Timestamp,
+}
+
+type LeaseMap = Arc<Mutex<HashMap<String, LeaseEntry>>>;
+
+fn lock_leases(m: &LeaseMap) -> std::sync::MutexGuard<'_, HashMap<String, LeaseEntry>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Objects in a map, keyed by name.
 #[derive(Debug)]
 pub struct MemoryBackend {
     location: String,
     objects: Mutex<BTreeMap<String, (Bytes, jiff::Timestamp)>>,
+    /// In-process leases with an expiry, like Azure's: separate from objects, so a lease never
+    /// shows up in a listing.
+    leases: LeaseMap,
 }
 
 impl MemoryBackend {
@@ -30,6 +50,7 @@ impl MemoryBackend {
         Self {
             location: format!("memory:{name}"),
             objects: Mutex::new(BTreeMap::new()),
+            leases: LeaseMap::default(),
         }
     }
 
@@ -133,6 +154,82 @@ impl ObjectWrite for MemoryBackend {
     async fn delete(&self, key: &str) -> Result<()> {
         validate_key(key)?;
         self.objects().remove(key);
+        Ok(())
+    }
+
+    async fn try_lease(&self, key: &str, ttl: Duration, holder: &str) -> Result<LeaseAttempt> {
+        validate_key(key)?;
+        static TOKENS: AtomicU64 = AtomicU64::new(1);
+        let now = jiff::Timestamp::now();
+        let mut leases = lock_leases(&self.leases);
+        if let Some(e) = leases.get(key)
+            && e.expires_at > now
+        {
+            return Ok(LeaseAttempt::Held(LeaseHolder {
+                holder: Some(e.holder.clone()),
+                since: Some(e.since),
+                expires_at: Some(e.expires_at),
+                until_exit: false,
+            }));
+        }
+        let token = TOKENS.fetch_add(1, Ordering::Relaxed);
+        leases.insert(
+            key.to_owned(),
+            LeaseEntry {
+                token,
+                holder: holder.to_owned(),
+                since: now,
+                expires_at: now + ttl,
+            },
+        );
+        Ok(LeaseAttempt::Acquired(Box::new(MemoryLease {
+            leases: self.leases.clone(),
+            location: self.location.clone(),
+            key: key.to_owned(),
+            token,
+            ttl,
+        })))
+    }
+}
+
+/// A lease held in a [`MemoryBackend`].
+#[derive(Debug)]
+struct MemoryLease {
+    leases: LeaseMap,
+    location: String,
+    key: String,
+    token: u64,
+    ttl: Duration,
+}
+
+#[async_trait]
+impl Lease for MemoryLease {
+    fn ttl(&self) -> Option<Duration> {
+        Some(self.ttl)
+    }
+
+    async fn renew(&self) -> Result<()> {
+        let now = jiff::Timestamp::now();
+        let mut leases = lock_leases(&self.leases);
+        match leases.get_mut(&self.key) {
+            // Like Azure, a lapsed lease nobody else took can still be renewed.
+            Some(e) if e.token == self.token => {
+                e.expires_at = now + self.ttl;
+                Ok(())
+            }
+            _ => Err(StorageError::LeaseLost {
+                location: self.location.clone(),
+                key: self.key.clone(),
+                reason: "another holder took it after it lapsed".into(),
+            }),
+        }
+    }
+
+    async fn release(&self) -> Result<()> {
+        let mut leases = lock_leases(&self.leases);
+        if leases.get(&self.key).is_some_and(|e| e.token == self.token) {
+            leases.remove(&self.key);
+        }
         Ok(())
     }
 }

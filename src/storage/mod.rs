@@ -28,6 +28,7 @@
 //! ```
 
 pub mod azure;
+mod lease;
 pub mod local;
 pub mod memory;
 mod open;
@@ -41,6 +42,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
+pub use lease::{Lease, LeaseAttempt, LeaseHolder};
 pub use open::{open_reader, open_writer, probe_write};
 pub use transfer::TransferOptions;
 
@@ -136,6 +138,24 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+    /// The backend cannot do this operation (e.g. leases on a backend without them).
+    #[error("{op} is not supported by {location}")]
+    Unsupported {
+        /// The location.
+        location: String,
+        /// The operation.
+        op: &'static str,
+    },
+    /// A lease this process held was taken over or has lapsed: the holder must stop.
+    #[error("the lease on {key:?} in {location} was lost: {reason}")]
+    LeaseLost {
+        /// The location.
+        location: String,
+        /// The lease's key.
+        key: String,
+        /// What happened.
+        reason: String,
+    },
     /// Azure request failure (after retries, where retrying made sense).
     #[error("{op} {key:?} on {location} failed")]
     Azure {
@@ -204,6 +224,22 @@ pub trait ObjectWrite: ObjectRead {
     /// root directory); returns true if and only if something was created. Idempotent.
     async fn create_location(&self) -> Result<bool> {
         Ok(false)
+    }
+    /// Tries once to take the exclusive lease `key` (an object outside the repository's data,
+    /// e.g. `locks/prune`) for `ttl`, recording `holder` for whoever finds it taken. Never
+    /// waits: a lease someone else holds is [`LeaseAttempt::Held`]. How long a holder that
+    /// stops renewing keeps it is the backend's (see [`Lease::ttl`]).
+    async fn try_lease(
+        &self,
+        key: &str,
+        ttl: std::time::Duration,
+        holder: &str,
+    ) -> Result<LeaseAttempt> {
+        let _ = (key, ttl, holder);
+        Err(StorageError::Unsupported {
+            location: self.location().to_owned(),
+            op: "locking",
+        })
     }
 }
 

@@ -1,7 +1,11 @@
 mod backup;
 mod cli;
+mod demo;
+mod prune;
 mod restore;
+mod schedule;
 mod seed;
 mod sim;
 mod storage;
 mod support;
+mod volumes;

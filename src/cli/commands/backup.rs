@@ -57,18 +57,22 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> anyhow::Result<Exit> {
         .await
         .with_context(|| format!("connecting to cluster {cluster_name:?}"))?;
 
-    let request = BackupRequest {
-        name: name.clone(),
-        cluster_name: cluster_name.clone(),
-        filters: filters(ctx, &args),
-        labels: args.labels.iter().cloned().collect(),
-        ttl: args.ttl,
-        volumes: !args.no_volumes,
-        spool_dir: std::env::temp_dir(),
-    };
+    let request = request(ctx, &args, name.clone(), &cluster_name);
     let progress = BackupProgress::new(ctx.output == OutputFormat::Json);
     let result = backup::run(&connected, &repo, request, &progress).await;
     progress.finish();
+    let status_namespace = super::schedule::backup_status_namespace(
+        args.status_namespace.as_deref(),
+        cluster_ref.is_some_and(|(_, c)| c.in_cluster),
+    );
+    let status_recorded = super::schedule::record_backup_status(
+        &connected,
+        status_namespace,
+        location,
+        &name,
+        &result,
+    )
+    .await;
     let manifest = result.with_context(|| {
         format!("backup {name} of cluster {cluster_name:?} failed; nothing was committed")
     })?;
@@ -126,9 +130,46 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> anyhow::Result<Exit> {
             );
         }
     }
-    Ok(if manifest.warnings.is_empty() {
+    Ok(if manifest.warnings.is_empty() && status_recorded {
         Exit::Ok
     } else {
         Exit::Partial
     })
+}
+
+/// The request `lifeboat backup` sends for `args`; `lifeboat schedule run` builds its request
+/// here too, so a scheduled backup takes exactly what the equivalent command line would.
+pub(super) fn request(
+    ctx: &Context,
+    args: &BackupArgs,
+    name: BackupName,
+    cluster_name: &str,
+) -> BackupRequest {
+    BackupRequest {
+        name,
+        cluster_name: cluster_name.to_owned(),
+        filters: filters(ctx, args),
+        labels: args.labels.iter().cloned().collect(),
+        ttl: args.ttl,
+        volumes: (!args.no_volumes)
+            .then(|| ctx.config.location(args.to.as_deref()).ok())
+            .flatten()
+            .map(|(_, location)| backup::volumes::VolumeJobs {
+                location: absolute(location),
+                settings: ctx.config.volumes.clone(),
+            }),
+        spool_dir: std::env::temp_dir(),
+    }
+}
+
+/// The location as a mover pod must see it: a local directory by absolute path (pods do not
+/// share the orchestrator's working directory; only the simulated cluster runs them locally).
+pub(super) fn absolute(location: &crate::config::Location) -> crate::config::Location {
+    let mut location = location.clone();
+    if let Some(local) = &mut location.local
+        && let Ok(abs) = std::path::absolute(&local.path)
+    {
+        local.path = abs;
+    }
+    location
 }

@@ -140,6 +140,10 @@ pub async fn run(ctx: &Context, a: RestoreArgs) -> anyhow::Result<Exit> {
     let exec = ExecOptions {
         concurrency: a.concurrency,
         existing,
+        volumes: (!a.no_volumes).then(|| crate::mover::job::VolumeJobs {
+            location: super::backup::absolute(loc),
+            settings: ctx.config.volumes.clone(),
+        }),
         ..ExecOptions::default()
     };
     let outcome = restore::execute(&connected.client, &plan, &exec, &bar).await;
@@ -196,6 +200,17 @@ fn print_plan_summary(plan: &Plan, location: &str, cluster: &str) {
         .map(|(a, n)| format!("{n} {}", action_name(*a)))
         .collect();
     println!("Plan: {} objects: {}", plan.items.len(), counts.join(", "));
+    if !plan.volumes.is_empty() {
+        let bytes: u64 = plan.volumes.iter().map(|v| v.bytes).sum();
+        println!(
+            "Volume data: {} claims, {} to restore before the workloads start",
+            plan.volumes.len(),
+            output::human_bytes(bytes)
+        );
+    }
+    for n in &plan.volume_notes {
+        println!("  {n}");
+    }
     if plan.risks.is_empty() {
         println!("Risks: none found");
     } else {
@@ -243,6 +258,19 @@ fn print_report(r: &Report<'_>) {
     );
     for (why, n) in &o.skipped {
         println!("  skipped {n}: {why}");
+    }
+    for v in &o.volumes {
+        match &v.error {
+            None => println!(
+                "  volume {}/{}: {} files, {} restored in {:.1}s",
+                v.namespace,
+                v.pvc,
+                v.files,
+                output::human_bytes(v.bytes),
+                v.seconds
+            ),
+            Some(e) => println!("  volume {}/{}: FAILED: {e}", v.namespace, v.pvc),
+        }
     }
     for f in &o.failed {
         println!("  FAILED {}: {}", f.object, f.message);

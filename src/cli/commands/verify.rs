@@ -20,10 +20,17 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> anyhow::Result<Exit> {
     let report = repo
         .check(&manifest, VerifyOptions { deep: args.deep })
         .await?;
-    let ok = report.is_complete();
+    // Deep: also every chunk of every volume, so damage is named by volume and file.
+    let volumes = if args.deep {
+        Some(verify_volume_data(&repo, &manifest).await?)
+    } else {
+        None
+    };
+    let ok = report.is_complete() && volumes.as_ref().is_none_or(|v| v.is_ok());
     match ctx.output {
         OutputFormat::Json => output::json(&json!({
             "backup": name, "location": location, "ok": ok, "report": report,
+            "volumeData": volumes,
         }))?,
         OutputFormat::Text => {
             let what = if args.deep {
@@ -45,6 +52,27 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> anyhow::Result<Exit> {
                     println!("  {label}: {k}");
                 }
             }
+            if let Some(v) = &volumes {
+                println!(
+                    "  volume data: {} chunks in {} packs ({}) checked",
+                    v.chunks,
+                    v.packs,
+                    output::human_bytes(v.bytes)
+                );
+                for p in &v.missing_packs {
+                    println!("  missing pack: {p}");
+                }
+                for d in &v.damaged {
+                    println!(
+                        "  DAMAGED chunk {} in {}: {}; volumes {}; files {}",
+                        d.chunk,
+                        d.pack,
+                        d.problem,
+                        d.volumes.join(", "),
+                        d.files.join(", ")
+                    );
+                }
+            }
             if ok {
                 println!("OK");
             } else {
@@ -53,4 +81,31 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> anyhow::Result<Exit> {
         }
     }
     Ok(if ok { Exit::Ok } else { Exit::Failed })
+}
+
+/// Reads every pack the backup's volume indexes reference and checks every chunk.
+async fn verify_volume_data(
+    repo: &crate::repo::RepoReader,
+    manifest: &crate::repo::Manifest,
+) -> anyhow::Result<crate::mover::VerifyReport> {
+    let mut indexes = Vec::new();
+    for v in manifest.volumes() {
+        if v.index.is_none() {
+            continue;
+        }
+        let label = format!("{}/{}", v.namespace, v.pvc);
+        match crate::mover::load_index(repo.store(), &manifest.name, &v.namespace, &v.pvc).await {
+            Ok(Some(index)) => indexes.push((label, index)),
+            // A missing index is already reported by the completeness check.
+            Ok(None) => {}
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("reading the index of volume {label}")));
+            }
+        }
+    }
+    let refs: Vec<(&str, &crate::mover::VolumeIndex)> =
+        indexes.iter().map(|(l, i)| (l.as_str(), i)).collect();
+    crate::mover::verify_volumes(repo.store(), &refs)
+        .await
+        .context("verifying volume data")
 }

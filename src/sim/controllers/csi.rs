@@ -65,28 +65,80 @@ fn copy_atomically(src: &Path, dst: &Path) -> io::Result<()> {
     fs::rename(&tmp, dst)
 }
 
-/// Copies a directory tree keeping file modes and symbolic links (tar semantics, as far as an
-/// unprivileged process can: owners are not changed).
+/// Copies a directory tree keeping file modes, mtimes, symbolic links and hard links, as a
+/// block-level CSI snapshot would (owners are not changed: the simulator is unprivileged).
 fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
+    copy_dir(src, dst, &mut std::collections::HashMap::new())
+}
+
+fn copy_dir(
+    src: &Path,
+    dst: &Path,
+    linked: &mut std::collections::HashMap<(u64, u64), std::path::PathBuf>,
+) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     fs::create_dir(dst)?;
-    fs::set_permissions(dst, fs::metadata(src)?.permissions())?;
+    let meta = fs::metadata(src)?;
+    fs::set_permissions(dst, meta.permissions())?;
     for entry in fs::read_dir(src)? {
         let entry = entry?;
         let from = entry.path();
         let to = dst.join(entry.file_name());
         let kind = entry.file_type()?;
         if kind.is_dir() {
-            copy_tree(&from, &to)?;
+            copy_dir(&from, &to, linked)?;
         } else if kind.is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
+            set_mtime(&to, &fs::symlink_metadata(&from)?)?;
         } else if kind.is_file() {
+            let m = entry.metadata()?;
+            if m.nlink() > 1 {
+                if let Some(first) = linked.get(&(m.dev(), m.ino())) {
+                    fs::hard_link(first, &to)?;
+                    continue;
+                }
+                linked.insert((m.dev(), m.ino()), to.clone());
+            }
             // fs::copy keeps the permission bits.
             fs::copy(&from, &to)?;
+            set_mtime(&to, &m)?;
         }
         // Sockets, FIFOs and devices are not volume data; a real snapshot of a block device would
         // carry them, but no workload here creates them.
     }
-    Ok(())
+    // Last: creating the entries above changed the directory's mtime.
+    set_mtime(dst, &meta)
+}
+
+/// Sets `path`'s own mtime (not a symlink's target) to `like`'s.
+fn set_mtime(path: &Path, like: &fs::Metadata) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: like.mtime() as libc::time_t,
+            tv_nsec: like.mtime_nsec() as libc::c_long,
+        },
+    ];
+    // SAFETY: a NUL-terminated path and two timespecs; AT_SYMLINK_NOFOLLOW acts on a link itself.
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Returns the total size of the regular files under `dir`.

@@ -10,6 +10,7 @@
 //! 502, 503 (ServerBusy), 504 and on transport errors (including the per-try timeout below); no
 //! retry on other 4xx.
 
+mod lease;
 pub mod shared_key;
 
 use std::num::NonZero;
@@ -610,6 +611,15 @@ impl ObjectWrite for AzureBackend {
 
     async fn create_location(&self) -> Result<bool> {
         self.create_container().await
+    }
+
+    async fn try_lease(
+        &self,
+        key: &str,
+        ttl: std::time::Duration,
+        holder: &str,
+    ) -> Result<super::LeaseAttempt> {
+        self.acquire_lease(key, ttl, holder).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

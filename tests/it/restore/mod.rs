@@ -62,6 +62,7 @@ impl Regions {
             "clusters:\n  primary: {{ context: primary, kubeconfig: {:?} }}\n  secondary: {{ context: secondary, kubeconfig: {:?} }}\n\
              locations:\n  primary: {{ local: {{ path: repo }} }}\n  dr: {{ readOnly: true, local: {{ path: replica }} }}\n\
              defaults: {{ cluster: primary, location: primary }}\n\
+             volumes: {{ moverImage: \"lifeboat:dev\", leaseSeconds: 3, timeoutSeconds: 120 }}\n\
              restore:\n  secondary:\n    cluster: secondary\n    from: dr\n    zoneMap: {zone_map}\n",
             self.primary.cluster.kubeconfig_path(),
             self.secondary.cluster.kubeconfig_path(),

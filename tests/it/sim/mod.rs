@@ -29,6 +29,8 @@ pub async fn start_with(tweak: impl FnOnce(&mut SimConfig)) -> Sim {
     let mut config = SimConfig {
         name: "primary".into(),
         state_dir: dir.path().join("state"),
+        // Mover pods run the lifeboat binary under test.
+        lifeboat_bin: std::path::PathBuf::from(env!("CARGO_BIN_EXE_lifeboat")),
         ..SimConfig::default()
     };
     tweak(&mut config);

@@ -1,0 +1,121 @@
+//! Volume data of a backup: for each claim in scope, a CSI VolumeSnapshot, a temporary claim of
+//! it, and a mover Job (`lifeboat mover backup`) that writes the volume's chunks and index to
+//! the location; then the indexes are adopted into the backup being written. Volumes move in
+//! parallel up to `volumes.parallelism`; claims that cannot be snapshotted are reported.
+//! Pre/post hooks are not run yet (see the changelog).
+
+mod discover;
+mod one;
+
+use std::collections::BTreeMap;
+
+use futures::StreamExt;
+
+pub use crate::mover::job::VolumeJobs;
+pub use discover::{Claim, snapshot_class};
+
+use crate::cluster::lease::{self, Swept};
+use crate::cluster::objects::{JOBS, Kind, PVCS, VOLUME_SNAPSHOTS};
+
+/// The kinds a backup creates temporarily, in deletion order (Job first: it holds the claim).
+pub const TEMPORARY_KINDS: [Kind; 3] = [JOBS, PVCS, VOLUME_SNAPSHOTS];
+
+use super::Progress;
+use crate::cluster::ClusterError;
+use crate::config::{Location, VolumesConfig};
+use crate::filter::Filters;
+use crate::mover::JobReport;
+use crate::repo::{RepoReader, VolumeRecord, VolumeStatus};
+
+/// Shared by the volumes of one backup.
+pub struct VolumeContext<'a> {
+    /// The cluster.
+    pub client: &'a kube::Client,
+    /// The backup's name.
+    pub backup: &'a str,
+    /// Where movers write.
+    pub location: &'a Location,
+    /// Settings.
+    pub settings: &'a VolumesConfig,
+    /// Progress.
+    pub progress: &'a dyn Progress,
+}
+
+/// The volumes' results.
+#[derive(Default)]
+pub struct VolumesOutcome {
+    /// One record per claim in scope, in namespace/name order.
+    pub records: Vec<VolumeRecord>,
+    /// The movers' reports of the volumes backed up.
+    pub reports: Vec<JobReport>,
+    /// Leftovers of interrupted runs deleted before this one.
+    pub swept: Swept,
+}
+
+/// The newest committed backup holding a completed copy of each volume: the parent of its next
+/// backup (its chunks are not uploaded again, unchanged files are not read).
+async fn parents(repo: &RepoReader) -> BTreeMap<(String, String), String> {
+    let mut newest: BTreeMap<(String, String), (jiff::Timestamp, String)> = BTreeMap::new();
+    let listings = match repo.list_backups().await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list earlier backups: volumes are backed up in full");
+            return BTreeMap::new();
+        }
+    };
+    for l in listings {
+        let m = &l.manifest;
+        for v in m.volumes() {
+            if v.status != VolumeStatus::Completed {
+                continue;
+            }
+            let key = (v.namespace, v.pvc);
+            if newest.get(&key).is_none_or(|(t, _)| *t < m.started_at) {
+                newest.insert(key, (m.started_at, m.name.to_string()));
+            }
+        }
+    }
+    newest.into_iter().map(|(k, (_, n))| (k, n)).collect()
+}
+
+/// Sweeps leftovers, then backs up every claim in scope.
+pub async fn back_up(
+    ctx: &VolumeContext<'_>,
+    filters: &Filters,
+    repo: &RepoReader,
+) -> Result<VolumesOutcome, ClusterError> {
+    let swept = lease::sweep(ctx.client, &temporary_selector(), &TEMPORARY_KINDS).await?;
+    let found = discover::claims(ctx.client, filters, ctx.settings).await?;
+    let parents = parents(repo).await;
+    tracing::info!(
+        volumes = found.claims.len(),
+        refused = found.refused.len(),
+        swept = swept.deleted.len(),
+        "backing up volume data"
+    );
+    let runs: Vec<one::VolumeRun> = futures::stream::iter(found.claims.iter())
+        .map(|c| {
+            let parent = parents.get(&(c.namespace.clone(), c.name.clone())).cloned();
+            one::back_up(ctx, c, parent)
+        })
+        .buffer_unordered(ctx.settings.parallelism.max(1))
+        .collect()
+        .await;
+    let mut out = VolumesOutcome {
+        swept,
+        records: found.refused,
+        ..Default::default()
+    };
+    for r in runs {
+        out.records.push(r.record);
+        out.reports.extend(r.report);
+    }
+    out.records
+        .sort_by(|a, b| (&a.namespace, &a.pvc).cmp(&(&b.namespace, &b.pvc)));
+    Ok(out)
+}
+
+/// Selects lifeboat's temporary objects.
+pub fn temporary_selector() -> String {
+    format!("{}=true", crate::mover::job::TEMPORARY_LABEL)
+}

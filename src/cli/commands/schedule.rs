@@ -1,0 +1,367 @@
+//! `lifeboat schedule render|run`, and recording a backup's outcome in the cluster (shared with
+//! `lifeboat backup`).
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+
+use crate::backup::{self, BackupError};
+use crate::cli::args::{
+    BackupArgs, OutputFormat, ScheduleCommand, ScheduleRenderArgs, ScheduleRunArgs, ScopeArgs,
+};
+use crate::cli::output;
+use crate::cli::progress::BackupProgress;
+use crate::cli::{Context, Exit, UsageError};
+use crate::cluster::status::{self, BackupStatus, Outcome};
+use crate::cluster::{self, Connected};
+use crate::config::ConfigError;
+use crate::filter::ClusterResources;
+use crate::repo::{BackupName, Manifest, RepoWriter};
+use crate::schedule::{Schedule, render};
+use crate::storage;
+
+/// Where a pod's ServiceAccount namespace is mounted.
+const POD_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// Runs a `lifeboat schedule` subcommand.
+pub async fn run(ctx: &Context, cmd: ScheduleCommand) -> anyhow::Result<Exit> {
+    match cmd {
+        ScheduleCommand::Render(a) => render_cmd(ctx, a),
+        ScheduleCommand::Run(a) => run_cmd(ctx, a).await,
+    }
+}
+
+fn render_cmd(ctx: &Context, a: ScheduleRenderArgs) -> anyhow::Result<Exit> {
+    let file = a.file.display().to_string();
+    let schedule = Schedule::load(&a.file)?;
+    let text = std::fs::read_to_string(&a.file).map_err(|source| ConfigError::Read {
+        path: a.file.clone(),
+        source,
+    })?;
+    let rendered = render::render(&schedule, &file, &text, &ctx.config)?;
+    for n in &rendered.notes {
+        eprintln!("note: {n}");
+    }
+    match ctx.output {
+        OutputFormat::Text => print!("{}", rendered.yaml),
+        // A v1 List is what `kubectl apply -f -` reads as JSON.
+        OutputFormat::Json => {
+            let items = serde_yaml_ng::Deserializer::from_str(&rendered.yaml)
+                .map(|d| serde::Deserialize::deserialize(d))
+                .collect::<Result<Vec<Value>, _>>()
+                .context("re-reading the rendered manifests")?;
+            output::json(&json!({"apiVersion": "v1", "kind": "List", "items": items}))?;
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+/// What happened to retention after a scheduled backup.
+enum Retention {
+    /// The schedule has no retention policy: every backup is kept.
+    NoPolicy,
+    /// Not applied (the backup failed, or this build cannot prune): the reason.
+    NotApplied(String),
+}
+
+impl Retention {
+    fn json(&self) -> Value {
+        match self {
+            Retention::NoPolicy => json!({"applied": false, "reason": "no retention policy"}),
+            Retention::NotApplied(why) => json!({"applied": false, "reason": why}),
+        }
+    }
+
+    /// Returns true if and only if this leaves something undone that the policy asked for.
+    fn incomplete(&self) -> bool {
+        matches!(self, Retention::NotApplied(_))
+    }
+}
+
+async fn run_cmd(ctx: &Context, a: ScheduleRunArgs) -> anyhow::Result<Exit> {
+    let path = schedule_path(&a.schedules, &a.name)?;
+    let file = path.display().to_string();
+    let schedule = Schedule::load(&path)?;
+    schedule.check_config(&ctx.config, &file)?;
+    let at = a.now.unwrap_or_else(jiff::Timestamp::now);
+    let name = BackupName::new(schedule.backup_name(at))
+        .map_err(|e| UsageError(format!("{file}: name: {e}")))?;
+
+    let cluster_ref = ctx.config.cluster(schedule.cluster.as_deref())?;
+    let cluster_name = cluster_ref
+        .map(|(n, _)| n.to_owned())
+        .unwrap_or_else(|| "cluster".into());
+    let (location, loc) = ctx.config.location(schedule.location.as_deref())?;
+    let store = storage::open_writer(location, loc)
+        .with_context(|| format!("opening location {location:?} for writing"))?;
+    let repo = RepoWriter::open_or_init(store)
+        .await
+        .with_context(|| format!("opening the repository in {location:?}"))?;
+    let connected = cluster::connect(&cluster_name, cluster_ref.map(|(_, c)| c))
+        .await
+        .with_context(|| format!("connecting to cluster {cluster_name:?}"))?;
+
+    // Exactly what `lifeboat backup` with the equivalent flags takes.
+    let f = &schedule.backup;
+    let args = BackupArgs {
+        cluster: Some(cluster_name.clone()),
+        to: Some(location.to_owned()),
+        name: Some(name.to_string()),
+        scope: ScopeArgs {
+            include_namespaces: f.include_namespaces.clone(),
+            exclude_namespaces: f.exclude_namespaces.clone(),
+            include_resources: f.include_resources.clone(),
+            exclude_resources: f.exclude_resources.clone(),
+        },
+        selector: f.selector.clone(),
+        // `auto` is also the unset value: leave the config's `backup:` in charge then.
+        include_cluster_resources: (f.include_cluster_resources != ClusterResources::Auto)
+            .then_some(f.include_cluster_resources),
+        labels: schedule.backup_labels().into_iter().collect(),
+        ttl: schedule.ttl(),
+        no_volumes: !schedule.volumes,
+        status_namespace: None,
+    };
+    let request = super::backup::request(ctx, &args, name.clone(), &cluster_name);
+    tracing::info!(schedule = %schedule.name, backup = %name, "scheduled backup starting");
+    let progress = BackupProgress::new(ctx.output == OutputFormat::Json);
+    let result = backup::run(&connected, &repo, request, &progress).await;
+    progress.finish();
+
+    let retention = match &result {
+        Err(_) => Retention::NotApplied("the backup failed".into()),
+        Ok(_) if schedule.retention == Default::default() => Retention::NoPolicy,
+        // TODO(issue #7, prune): call the prune library with `schedule.retention`, limited to
+        // backups labelled lifeboat.io/schedule=<name>, once `crate::repo::prune` exists.
+        Ok(_) => Retention::NotApplied(
+            "retention was not applied: pruning is not available in this build yet".into(),
+        ),
+    };
+
+    let namespace = a
+        .status_namespace
+        .clone()
+        .unwrap_or_else(|| schedule.cron_job.namespace.clone());
+    let status_result = record(
+        &connected,
+        &namespace,
+        Some(&schedule.name),
+        location,
+        &name,
+        result.as_ref(),
+        retention.incomplete(),
+    )
+    .await;
+    let status_json = match &status_result {
+        Ok(()) => json!({"namespace": namespace, "recorded": true}),
+        Err(e) => json!({"namespace": namespace, "recorded": false, "error": format!("{e:#}")}),
+    };
+
+    let manifest = match result {
+        Ok(m) => m,
+        Err(e) => {
+            if let Err(se) = &status_result {
+                eprintln!("warning: {se:#}");
+            }
+            return Err(anyhow::Error::new(e).context(format!(
+                "scheduled backup {name} (schedule {:?}) of cluster {cluster_name:?} failed; \
+                 nothing was committed",
+                schedule.name
+            )));
+        }
+    };
+    let objects = objects_of(&manifest);
+    match ctx.output {
+        OutputFormat::Json => output::json(&json!({
+            "schedule": schedule.name,
+            "backup": {
+                "name": manifest.name,
+                "location": location,
+                "cluster": cluster_name,
+                "status": if manifest.warnings.is_empty() { "Completed" } else { "PartiallyFailed" },
+                "objects": objects,
+                "size": manifest.total_size(),
+                "startedAt": manifest.started_at,
+                "completedAt": manifest.completed_at,
+                "labels": manifest.labels,
+                "expiresAt": manifest.expires_at,
+                "warnings": manifest.warnings,
+            },
+            "retention": retention.json(),
+            "statusConfigMap": status_json,
+        }))?,
+        OutputFormat::Text => {
+            println!(
+                "Scheduled backup {} (schedule {:?}) of cluster {cluster_name:?} committed to location {location:?}",
+                manifest.name, schedule.name
+            );
+            println!(
+                "  {objects} objects, {} stored",
+                output::human_bytes(manifest.total_size())
+            );
+            for w in &manifest.warnings {
+                println!("  warning: {w}");
+            }
+            match &retention {
+                Retention::NoPolicy => println!("  retention: no policy, every backup is kept"),
+                Retention::NotApplied(why) => println!("  warning: {why}"),
+            }
+            match &status_result {
+                Ok(()) => println!("  status: ConfigMap {namespace}/{} updated", status::CONFIGMAP),
+                Err(e) => println!("  warning: status not recorded: {e:#}"),
+            }
+        }
+    }
+    let clean = manifest.warnings.is_empty() && !retention.incomplete() && status_result.is_ok();
+    Ok(if clean { Exit::Ok } else { Exit::Partial })
+}
+
+/// `<dir>/<name>.yaml`, or a usage error listing the schedules that exist.
+fn schedule_path(dir: &Path, name: &str) -> Result<std::path::PathBuf, UsageError> {
+    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+        return Err(UsageError(format!(
+            "{name:?} is not a schedule name; expected the name of a file in {} without .yaml",
+            dir.display()
+        )));
+    }
+    let path = dir.join(format!("{name}.yaml"));
+    if path.is_file() {
+        return Ok(path);
+    }
+    let mut known: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            (p.extension()? == "yaml").then(|| p.file_stem()?.to_str().map(str::to_owned))?
+        })
+        .collect();
+    known.sort();
+    Err(UsageError(format!(
+        "no schedule {name:?}: {} does not exist (schedules in {}: {}); pass --schedules DIR",
+        path.display(),
+        dir.display(),
+        if known.is_empty() {
+            "none".to_owned()
+        } else {
+            known.join(", ")
+        }
+    )))
+}
+
+fn objects_of(manifest: &Manifest) -> u64 {
+    manifest
+        .details
+        .get("resources")
+        .and_then(|r| r["objects"].as_u64())
+        .unwrap_or_default()
+}
+
+/// Writes the outcome of backup `name` to ConfigMap `lifeboat-status` in `namespace`, with an
+/// Event. `incomplete` marks a committed backup whose follow-up (retention) was not done.
+async fn record(
+    connected: &Connected,
+    namespace: &str,
+    schedule: Option<&str>,
+    location: &str,
+    name: &BackupName,
+    result: Result<&Manifest, &BackupError>,
+    incomplete: bool,
+) -> anyhow::Result<()> {
+    let status = match result {
+        Ok(m) => {
+            let outcome = if m.warnings.is_empty() && !incomplete {
+                Outcome::Succeeded
+            } else {
+                Outcome::Partial
+            };
+            let mut message = format!(
+                "Backup {name} {}: {}, {} objects, to location {location}",
+                outcome.as_str(),
+                output::human_bytes(m.total_size()),
+                objects_of(m)
+            );
+            if !m.warnings.is_empty() {
+                message.push_str(&format!("; {} warning(s)", m.warnings.len()));
+            }
+            if incomplete {
+                message.push_str("; retention not applied");
+            }
+            BackupStatus {
+                backup: name.to_string(),
+                outcome,
+                time: m.completed_at,
+                size: Some(m.total_size()),
+                objects: Some(objects_of(m)),
+                schedule: schedule.map(str::to_owned),
+                location: Some(location.to_owned()),
+                message,
+            }
+        }
+        Err(e) => BackupStatus {
+            backup: name.to_string(),
+            outcome: Outcome::Failed,
+            time: jiff::Timestamp::now(),
+            size: None,
+            objects: None,
+            schedule: schedule.map(str::to_owned),
+            location: Some(location.to_owned()),
+            message: format!("Backup {name} failed: {}", one_line(e)),
+        },
+    };
+    status::record(&connected.client, namespace, &status)
+        .await
+        .map(|_| ())
+        .map_err(anyhow::Error::new)
+}
+
+/// An error and its causes on one line (`a: b: c`), as anyhow's `{:#}` prints them.
+fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+/// The namespace `lifeboat backup` records its outcome in: `--status-namespace` /
+/// `$LIFEBOAT_NAMESPACE`, else the pod's namespace when lifeboat runs in a pod and backs up
+/// that same cluster. A CI runner that happens to be a pod backs up another cluster, where its
+/// own namespace means nothing, so in-pod detection needs an in-cluster target.
+pub(super) fn backup_status_namespace(explicit: Option<&str>, in_cluster: bool) -> Option<String> {
+    if let Some(ns) = explicit.filter(|n| !n.is_empty()) {
+        return Some(ns.to_owned());
+    }
+    if in_cluster && std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        return std::fs::read_to_string(POD_NAMESPACE_FILE)
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty());
+    }
+    None
+}
+
+/// Records the outcome of `lifeboat backup` when asked to (see [`backup_status_namespace`]).
+/// Returns false if it was asked and failed (warned on stderr): the command then exits 3.
+pub(super) async fn record_backup_status(
+    connected: &Connected,
+    namespace: Option<String>,
+    location: &str,
+    name: &BackupName,
+    result: &Result<Manifest, BackupError>,
+) -> bool {
+    let Some(ns) = namespace else {
+        return true;
+    };
+    match record(connected, &ns, None, location, name, result.as_ref(), false).await {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("warning: the backup's status was not recorded: {e:#}");
+            false
+        }
+    }
+}

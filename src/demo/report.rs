@@ -1,0 +1,200 @@
+//! The demo's report: what happened, the measured RPO and RTO, and the checks, as JSON for
+//! scripts and as text for people.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+/// One verified property of the restored application.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Check {
+    /// Stable identifier, e.g. `volume-data`.
+    pub id: &'static str,
+    /// What was checked, in words.
+    pub title: String,
+    /// Whether it held.
+    pub passed: bool,
+    /// What was observed.
+    pub detail: String,
+}
+
+impl Check {
+    /// A check from its outcome.
+    pub fn new(id: &'static str, title: impl Into<String>, passed: bool, detail: impl Into<String>) -> Self {
+        Self {
+            id,
+            title: title.into(),
+            passed,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// A backup the demo took.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSummary {
+    /// Its name.
+    pub name: String,
+    /// `Completed` or `PartiallyFailed`, as `lifeboat backup` reports it.
+    pub status: String,
+    /// The command's exit code.
+    pub exit_code: i32,
+    /// Kubernetes objects in it.
+    pub objects: u64,
+    /// Bytes stored.
+    pub size: u64,
+    /// When its snapshot began.
+    pub started_at: String,
+    /// Seconds the command took.
+    pub seconds: f64,
+    /// Its warnings.
+    pub warnings: Vec<String>,
+}
+
+/// How the secondary location came to hold the backups.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Replication {
+    /// `simulated` (a copy between two directories) or `azurite-geo` (Azurite's `-secondary`
+    /// endpoint reads the primary's data: replication is immediate).
+    pub mode: &'static str,
+    /// Objects copied.
+    pub objects_copied: usize,
+    /// Objects held back, simulating replication lag.
+    pub held_back: Vec<String>,
+    /// What `lifeboat verify` said per backup on the secondary location: complete or not.
+    pub complete_on_secondary: Vec<(String, bool)>,
+    /// In words.
+    pub note: String,
+}
+
+/// The restore.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSummary {
+    /// The backup restored.
+    pub backup: String,
+    /// Newer backups passed over, as the restore reported them.
+    pub passed_over: Vec<String>,
+    /// The command's exit code.
+    pub exit_code: i32,
+    /// Objects created.
+    pub created: u64,
+    /// Objects that failed.
+    pub failed: u64,
+    /// Seconds the command took.
+    pub seconds: f64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// True if and only if every check passed.
+    pub ok: bool,
+    /// `local` or `azurite`.
+    pub storage: &'static str,
+    /// Where the clusters, locations and config live.
+    pub workdir: String,
+    /// The config file the commands used.
+    pub config: String,
+    /// `name (zones, service CIDR)` of the primary region.
+    pub primary: String,
+    /// The same of the secondary region.
+    pub secondary: String,
+    /// The lifeboat commands run, as a user would type them (in the workdir).
+    pub commands: Vec<String>,
+    /// The backups.
+    pub backups: Vec<BackupSummary>,
+    /// The replication step.
+    pub replication: Replication,
+    /// The restore.
+    pub restore: Option<RestoreSummary>,
+    /// Data lost: from the restored backup's snapshot to the loss of the primary, seconds.
+    pub rpo_seconds: f64,
+    /// Recovery time: from the start of the restore command until every check passed (or
+    /// the checks ended), seconds.
+    pub rto_seconds: f64,
+    /// Kubernetes objects the restore created.
+    pub objects_restored: u64,
+    /// Volume bytes in the secondary's restored volume.
+    pub bytes_restored: u64,
+    /// The checks.
+    pub checks: Vec<Check>,
+    /// Wall time of the whole demo, seconds.
+    pub duration_seconds: f64,
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+impl Report {
+    /// The report for people.
+    pub fn render_text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "\nlifeboat demo: region-loss drill ({} storage)", self.storage);
+        let _ = writeln!(s, "  primary   {}  (lost during the drill)", self.primary);
+        let _ = writeln!(s, "  secondary {}", self.secondary);
+        let _ = writeln!(s, "\nBackups taken in the primary region:");
+        for b in &self.backups {
+            let _ = writeln!(
+                s,
+                "  {:<10} {:<16} {:>4} objects  {:>9}  {:.1}s",
+                b.name,
+                b.status,
+                b.objects,
+                human_bytes(b.size),
+                b.seconds
+            );
+            for w in &b.warnings {
+                let _ = writeln!(s, "             warning: {w}");
+            }
+        }
+        let r = &self.replication;
+        let _ = writeln!(s, "\nReplication to the secondary location ({}): {}", r.mode, r.note);
+        for (name, complete) in &r.complete_on_secondary {
+            let what = if *complete { "complete" } else { "INCOMPLETE (not yet replicated)" };
+            let _ = writeln!(s, "  {name:<10} {what}");
+        }
+        if let Some(x) = &self.restore {
+            let _ = writeln!(s, "\nRestore into {}: backup {} ({} objects created, {} failed, exit {})",
+                self.secondary.split(' ').next().unwrap_or_default(), x.backup, x.created, x.failed, x.exit_code);
+            for p in &x.passed_over {
+                let _ = writeln!(s, "  passed over {p}");
+            }
+        }
+        let _ = writeln!(s, "\n  RPO (data lost: restored backup's snapshot → loss of the primary): {:.1}s", self.rpo_seconds);
+        let _ = writeln!(s, "  RTO (restore command → application verified in the secondary):  {:.1}s", self.rto_seconds);
+        let _ = writeln!(s, "  restored: {} objects, {} of volume data", self.objects_restored, human_bytes(self.bytes_restored));
+        let _ = writeln!(s, "\nChecks:");
+        for c in &self.checks {
+            let mark = if c.passed { "✔" } else { "✘" };
+            let _ = writeln!(s, "  {mark} {}", c.title);
+            if !c.passed || c.detail.len() < 100 {
+                for line in c.detail.lines() {
+                    let _ = writeln!(s, "      {line}");
+                }
+            }
+        }
+        let passed = self.checks.iter().filter(|c| c.passed).count();
+        let _ = writeln!(
+            s,
+            "\n{} {passed} of {} checks passed in {:.0}s. Commands and config: {}",
+            if self.ok { "OK:" } else { "FAILED:" },
+            self.checks.len(),
+            self.duration_seconds,
+            self.config
+        );
+        s
+    }
+}

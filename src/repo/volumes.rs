@@ -1,0 +1,116 @@
+//! The per-volume record a backup's manifest keeps in `details.volumes`: what was taken, from
+//! where, how, and at what cost. Restore reads it to find each volume's index.
+
+use serde::{Deserialize, Serialize};
+
+use super::Manifest;
+
+/// How a volume's backup ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VolumeStatus {
+    /// Its index and packs are in the backup.
+    Completed,
+    /// It was tried and failed (see `error`): the backup is partial.
+    Failed,
+    /// It could not be snapshotted (no CSI driver, no VolumeSnapshotClass, not bound).
+    NotSnapshottable,
+}
+
+/// One PersistentVolumeClaim of a backup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeRecord {
+    /// Namespace of the claim.
+    pub namespace: String,
+    /// The claim.
+    pub pvc: String,
+    /// Outcome.
+    pub status: VolumeStatus,
+    /// Why it failed or was not snapshotted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The claim's StorageClass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    /// The CSI driver of its volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// Capacity of the claim (`10Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<String>,
+    /// The VolumeSnapshotClass used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_class: Option<String>,
+    /// When the snapshot was cut: the data's point in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_time: Option<String>,
+    /// The volume index's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+    /// The backup whose index served as parent (incremental), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Regular files.
+    #[serde(default)]
+    pub files: u64,
+    /// File bytes (apparent size).
+    #[serde(default)]
+    pub bytes: u64,
+    /// Files taken over from the parent without reading.
+    #[serde(default)]
+    pub files_unchanged: u64,
+    /// Chunks stored by this backup.
+    #[serde(default)]
+    pub new_chunks: u64,
+    /// Their plaintext bytes.
+    #[serde(default)]
+    pub new_bytes: u64,
+    /// Their stored (compressed) bytes.
+    #[serde(default)]
+    pub stored_bytes: u64,
+    /// Chunks the repository already had.
+    #[serde(default)]
+    pub reused_chunks: u64,
+    /// Wall time of the volume's backup (snapshot to index), seconds.
+    #[serde(default)]
+    pub seconds: f64,
+}
+
+impl VolumeRecord {
+    /// A record with only the claim's identity and an outcome.
+    pub fn new(namespace: &str, pvc: &str, status: VolumeStatus) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            pvc: pvc.to_owned(),
+            status,
+            error: None,
+            storage_class: None,
+            driver: None,
+            capacity: None,
+            snapshot_class: None,
+            snapshot_time: None,
+            index: None,
+            parent: None,
+            files: 0,
+            bytes: 0,
+            files_unchanged: 0,
+            new_chunks: 0,
+            new_bytes: 0,
+            stored_bytes: 0,
+            reused_chunks: 0,
+            seconds: 0.0,
+        }
+    }
+}
+
+impl Manifest {
+    /// The volume records of `details.volumes` (none for a configuration-only backup, or one
+    /// whose records do not parse: they are informational for everything but restore).
+    pub fn volumes(&self) -> Vec<VolumeRecord> {
+        self.details
+            .get("volumes")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default()
+    }
+}
