@@ -131,6 +131,14 @@ pub struct BackupArgs {
     /// namespace. Default when running in a pod: the pod's namespace.
     #[arg(long, env = "LIFEBOAT_NAMESPACE", value_name = "NAMESPACE")]
     pub status_namespace: Option<String>,
+    /// Return only once the backup is committed or has failed (what `backup` always does; for
+    /// Velero-style pipelines that spell it out).
+    #[arg(long)]
+    pub wait: bool,
+    /// Exit 1 instead of 3 when the backup is committed with warnings (a volume not backed up,
+    /// a resource that failed to list): for CI gates that must not pass on a partial backup.
+    #[arg(long)]
+    pub fail_on_warnings: bool,
 }
 
 /// Namespace and resource filters shared by `backup` and `restore`.
@@ -502,7 +510,12 @@ pub struct ScheduleRunArgs {
     /// The schedule's name: `<schedules dir>/<NAME>.yaml` is run.
     pub name: String,
     /// Directory of the schedule files.
-    #[arg(long, env = "LIFEBOAT_SCHEDULES", value_name = "DIR", default_value = "schedules")]
+    #[arg(
+        long,
+        env = "LIFEBOAT_SCHEDULES",
+        value_name = "DIR",
+        default_value = "schedules"
+    )]
     pub schedules: PathBuf,
     /// The time the backup is named after (RFC 3339, e.g. `2026-11-20T03:00:00Z`) instead of
     /// the clock: reproducible names for tests and reruns.

@@ -33,26 +33,12 @@ pub async fn run_to_completion(
     job: &Value,
     timeout: Duration,
 ) -> Result<JobRun, ClusterError> {
-    let name = job["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    let name = job["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     objects::create(client, JOBS, ns, job).await?;
-    let waited = objects::wait_for(client, JOBS, ns, &name, timeout, |j| {
-        if condition(j, "Complete").is_some() {
-            Some(Ok(()))
-        } else {
-            condition(j, "Failed").map(|c| {
-                Err(format!(
-                    "{}: {}",
-                    c["reason"].as_str().unwrap_or("Failed"),
-                    c["message"].as_str().unwrap_or("")
-                ))
-            })
-        }
-    })
-    .await?;
-    let outcome = match waited {
-        Ok(r) => r,
-        Err(why) => Err(format!("Job {ns}/{name}: {why}")),
-    };
+    let outcome = wait(client, ns, &name, timeout).await?;
     let pods = objects::list(client, PODS, ns, Some(&format!("job-name={name}"))).await?;
     let last = pods
         .iter()
@@ -101,6 +87,67 @@ pub async fn run_to_completion(
     })
 }
 
+/// Container waiting reasons that never resolve by themselves: the Job's pod will not run.
+const STUCK: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+/// Polls the Job (and its pods, so a pod that can never start fails fast instead of at the
+/// timeout) until it ends.
+async fn wait(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<Result<(), String>, ClusterError> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut interval = Duration::from_millis(100);
+    loop {
+        let Some(j) = objects::get(client, JOBS, ns, name).await? else {
+            return Ok(Err(format!("Job {ns}/{name} was deleted while it ran")));
+        };
+        if condition(&j, "Complete").is_some() {
+            return Ok(Ok(()));
+        }
+        if let Some(c) = condition(&j, "Failed") {
+            return Ok(Err(format!(
+                "{}: {}",
+                c["reason"].as_str().unwrap_or("Failed"),
+                c["message"].as_str().unwrap_or("")
+            )));
+        }
+        let pods = objects::list(client, PODS, ns, Some(&format!("job-name={name}"))).await?;
+        for p in &pods {
+            for s in p["status"]["containerStatuses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let w = &s["state"]["waiting"];
+                if let Some(reason) = w["reason"].as_str().filter(|r| STUCK.contains(r)) {
+                    return Ok(Err(format!(
+                        "its pod cannot start: {reason}: {} (image {})",
+                        w["message"].as_str().unwrap_or(""),
+                        s["image"].as_str().unwrap_or("?")
+                    )));
+                }
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(Err(format!(
+                "Job {ns}/{name} did not finish within {}s",
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(interval).await;
+        interval = (interval * 2).min(Duration::from_secs(2));
+    }
+}
+
 /// The last `n` lines of a log that are not a JSON report, for error messages.
 pub fn log_tail(log: &str, n: usize) -> String {
     let lines: Vec<&str> = log
@@ -145,7 +192,10 @@ mod tests {
         let a = short_name("lifeboat", &["b1", "shop", "data-db-0"], "data-db-0");
         let b = short_name("lifeboat", &["b2", "shop", "data-db-0"], "data-db-0");
         assert_ne!(a, b);
-        assert!(a.starts_with("lifeboat-") && a.ends_with("-data-db-0"), "{a}");
+        assert!(
+            a.starts_with("lifeboat-") && a.ends_with("-data-db-0"),
+            "{a}"
+        );
         let long = short_name("lifeboat", &["x"], &"Very_Long.Name-".repeat(10));
         assert!(long.len() <= 57, "{long}");
         assert!(

@@ -47,7 +47,11 @@ pub struct Swept {
 
 /// Deletes every object of `kinds` (in this order), in all namespaces, that matches `selector`
 /// and whose lease has ended.
-pub async fn sweep(client: &kube::Client, selector: &str, kinds: &[Kind]) -> Result<Swept, ClusterError> {
+pub async fn sweep(
+    client: &kube::Client,
+    selector: &str,
+    kinds: &[Kind],
+) -> Result<Swept, ClusterError> {
     let now = jiff::Timestamp::now();
     let mut swept = Swept::default();
     for &kind in kinds {
@@ -78,6 +82,29 @@ pub async fn sweep(client: &kube::Client, selector: &str, kinds: &[Kind]) -> Res
     Ok(swept)
 }
 
+/// Renews the leases of the objects `(kind, name)` in `ns` every third of `lease`, forever: run
+/// it beside the work and drop it when the work ends.
+pub async fn renew(
+    client: kube::Client,
+    ns: String,
+    objects: Vec<(Kind, String)>,
+    lease: Duration,
+) {
+    let mut tick = tokio::time::interval(lease / 3);
+    tick.tick().await; // the first tick is immediate: the objects were just created
+    loop {
+        tick.tick().await;
+        let mut annotations = serde_json::Map::new();
+        annotations.insert(ALIVE_UNTIL.into(), Value::String(alive_until(lease)));
+        for (kind, name) in &objects {
+            if let Err(e) = super::objects::annotate(&client, *kind, &ns, name, &annotations).await
+            {
+                tracing::warn!(kind = kind.plural, %ns, %name, error = %e, "could not renew the lease of a temporary object");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,22 +117,5 @@ mod tests {
         assert!(!expired(&live, now));
         assert!(expired(&dead, now));
         assert!(expired(&json!({"metadata": {}}), now));
-    }
-}
-
-/// Renews the leases of the objects `(kind, name)` in `ns` every third of `lease`, forever: run
-/// it beside the work and drop it when the work ends.
-pub async fn renew(client: kube::Client, ns: String, objects: Vec<(Kind, String)>, lease: Duration) {
-    let mut tick = tokio::time::interval(lease / 3);
-    tick.tick().await; // the first tick is immediate: the objects were just created
-    loop {
-        tick.tick().await;
-        let mut annotations = serde_json::Map::new();
-        annotations.insert(ALIVE_UNTIL.into(), Value::String(alive_until(lease)));
-        for (kind, name) in &objects {
-            if let Err(e) = super::objects::annotate(&client, *kind, &ns, name, &annotations).await {
-                tracing::warn!(kind = kind.plural, %ns, %name, error = %e, "could not renew the lease of a temporary object");
-            }
-        }
     }
 }

@@ -99,13 +99,15 @@ pub async fn get(
 ) -> Result<Option<Value>, ClusterError> {
     let uri = format!("{}/{name}", path(kind, ns));
     match send(client, "get", Method::GET, &uri, None).await {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| ClusterError::Decode {
-                op: "get",
-                path: uri,
-                source,
-            }),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| ClusterError::Decode {
+                    op: "get",
+                    path: uri,
+                    source,
+                })
+        }
         Err(e) if e.status() == Some(404) => Ok(None),
         Err(e) => Err(e),
     }

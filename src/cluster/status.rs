@@ -104,25 +104,44 @@ impl BackupStatus {
 pub enum StatusError {
     /// The ConfigMap could not be created or updated.
     #[error(
-        "writing ConfigMap {namespace}/{CONFIGMAP} (does namespace {namespace:?} exist, and may \
-         lifeboat's ServiceAccount create/patch the ConfigMap there?)"
+        "writing ConfigMap {namespace}/{CONFIGMAP}: {detail} (does namespace {namespace:?} exist, \
+         and may lifeboat's ServiceAccount create/patch the ConfigMap there?)"
     )]
     ConfigMap {
         /// The namespace.
         namespace: String,
-        /// Why.
-        #[source]
-        source: kube::Error,
+        /// What the API server (or the transport) said.
+        detail: String,
     },
     /// The Event could not be created.
-    #[error("creating an Event on ConfigMap {namespace}/{CONFIGMAP}")]
+    #[error("creating an Event on ConfigMap {namespace}/{CONFIGMAP}: {detail}")]
     Event {
         /// The namespace.
         namespace: String,
-        /// Why.
-        #[source]
-        source: kube::Error,
+        /// What the API server (or the transport) said.
+        detail: String,
     },
+}
+
+/// One line for a kube error: the API's own status message, or the transport error's chain
+/// (kube's `Display` of an API error embeds the whole `Status` debug dump).
+fn describe(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!(
+            "the API server answered {} {}: {}",
+            s.code, s.reason, s.message
+        ),
+        other => {
+            let mut out = other.to_string();
+            let mut cur = std::error::Error::source(other);
+            while let Some(c) = cur {
+                out.push_str(": ");
+                out.push_str(&c.to_string());
+                cur = c.source();
+            }
+            out
+        }
+    }
 }
 
 /// Creates or updates ConfigMap `lifeboat-status` in `namespace` with `status`, then adds an
@@ -132,14 +151,17 @@ pub async fn record(
     namespace: &str,
     status: &BackupStatus,
 ) -> Result<ConfigMap, StatusError> {
-    let cm_err = |source| StatusError::ConfigMap {
+    let cm_err = |e: kube::Error| StatusError::ConfigMap {
         namespace: namespace.to_owned(),
-        source,
+        detail: describe(&e),
     };
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let labels = BTreeMap::from([
         ("app.kubernetes.io/name".to_owned(), "lifeboat".to_owned()),
-        ("app.kubernetes.io/managed-by".to_owned(), "lifeboat".to_owned()),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            "lifeboat".to_owned(),
+        ),
     ]);
     let patch = json!({"metadata": {"labels": labels}, "data": status.data()});
     // Patch first: after the first run the ConfigMap exists, and a merge patch needs no read
@@ -172,7 +194,11 @@ pub async fn record(
         }
         Err(e) => return Err(cm_err(e)),
     };
-    tracing::info!(namespace, outcome = status.outcome.as_str(), "status ConfigMap written");
+    tracing::info!(
+        namespace,
+        outcome = status.outcome.as_str(),
+        "status ConfigMap written"
+    );
 
     let now = jiff::Timestamp::now();
     let event = Event {
@@ -217,9 +243,9 @@ pub async fn record(
     Api::<Event>::namespaced(client.clone(), namespace)
         .create(&PostParams::default(), &event)
         .await
-        .map_err(|source| StatusError::Event {
+        .map_err(|e| StatusError::Event {
             namespace: namespace.to_owned(),
-            source,
+            detail: describe(&e),
         })?;
     Ok(written)
 }

@@ -248,13 +248,19 @@ impl Config {
         if !(1..=64).contains(&self.volumes.parallelism) {
             return invalid(
                 "volumes.parallelism".into(),
-                format!("{} is out of range; expected 1 to 64", self.volumes.parallelism),
+                format!(
+                    "{} is out of range; expected 1 to 64",
+                    self.volumes.parallelism
+                ),
             );
         }
         if self.volumes.lease_seconds < 3 {
             return invalid(
                 "volumes.leaseSeconds".into(),
-                format!("{} is too short; expected at least 3 seconds", self.volumes.lease_seconds),
+                format!(
+                    "{} is too short; expected at least 3 seconds",
+                    self.volumes.lease_seconds
+                ),
             );
         }
         if self.volumes.timeout_seconds == 0 {

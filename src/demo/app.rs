@@ -38,43 +38,66 @@ pub fn manifests(region: &str, zone: &str, password: &str) -> Vec<(String, Value
     let sc = storage_class(region);
     let labels = |c: &str| json!({"app": "shop", "component": c});
     vec![
-        ("/api/v1/namespaces".into(), json!({
+        (
+            "/api/v1/namespaces".into(),
+            json!({
             "apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": ns, "labels": {"team": "shop"}}})),
+            "metadata": {"name": ns, "labels": {"team": "shop"}}}),
+        ),
         // Pinned to one zone: a disk lives in one zone, so a class naming the primary's zones is
         // useless in the secondary region; the restore profile maps it.
-        ("/apis/storage.k8s.io/v1/storageclasses".into(), json!({
+        (
+            "/apis/storage.k8s.io/v1/storageclasses".into(),
+            json!({
             "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
             "metadata": {"name": sc},
             "provisioner": "disk.csi.sim", "volumeBindingMode": "WaitForFirstConsumer",
             "reclaimPolicy": "Delete", "allowVolumeExpansion": true,
             "parameters": {"skuName": "Premium_LRS"},
             "allowedTopologies": [{"matchLabelExpressions": [
-                {"key": "topology.kubernetes.io/zone", "values": [zone]}]}]})),
-        ("/apis/snapshot.storage.k8s.io/v1/volumesnapshotclasses".into(), json!({
+                {"key": "topology.kubernetes.io/zone", "values": [zone]}]}]}),
+        ),
+        (
+            "/apis/snapshot.storage.k8s.io/v1/volumesnapshotclasses".into(),
+            json!({
             "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
             "metadata": {"name": SNAPSHOT_CLASS,
                 "annotations": {"snapshot.storage.kubernetes.io/is-default-class": "true"}},
-            "driver": "disk.csi.sim", "deletionPolicy": "Delete"})),
-        (format!("/api/v1/namespaces/{ns}/secrets"), json!({
+            "driver": "disk.csi.sim", "deletionPolicy": "Delete"}),
+        ),
+        (
+            format!("/api/v1/namespaces/{ns}/secrets"),
+            json!({
             "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {"name": SECRET, "labels": labels("db")},
-            "stringData": {"username": "shop", "password": password}})),
-        (format!("/api/v1/namespaces/{ns}/configmaps"), json!({
+            "stringData": {"username": "shop", "password": password}}),
+        ),
+        (
+            format!("/api/v1/namespaces/{ns}/configmaps"),
+            json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": CONFIGMAP, "labels": labels("web")},
-            "data": {"currency": "EUR", "release": "1", "checkout.enabled": "true"}})),
-        (format!("/api/v1/namespaces/{ns}/services"), json!({
+            "data": {"currency": "EUR", "release": "1", "checkout.enabled": "true"}}),
+        ),
+        (
+            format!("/api/v1/namespaces/{ns}/services"),
+            json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": STATEFULSET, "labels": labels("db")},
             "spec": {"clusterIP": "None", "selector": labels("db"),
-                "ports": [{"name": "postgres", "port": 5432}]}})),
-        (format!("/api/v1/namespaces/{ns}/services"), json!({
+                "ports": [{"name": "postgres", "port": 5432}]}}),
+        ),
+        (
+            format!("/api/v1/namespaces/{ns}/services"),
+            json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": DEPLOYMENT, "labels": labels("web")},
             "spec": {"selector": labels("web"),
-                "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}})),
-        (format!("/apis/apps/v1/namespaces/{ns}/statefulsets"), json!({
+                "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}),
+        ),
+        (
+            format!("/apis/apps/v1/namespaces/{ns}/statefulsets"),
+            json!({
             "apiVersion": "apps/v1", "kind": "StatefulSet",
             "metadata": {"name": STATEFULSET, "labels": labels("db")},
             "spec": {"serviceName": STATEFULSET, "replicas": 1,
@@ -86,27 +109,43 @@ pub fn manifests(region: &str, zone: &str, password: &str) -> Vec<(String, Value
                         "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}]}]}},
                 "volumeClaimTemplates": [{"metadata": {"name": "data"},
                     "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": sc,
-                        "resources": {"requests": {"storage": "1Gi"}}}}]}})),
-        (format!("/apis/apps/v1/namespaces/{ns}/deployments"), json!({
+                        "resources": {"requests": {"storage": "1Gi"}}}}]}}),
+        ),
+        (
+            format!("/apis/apps/v1/namespaces/{ns}/deployments"),
+            json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": DEPLOYMENT, "labels": labels("web")},
             "spec": {"replicas": WEB_REPLICAS, "selector": {"matchLabels": labels("web")},
                 "template": {"metadata": {"labels": labels("web")},
                     "spec": {"containers": [{"name": "web", "image": "nginx:1.27",
                         "envFrom": [{"configMapRef": {"name": CONFIGMAP}}],
-                        "ports": [{"containerPort": 8080}]}]}}}})),
+                        "ports": [{"containerPort": 8080}]}]}}}}),
+        ),
     ]
 }
 
 /// Creates the application in a cluster.
-pub async fn deploy(client: &kube::Client, region: &str, zone: &str, password: &str) -> Result<(), DemoError> {
+pub async fn deploy(
+    client: &kube::Client,
+    region: &str,
+    zone: &str,
+    password: &str,
+) -> Result<(), DemoError> {
     for (path, body) in manifests(region, zone, password) {
         let what = format!(
             "creating {} {}",
             body["kind"].as_str().unwrap_or("object"),
             body["metadata"]["name"].as_str().unwrap_or("")
         );
-        send(client, http::Method::POST, &path, Some(("application/json", body)), &what).await?;
+        send(
+            client,
+            http::Method::POST,
+            &path,
+            Some(("application/json", body)),
+            &what,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -131,17 +170,31 @@ pub async fn send(
         what: what.to_owned(),
         source: kube::Error::HttpError(e),
     })?;
-    client.request::<Value>(req).await.map_err(|source| DemoError::Kube {
-        what: what.to_owned(),
-        source,
-    })
+    client
+        .request::<Value>(req)
+        .await
+        .map_err(|source| DemoError::Kube {
+            what: what.to_owned(),
+            source,
+        })
 }
 
 /// GET `path`; `None` if it does not exist.
 pub async fn get(client: &kube::Client, path: &str) -> Result<Option<Value>, DemoError> {
-    match send(client, http::Method::GET, path, None, &format!("reading {path}")).await {
+    match send(
+        client,
+        http::Method::GET,
+        path,
+        None,
+        &format!("reading {path}"),
+    )
+    .await
+    {
         Ok(v) => Ok(Some(v)),
-        Err(DemoError::Kube { source: kube::Error::Api(s), .. }) if s.code == 404 => Ok(None),
+        Err(DemoError::Kube {
+            source: kube::Error::Api(s),
+            ..
+        }) if s.code == 404 => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -170,9 +223,13 @@ where
 
 /// The application's pods, by name, with their phase and node.
 pub async fn pods(client: &kube::Client) -> Result<Vec<(String, String, String)>, DemoError> {
-    let list = get(client, &format!("/api/v1/namespaces/{NAMESPACE}/pods"))
-        .await?
-        .unwrap_or_default();
+    // The app's own pods only: backup and restore run mover pods in the same namespace.
+    let list = get(
+        client,
+        &format!("/api/v1/namespaces/{NAMESPACE}/pods?labelSelector=app%3Dshop"),
+    )
+    .await?
+    .unwrap_or_default();
     Ok(list["items"]
         .as_array()
         .map(|items| {
@@ -181,7 +238,11 @@ pub async fn pods(client: &kube::Client) -> Result<Vec<(String, String, String)>
                 .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
                 .map(|p| {
                     let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-                    (s(&p["metadata"]["name"]), s(&p["status"]["phase"]), s(&p["spec"]["nodeName"]))
+                    (
+                        s(&p["metadata"]["name"]),
+                        s(&p["status"]["phase"]),
+                        s(&p["spec"]["nodeName"]),
+                    )
                 })
                 .collect()
         })
@@ -189,7 +250,10 @@ pub async fn pods(client: &kube::Client) -> Result<Vec<(String, String, String)>
 }
 
 /// Returns the pods once the StatefulSet's and the Deployment's are all Running.
-pub async fn wait_running(client: &kube::Client, limit: Duration) -> Result<Vec<(String, String, String)>, DemoError> {
+pub async fn wait_running(
+    client: &kube::Client,
+    limit: Duration,
+) -> Result<Vec<(String, String, String)>, DemoError> {
     poll("the application's pods to be Running", limit, || async {
         let pods = pods(client).await?;
         let running = pods.iter().filter(|p| p.1 == "Running").count();
@@ -215,25 +279,46 @@ pub struct BoundVolume {
 /// Waits until the claim is Bound and returns its volume.
 pub async fn wait_bound(client: &kube::Client, limit: Duration) -> Result<BoundVolume, DemoError> {
     let path = format!("/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims/{CLAIM}");
-    let pvc = poll(&format!("claim {NAMESPACE}/{CLAIM} to be Bound"), limit, || async {
-        Ok(get(client, &path).await?.filter(|p| p["status"]["phase"] == "Bound"))
-    })
+    let pvc = poll(
+        &format!("claim {NAMESPACE}/{CLAIM} to be Bound"),
+        limit,
+        || async {
+            Ok(get(client, &path)
+                .await?
+                .filter(|p| p["status"]["phase"] == "Bound"))
+        },
+    )
     .await?;
-    let pv_name = pvc["spec"]["volumeName"].as_str().unwrap_or_default().to_owned();
+    let pv_name = pvc["spec"]["volumeName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let pv = get(client, &format!("/api/v1/persistentvolumes/{pv_name}"))
         .await?
-        .ok_or_else(|| DemoError::Unexpected(format!("PersistentVolume {pv_name} of {CLAIM} does not exist")))?;
-    let handle = pv["spec"]["csi"]["volumeHandle"].as_str().unwrap_or_default();
+        .ok_or_else(|| {
+            DemoError::Unexpected(format!(
+                "PersistentVolume {pv_name} of {CLAIM} does not exist"
+            ))
+        })?;
+    let handle = pv["spec"]["csi"]["volumeHandle"]
+        .as_str()
+        .unwrap_or_default();
     if handle.is_empty() {
-        return Err(DemoError::Unexpected(format!("PersistentVolume {pv_name} has no CSI volume handle")));
+        return Err(DemoError::Unexpected(format!(
+            "PersistentVolume {pv_name} has no CSI volume handle"
+        )));
     }
-    let zone = pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"][0]
+    let zone = pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"]
+        [0]["values"][0]
         .as_str()
         .unwrap_or_default()
         .to_owned();
     Ok(BoundVolume {
         pv: pv_name,
-        storage_class: pvc["spec"]["storageClassName"].as_str().unwrap_or_default().to_owned(),
+        storage_class: pvc["spec"]["storageClassName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
         zone,
         dir: PathBuf::from(handle),
     })

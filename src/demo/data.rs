@@ -125,7 +125,8 @@ fn mtime(m: &fs::Metadata) -> SystemTime {
     if s >= 0 {
         SystemTime::UNIX_EPOCH + Duration::new(s as u64, ns as u32)
     } else {
-        SystemTime::UNIX_EPOCH - Duration::from_secs(s.unsigned_abs()) + Duration::from_nanos(ns as u64)
+        SystemTime::UNIX_EPOCH - Duration::from_secs(s.unsigned_abs())
+            + Duration::from_nanos(ns as u64)
     }
 }
 
@@ -262,7 +263,8 @@ pub fn compare(expected: &Path, actual: &Path) -> io::Result<Comparison> {
             (Kind::File { len: a }, Kind::File { len: b }) => {
                 if a != b {
                     c.differ(format!("{p}: {b} bytes instead of {a}"));
-                } else if let Some(at) = first_difference(&expected.join(path), &actual.join(path))? {
+                } else if let Some(at) = first_difference(&expected.join(path), &actual.join(path))?
+                {
                     c.differ(format!("{p}: content differs at byte {at}"));
                 }
                 c.bytes += a;
@@ -298,12 +300,20 @@ pub fn compare(expected: &Path, actual: &Path) -> io::Result<Comparison> {
             c.differ(format!(
                 "{}: not hard-linked with {}",
                 path.display(),
-                group.iter().filter(|q| q != &path).map(|q| q.display().to_string()).collect::<Vec<_>>().join(", ")
+                group
+                    .iter()
+                    .filter(|q| q != &path)
+                    .map(|q| q.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
     }
     for path in b.keys().filter(|p| !a.contains_key(*p)) {
-        c.differ(format!("{}: hard-linked, but not in the backup's data", path.display()));
+        c.differ(format!(
+            "{}: hard-linked, but not in the backup's data",
+            path.display()
+        ));
     }
     Ok(c)
 }
@@ -342,7 +352,11 @@ fn first_difference(a: &Path, b: &Path) -> io::Result<Option<u64>> {
     loop {
         let n = read_full(&mut fa, &mut ba)?;
         let m = read_full(&mut fb, &mut bb)?;
-        if let Some(i) = ba[..n.min(m)].iter().zip(&bb[..n.min(m)]).position(|(x, y)| x != y) {
+        if let Some(i) = ba[..n.min(m)]
+            .iter()
+            .zip(&bb[..n.min(m)])
+            .position(|(x, y)| x != y)
+        {
             return Ok(Some(offset + i as u64));
         }
         if n != m {
@@ -371,7 +385,8 @@ mod tests {
     use super::*;
 
     fn tmp(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("lifeboat-demo-data-{tag}-{}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("lifeboat-demo-data-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         d
     }
@@ -392,11 +407,20 @@ mod tests {
         dataset::touch_db_pages(&dst, dataset::Spec::small().db_pages, 1, 5).unwrap();
         fs::remove_file(dst.join("large.hardlink")).unwrap();
         fs::copy(dst.join("data/large.bin"), dst.join("large.hardlink")).unwrap();
-        fs::set_permissions(dst.join("data/secret.key"), fs::Permissions::from_mode(0o644)).unwrap();
+        fs::set_permissions(
+            dst.join("data/secret.key"),
+            fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
         fs::write(dst.join("stray"), b"x").unwrap();
         let c = compare(&src, &dst).unwrap();
         let all = c.differences.join("\n");
-        for want in ["data/db.pages: content differs", "hard-linked", "data/secret.key: mode 644", "stray: not in"] {
+        for want in [
+            "data/db.pages: content differs",
+            "hard-linked",
+            "data/secret.key: mode 644",
+            "stray: not in",
+        ] {
             assert!(all.contains(want), "{want} not in\n{all}");
         }
         fs::remove_dir_all(&src).unwrap();

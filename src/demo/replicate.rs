@@ -27,15 +27,32 @@ fn shuffle<T>(v: &mut [T], mut seed: u64) {
 /// Copies every object of `from` to `to` except about half of the objects only `newer` needs
 /// (never its manifest, which arrives first here to show that a manifest alone does not make
 /// a restore point).
-pub(super) async fn lagging(from: &Path, to: &Path, older: &str, newer: &str) -> Result<Replication, DemoError> {
+pub(super) async fn lagging(
+    from: &Path,
+    to: &Path,
+    older: &str,
+    newer: &str,
+) -> Result<Replication, DemoError> {
     let reader = Reader::new(Arc::new(LocalBackend::new(from)));
     let writer = Writer::new(Arc::new(LocalBackend::new(to)));
-    let repo = RepoReader::open(reader.clone()).await.map_err(DemoError::Repo)?;
+    let repo = RepoReader::open(reader.clone())
+        .await
+        .map_err(DemoError::Repo)?;
     let name = |n: &str| BackupName::new(n).map_err(|e| DemoError::Unexpected(e.to_string()));
-    let m_old = repo.manifest(&name(older)?).await.map_err(DemoError::Repo)?;
-    let m_new = repo.manifest(&name(newer)?).await.map_err(DemoError::Repo)?;
-    let needed_by_older: BTreeSet<&str> =
-        m_old.objects.iter().chain(&m_old.packs).map(|o| o.key.as_str()).collect();
+    let m_old = repo
+        .manifest(&name(older)?)
+        .await
+        .map_err(DemoError::Repo)?;
+    let m_new = repo
+        .manifest(&name(newer)?)
+        .await
+        .map_err(DemoError::Repo)?;
+    let needed_by_older: BTreeSet<&str> = m_old
+        .objects
+        .iter()
+        .chain(&m_old.packs)
+        .map(|o| o.key.as_str())
+        .collect();
     let only_newer: BTreeSet<&str> = m_new
         .objects
         .iter()
@@ -44,25 +61,35 @@ pub(super) async fn lagging(from: &Path, to: &Path, older: &str, newer: &str) ->
         .filter(|k| !needed_by_older.contains(k))
         .collect();
     // Every other one, starting with the first: at least one is held back.
-    let held: BTreeSet<String> = only_newer.iter().step_by(2).map(|k| (*k).to_owned()).collect();
+    let held: BTreeSet<String> = only_newer
+        .iter()
+        .step_by(2)
+        .map(|k| (*k).to_owned())
+        .collect();
 
     let mut keys: Vec<String> = reader
         .list("")
         .map_ok(|m| m.key)
         .try_collect()
         .await
-        .map_err(|source| DemoError::Replicate { key: String::new(), source })?;
+        .map_err(|source| DemoError::Replicate {
+            key: String::new(),
+            source,
+        })?;
     keys.retain(|k| !held.contains(k));
     shuffle(&mut keys, 0x5eed_1a66);
     for k in &keys {
-        let bytes = reader
-            .get(k)
-            .await
-            .map_err(|source| DemoError::Replicate { key: k.clone(), source })?;
+        let bytes = reader.get(k).await.map_err(|source| DemoError::Replicate {
+            key: k.clone(),
+            source,
+        })?;
         writer
             .put_if_absent(k, bytes)
             .await
-            .map_err(|source| DemoError::Replicate { key: k.clone(), source })?;
+            .map_err(|source| DemoError::Replicate {
+                key: k.clone(),
+                source,
+            })?;
     }
     Ok(Replication {
         mode: "simulated",
@@ -74,6 +101,6 @@ pub(super) async fn lagging(from: &Path, to: &Path, older: &str, newer: &str) ->
             only_newer.len()
         ),
         held_back: held.into_iter().collect(),
-        complete_on_secondary: Vec::new(),
+        on_secondary: Vec::new(),
     })
 }

@@ -21,7 +21,12 @@ pub struct Check {
 
 impl Check {
     /// A check from its outcome.
-    pub fn new(id: &'static str, title: impl Into<String>, passed: bool, detail: impl Into<String>) -> Self {
+    pub fn new(
+        id: &'static str,
+        title: impl Into<String>,
+        passed: bool,
+        detail: impl Into<String>,
+    ) -> Self {
         Self {
             id,
             title: title.into(),
@@ -64,10 +69,22 @@ pub struct Replication {
     pub objects_copied: usize,
     /// Objects held back, simulating replication lag.
     pub held_back: Vec<String>,
-    /// What `lifeboat verify` said per backup on the secondary location: complete or not.
-    pub complete_on_secondary: Vec<(String, bool)>,
+    /// What `lifeboat verify` said per backup on the secondary location.
+    pub on_secondary: Vec<OnSecondary>,
     /// In words.
     pub note: String,
+}
+
+/// One backup as `lifeboat verify` sees it on the secondary location.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OnSecondary {
+    /// The backup.
+    pub backup: String,
+    /// Every object its manifest names is there: usable as a restore point.
+    pub complete: bool,
+    /// Objects not (yet) there.
+    pub missing: usize,
 }
 
 /// The restore.
@@ -98,6 +115,8 @@ pub struct Report {
     pub storage: &'static str,
     /// Where the clusters, locations and config live.
     pub workdir: String,
+    /// Whether the workdir is left in place (`--keep`, `--workdir`).
+    pub kept: bool,
     /// The config file the commands used.
     pub config: String,
     /// `name (zones, service CIDR)` of the primary region.
@@ -111,9 +130,11 @@ pub struct Report {
     /// The replication step.
     pub replication: Replication,
     /// The restore.
-    pub restore: Option<RestoreSummary>,
+    pub restore: RestoreSummary,
     /// Data lost: from the restored backup's snapshot to the loss of the primary, seconds.
     pub rpo_seconds: f64,
+    /// What the RPO cost in this drill: the changes made after the restored backup.
+    pub lost: String,
     /// Recovery time: from the start of the restore command until every check passed (or
     /// the checks ended), seconds.
     pub rto_seconds: f64,
@@ -127,7 +148,8 @@ pub struct Report {
     pub duration_seconds: f64,
 }
 
-fn human_bytes(n: u64) -> String {
+/// `25.1 MiB`.
+pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -135,14 +157,22 @@ fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 impl Report {
     /// The report for people.
     pub fn render_text(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "\nlifeboat demo: region-loss drill ({} storage)", self.storage);
+        let _ = writeln!(
+            s,
+            "\nlifeboat demo: region-loss drill ({} storage)",
+            self.storage
+        );
         let _ = writeln!(s, "  primary   {}  (lost during the drill)", self.primary);
         let _ = writeln!(s, "  secondary {}", self.secondary);
         let _ = writeln!(s, "\nBackups taken in the primary region:");
@@ -161,21 +191,49 @@ impl Report {
             }
         }
         let r = &self.replication;
-        let _ = writeln!(s, "\nReplication to the secondary location ({}): {}", r.mode, r.note);
-        for (name, complete) in &r.complete_on_secondary {
-            let what = if *complete { "complete" } else { "INCOMPLETE (not yet replicated)" };
-            let _ = writeln!(s, "  {name:<10} {what}");
+        let _ = writeln!(
+            s,
+            "\nReplication to the secondary location ({}): {}",
+            r.mode, r.note
+        );
+        for b in &r.on_secondary {
+            let what = if b.complete {
+                "complete: a restore point".to_owned()
+            } else {
+                format!("INCOMPLETE: {} object(s) not yet replicated", b.missing)
+            };
+            let _ = writeln!(s, "  {:<10} {what}", b.backup);
         }
-        if let Some(x) = &self.restore {
-            let _ = writeln!(s, "\nRestore into {}: backup {} ({} objects created, {} failed, exit {})",
-                self.secondary.split(' ').next().unwrap_or_default(), x.backup, x.created, x.failed, x.exit_code);
-            for p in &x.passed_over {
-                let _ = writeln!(s, "  passed over {p}");
-            }
+        let x = &self.restore;
+        let _ = writeln!(
+            s,
+            "\nRestore into {}: backup {} ({} objects created, {} failed, exit {})",
+            self.secondary.split(' ').next().unwrap_or_default(),
+            x.backup,
+            x.created,
+            x.failed,
+            x.exit_code
+        );
+        for p in &x.passed_over {
+            let _ = writeln!(s, "  passed over {p}");
         }
-        let _ = writeln!(s, "\n  RPO (data lost: restored backup's snapshot → loss of the primary): {:.1}s", self.rpo_seconds);
-        let _ = writeln!(s, "  RTO (restore command → application verified in the secondary):  {:.1}s", self.rto_seconds);
-        let _ = writeln!(s, "  restored: {} objects, {} of volume data", self.objects_restored, human_bytes(self.bytes_restored));
+        let _ = writeln!(
+            s,
+            "\n  RPO (data lost: restored backup's snapshot → loss of the primary): {:.1}s",
+            self.rpo_seconds
+        );
+        let _ = writeln!(s, "      lost: {}", self.lost);
+        let _ = writeln!(
+            s,
+            "  RTO (restore command → application verified in the secondary):  {:.1}s",
+            self.rto_seconds
+        );
+        let _ = writeln!(
+            s,
+            "  restored: {} objects, {} of volume data",
+            self.objects_restored,
+            human_bytes(self.bytes_restored)
+        );
         let _ = writeln!(s, "\nChecks:");
         for c in &self.checks {
             let mark = if c.passed { "✔" } else { "✘" };
@@ -189,12 +247,23 @@ impl Report {
         let passed = self.checks.iter().filter(|c| c.passed).count();
         let _ = writeln!(
             s,
-            "\n{} {passed} of {} checks passed in {:.0}s. Commands and config: {}",
+            "\n{} {passed} of {} checks passed in {:.1}s.",
             if self.ok { "OK:" } else { "FAILED:" },
             self.checks.len(),
             self.duration_seconds,
-            self.config
         );
+        if self.kept {
+            let _ = writeln!(
+                s,
+                "The config and the commands' files are in {}",
+                self.workdir
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "The workdir was removed; `lifeboat demo --workdir DIR` keeps the config it wrote."
+            );
+        }
         s
     }
 }

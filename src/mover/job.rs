@@ -89,9 +89,17 @@ impl MoverJob<'_> {
             "json".to_owned(),
         ];
         args.extend(self.args.iter().cloned());
+        // With a service account, mover pods authenticate as it (AKS workload identity) whatever
+        // the orchestrator used (e.g. `azure-cli` in a CI pipeline).
+        let mut location = self.location.clone();
+        if self.settings.service_account.is_some()
+            && let Some(azure) = &mut location.azure
+        {
+            azure.auth = crate::config::AzureAuth::WorkloadIdentity;
+        }
         let mut env = vec![json!({
             "name": "LIFEBOAT_LOCATION",
-            "value": serde_json::to_string(self.location).expect("locations serialize"),
+            "value": serde_json::to_string(&location).expect("locations serialize"),
         })];
         env.push(json!({"name": "HOME", "value": "/tmp"}));
         let mut container = json!({
@@ -195,7 +203,14 @@ mod tests {
             "lifeboat-credentials"
         );
         let env = pod["containers"][0]["env"][0]["value"].as_str().unwrap();
-        assert!(env.contains("LIFEBOAT_SAS") && !env.contains("sig="), "{env}");
+        assert!(
+            env.contains("LIFEBOAT_SAS") && !env.contains("sig="),
+            "{env}"
+        );
+        assert!(
+            env.contains("workload-identity"),
+            "pods use the service account: {env}"
+        );
         assert_eq!(
             pod["containers"][0]["args"],
             json!(["mover", "backup", "--output", "json", "--backup", "b1"])

@@ -129,6 +129,9 @@ mod tests {
             serde_json::to_string(&r).unwrap()
         );
         assert_eq!(JobReport::find_in_log(&log), Some(r));
-        assert_eq!(JobReport::find_in_log("{\"lifeboatMover\":2}\nno report"), None);
+        assert_eq!(
+            JobReport::find_in_log("{\"lifeboatMover\":2}\nno report"),
+            None
+        );
     }
 }

@@ -101,6 +101,16 @@ pub enum RepoError {
         /// The location.
         location: String,
     },
+    /// A pack the backup references is gone (collected by a prune while the backup ran).
+    #[error(
+        "backup {backup} references {key}, which no longer exists (a prune collected it while the backup ran); nothing was committed, run the backup again"
+    )]
+    MissingPack {
+        /// The pack.
+        key: String,
+        /// The backup.
+        backup: String,
+    },
     /// An object written by a mover does not hold what the mover reported.
     #[error("{key} does not hold what its writer reported (sha256 {actual}, expected {expected})")]
     DigestMismatch {

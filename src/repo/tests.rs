@@ -213,3 +213,43 @@ fn backup_names_are_validated() {
         assert!(BackupName::new(bad).is_err(), "{bad:?} should be refused");
     }
 }
+
+#[tokio::test]
+async fn a_backup_referencing_a_pack_that_is_gone_is_not_committed() {
+    let store = memory("gone");
+    let repo = RepoWriter::open_or_init(store.clone()).await.unwrap();
+    let name = BackupName::new("b1").unwrap();
+    let mut w = repo.begin_backup(name.clone()).await.unwrap();
+    let present = ObjectEntry {
+        key: Layout::pack(&"ab".repeat(32)),
+        size: 3,
+        sha256: "00".into(),
+    };
+    store
+        .put_if_absent(&present.key, bytes::Bytes::from_static(b"abc"))
+        .await
+        .unwrap();
+    w.reference_pack(present);
+    let gone = Layout::pack(&"cd".repeat(32));
+    w.reference_pack(ObjectEntry {
+        key: gone.clone(),
+        size: 3,
+        sha256: "00".into(),
+    });
+    let err = w
+        .commit(Manifest::draft(name.clone(), jiff::Timestamp::now()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RepoError::MissingPack { key, .. } if *key == gone),
+        "{err}"
+    );
+    assert!(
+        store
+            .reader()
+            .head(&Layout::manifest(&name))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

@@ -72,6 +72,9 @@ pub struct VolumeRecord {
     /// Chunks the repository already had.
     #[serde(default)]
     pub reused_chunks: u64,
+    /// Hooks run around the snapshot, with their outcome.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<String>,
     /// Wall time of the volume's backup (snapshot to index), seconds.
     #[serde(default)]
     pub seconds: f64,
@@ -99,6 +102,7 @@ impl VolumeRecord {
             new_bytes: 0,
             stored_bytes: 0,
             reused_chunks: 0,
+            hooks: Vec::new(),
             seconds: 0.0,
         }
     }

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::{BackupName, Layout, Manifest, ObjectEntry, RepoConfig, RepoError, RepoReader, Result};
@@ -174,6 +175,30 @@ impl BackupWriter {
         self.objects.sort_by(|a, b| a.key.cmp(&b.key));
         self.packs.sort_by(|a, b| a.key.cmp(&b.key));
         self.packs.dedup_by(|a, b| a.key == b.key);
+        // A pack deduplicated against may have been collected by a prune since (the grace
+        // period bounds this): fail the backup rather than commit one that names a lost pack.
+        let store = &self.store;
+        let missing = futures::stream::iter(self.packs.iter())
+            .map(|p| async move { (p, store.head(&p.key).await) })
+            .buffer_unordered(16)
+            .filter_map(|(p, head)| async move {
+                match head {
+                    Ok(Some(_)) => None,
+                    Ok(None) => Some(Ok(p.key.clone())),
+                    Err(e) => Some(Err(e)),
+                }
+            })
+            .collect::<Vec<_>>()
+            .await;
+        if let Some(first) = missing.into_iter().next() {
+            return Err(match first {
+                Ok(key) => RepoError::MissingPack {
+                    key,
+                    backup: self.name.to_string(),
+                },
+                Err(e) => e.into(),
+            });
+        }
         draft.objects = self.objects;
         draft.packs = self.packs;
         draft.completed_at = jiff::Timestamp::now();

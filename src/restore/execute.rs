@@ -14,10 +14,10 @@ use serde_json::Value;
 use super::order::Tier;
 use super::plan::{Action, Plan, PlanItem};
 use super::volumes::{self, VolumeResult};
-use crate::mover::job::VolumeJobs;
-use std::collections::BTreeSet;
 use crate::cluster::{self, ClusterError};
 use crate::config::ExistingPolicy;
+use crate::mover::job::VolumeJobs;
+use std::collections::BTreeSet;
 
 /// Options of the executor.
 #[derive(Debug, Clone)]
@@ -266,7 +266,10 @@ pub async fn execute(
                         if r.error.is_some() {
                             failed_claims.insert((r.namespace.clone(), r.pvc.clone()));
                             out.failed.push(Failure {
-                                object: format!("PersistentVolumeClaim {}/{} (data)", r.namespace, r.pvc),
+                                object: format!(
+                                    "PersistentVolumeClaim {}/{} (data)",
+                                    r.namespace, r.pvc
+                                ),
                                 tier,
                                 message: r.error.clone().unwrap_or_default(),
                             });

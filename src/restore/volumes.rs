@@ -14,7 +14,9 @@ use crate::cluster::job::{self, short_name};
 use crate::cluster::lease;
 use crate::cluster::objects::JOBS;
 use crate::mover::JobReport;
-use crate::mover::job::{Direction, MOUNT_PATH, MoverJob, TEMPORARY_LABEL, VolumeJobs, temporary_labels};
+use crate::mover::job::{
+    Direction, MOUNT_PATH, MoverJob, TEMPORARY_LABEL, VolumeJobs, temporary_labels,
+};
 use crate::repo::{VolumeRecord, VolumeStatus};
 use crate::transform::Mappings;
 
@@ -48,10 +50,12 @@ pub fn plan_volumes(
     let mut notes = Vec::new();
     for r in records {
         let ns = mappings.namespace(&r.namespace);
-        let Some(item) = items
-            .iter()
-            .find(|i| i.kind == "PersistentVolumeClaim" && i.group.is_empty() && i.namespace == ns && i.name == r.pvc)
-        else {
+        let Some(item) = items.iter().find(|i| {
+            i.kind == "PersistentVolumeClaim"
+                && i.group.is_empty()
+                && i.namespace == ns
+                && i.name == r.pvc
+        }) else {
             continue; // filtered out of this restore
         };
         match (r.status, &r.index, item.action) {
@@ -64,10 +68,12 @@ pub fn plan_volumes(
                 bytes: r.bytes,
                 files: r.files,
             }),
-            (VolumeStatus::Completed, Some(_), Action::SkipExists | Action::Update) => notes.push(format!(
-                "claim {ns}/{} exists in the target: its data is left as it is, not restored",
-                r.pvc
-            )),
+            (VolumeStatus::Completed, Some(_), Action::SkipExists | Action::Update) => {
+                notes.push(format!(
+                    "claim {ns}/{} exists in the target: its data is left as it is, not restored",
+                    r.pvc
+                ))
+            }
             (VolumeStatus::Completed, _, _) => {}
             (_, _, Action::Create) => notes.push(format!(
                 "claim {ns}/{} is created empty: the backup holds no data of it ({})",
@@ -119,7 +125,12 @@ pub async fn fill(
         .await
 }
 
-async fn fill_one(client: &kube::Client, backup: &str, f: &VolumeFill, jobs: &VolumeJobs) -> VolumeResult {
+async fn fill_one(
+    client: &kube::Client,
+    backup: &str,
+    f: &VolumeFill,
+    jobs: &VolumeJobs,
+) -> VolumeResult {
     let t0 = Instant::now();
     let name = short_name("lifeboat-restore", &[backup, &f.namespace, &f.pvc], &f.pvc);
     let lease_for = Duration::from_secs(jobs.settings.lease_seconds);
@@ -144,15 +155,26 @@ async fn fill_one(client: &kube::Client, backup: &str, f: &VolumeFill, jobs: &Vo
     }
     .to_object();
     job["metadata"]["annotations"] = lease::lease_annotations(lease_for);
-    let renew = lease::renew(client.clone(), f.namespace.clone(), vec![(JOBS, name.clone())], lease_for);
+    let renew = lease::renew(
+        client.clone(),
+        f.namespace.clone(),
+        vec![(JOBS, name.clone())],
+        lease_for,
+    );
     let run = tokio::select! {
         r = job::run_to_completion(client, &f.namespace, &job, Duration::from_secs(jobs.settings.timeout_seconds)) => r,
         _ = renew => unreachable!("lease renewal runs until cancelled"),
     };
     let gone = match crate::cluster::objects::delete(client, JOBS, &f.namespace, &name).await {
         Ok(_) => {
-            crate::cluster::objects::wait_gone(client, JOBS, &f.namespace, &name, lease::GONE_TIMEOUT)
-                .await
+            crate::cluster::objects::wait_gone(
+                client,
+                JOBS,
+                &f.namespace,
+                &name,
+                lease::GONE_TIMEOUT,
+            )
+            .await
         }
         Err(e) => Err(e),
     };
@@ -167,7 +189,10 @@ async fn fill_one(client: &kube::Client, backup: &str, f: &VolumeFill, jobs: &Vo
             job::log_tail(&run.log, 5)
         )),
         Ok(run) => JobReport::find_in_log(&run.log).ok_or_else(|| {
-            format!("the mover Job succeeded but left no report (log: {})", job::log_tail(&run.log, 5))
+            format!(
+                "the mover Job succeeded but left no report (log: {})",
+                job::log_tail(&run.log, 5)
+            )
         }),
     };
     let mut r = VolumeResult {
@@ -235,9 +260,9 @@ pub fn held_back_by(item: &PlanItem, failed: &BTreeSet<(String, String)>) -> Opt
         .find(|(_, claim)| {
             names.iter().any(|n| n == claim)
                 || prefixes.iter().any(|p| {
-                    claim
-                        .strip_prefix(p.as_str())
-                        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
+                    claim.strip_prefix(p.as_str()).is_some_and(|rest| {
+                        !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit())
+                    })
                 })
         })
         .map(|(ns, claim)| format!("{ns}/{claim}"))
@@ -253,7 +278,11 @@ mod tests {
         PlanItem {
             tier: Tier::Workloads,
             action,
-            group: if kind == "PersistentVolumeClaim" { String::new() } else { "apps".into() },
+            group: if kind == "PersistentVolumeClaim" {
+                String::new()
+            } else {
+                "apps".into()
+            },
             version: "v1".into(),
             resource: String::new(),
             kind: kind.into(),
@@ -274,9 +303,27 @@ mod tests {
         let mut failed = VolumeRecord::new("db", "logs", VolumeStatus::Failed);
         failed.error = Some("snapshot failed".into());
         let items = vec![
-            item("PersistentVolumeClaim", "db-dr", "data-pg-0", json!({}), Action::Create),
-            item("PersistentVolumeClaim", "db-dr", "data-pg-1", json!({}), Action::SkipExists),
-            item("PersistentVolumeClaim", "db-dr", "logs", json!({}), Action::Create),
+            item(
+                "PersistentVolumeClaim",
+                "db-dr",
+                "data-pg-0",
+                json!({}),
+                Action::Create,
+            ),
+            item(
+                "PersistentVolumeClaim",
+                "db-dr",
+                "data-pg-1",
+                json!({}),
+                Action::SkipExists,
+            ),
+            item(
+                "PersistentVolumeClaim",
+                "db-dr",
+                "logs",
+                json!({}),
+                Action::Create,
+            ),
         ];
         let mappings = Mappings {
             namespaces: [("db".to_owned(), "db-dr".to_owned())].into(),
@@ -284,7 +331,13 @@ mod tests {
         };
         let (fills, notes) = plan_volumes(&[done, exists, failed], &items, &mappings);
         assert_eq!(fills.len(), 1);
-        assert_eq!((fills[0].namespace.as_str(), fills[0].source_namespace.as_str()), ("db-dr", "db"));
+        assert_eq!(
+            (
+                fills[0].namespace.as_str(),
+                fills[0].source_namespace.as_str()
+            ),
+            ("db-dr", "db")
+        );
         assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(notes[0].contains("data-pg-1 exists"));
         assert!(notes[1].contains("logs is created empty") && notes[1].contains("snapshot failed"));
@@ -315,9 +368,21 @@ mod tests {
             json!({"spec": {"template": {"spec": {"volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "uploads"}}]}}}}),
             Action::Create,
         );
-        let elsewhere = item("StatefulSet", "shop", "postgres", sts.object.clone(), Action::Create);
-        assert_eq!(held_back_by(&sts, &failed).as_deref(), Some("db/data-postgres-1"));
-        assert_eq!(held_back_by(&deploy, &failed).as_deref(), Some("db/data-postgres-1"));
+        let elsewhere = item(
+            "StatefulSet",
+            "shop",
+            "postgres",
+            sts.object.clone(),
+            Action::Create,
+        );
+        assert_eq!(
+            held_back_by(&sts, &failed).as_deref(),
+            Some("db/data-postgres-1")
+        );
+        assert_eq!(
+            held_back_by(&deploy, &failed).as_deref(),
+            Some("db/data-postgres-1")
+        );
         assert_eq!(held_back_by(&other, &failed), None);
         assert_eq!(held_back_by(&elsewhere, &failed), None);
     }

@@ -55,7 +55,8 @@ pub struct Schedule {
     /// Labels recorded in each backup's manifest (besides `lifeboat.io/schedule`).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    /// How long retention keeps each backup at least: `720h`, `30d`, `90m`, `3600s`.
+    /// Each backup's own expiry (`720h`, `30d`, `90m`, `3600s`), as `backup --ttl`: such a
+    /// backup is kept until then and deleted after, whatever `retention` says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<String>,
     /// Which of this schedule's backups retention keeps after each run.
@@ -273,13 +274,23 @@ impl Schedule {
                 ),
             ));
         }
-        validate_cron(&self.schedule)
-            .map_err(|why| invalid("schedule", format!("invalid cron {:?}: {why}", self.schedule)))?;
+        validate_cron(&self.schedule).map_err(|why| {
+            invalid(
+                "schedule",
+                format!("invalid cron {:?}: {why}", self.schedule),
+            )
+        })?;
         if let Some(ttl) = &self.ttl {
             parse_ttl(ttl).map_err(|why| invalid("ttl", why))?;
         }
-        validate_retention(&self.retention)
-            .map_err(|(key, why)| invalid(&format!("retention.{key}"), why))?;
+        // RetentionError messages start with the field as written here (`keepDaily: ...`).
+        self.retention.validate().map_err(|e| {
+            let msg = e.to_string();
+            match msg.split_once(": ") {
+                Some((field, why)) => invalid(&format!("retention.{field}"), why.to_owned()),
+                None => invalid("retention", msg),
+            }
+        })?;
         for key in self.labels.keys() {
             if key.is_empty() || key == SCHEDULE_LABEL {
                 return Err(invalid(
@@ -327,7 +338,10 @@ impl Schedule {
             }
         }
         for (key, n) in [
-            ("successfulJobsHistoryLimit", cj.successful_jobs_history_limit),
+            (
+                "successfulJobsHistoryLimit",
+                cj.successful_jobs_history_limit,
+            ),
             ("failedJobsHistoryLimit", cj.failed_jobs_history_limit),
             ("backoffLimit", cj.backoff_limit),
         ] {
@@ -476,7 +490,10 @@ pub fn validate_cron(expr: &str) -> Result<(), CronError> {
         let mut probe = ["*"; 5];
         probe[i] = field;
         if let Err(e) = parser.parse(&probe.join(" ")) {
-            return err(format!("{what} {}", describe_cron_error(field, min, max, &e)));
+            return err(format!(
+                "{what} {}",
+                describe_cron_error(field, min, max, &e)
+            ));
         }
     }
     parser
@@ -518,28 +535,6 @@ pub fn parse_ttl(s: &str) -> Result<jiff::SignedDuration, String> {
         return Err(format!("{s:?}: must be positive"));
     }
     Ok(jiff::SignedDuration::from_secs(secs))
-}
-
-/// Zero counts keep nothing (and are almost always a typo for "unset"); the TTL must parse.
-fn validate_retention(p: &RetentionPolicy) -> Result<(), (&'static str, String)> {
-    for (key, n) in [
-        ("keepLast", p.keep_last),
-        ("keepHourly", p.keep_hourly),
-        ("keepDaily", p.keep_daily),
-        ("keepWeekly", p.keep_weekly),
-        ("keepMonthly", p.keep_monthly),
-    ] {
-        if n == Some(0) {
-            return Err((
-                key,
-                "0 keeps nothing by this rule; expected a positive count, or remove the key".into(),
-            ));
-        }
-    }
-    if let Some(ttl) = &p.ttl {
-        parse_ttl(ttl).map_err(|why| ("ttl", why))?;
-    }
-    Ok(())
 }
 
 fn is_dns_label(s: &str, max: usize) -> bool {

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec as K8sCronJobSpec, JobSpec, JobTemplateSpec};
+use k8s_openapi::api::batch::v1::{
+    CronJob, CronJobSpec as K8sCronJobSpec, JobSpec, JobTemplateSpec,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, Namespace, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec,
@@ -123,8 +125,14 @@ pub fn render(
     let labels = |component: &str| {
         BTreeMap::from([
             ("app.kubernetes.io/name".to_owned(), "lifeboat".to_owned()),
-            ("app.kubernetes.io/component".to_owned(), component.to_owned()),
-            ("app.kubernetes.io/managed-by".to_owned(), "lifeboat".to_owned()),
+            (
+                "app.kubernetes.io/component".to_owned(),
+                component.to_owned(),
+            ),
+            (
+                "app.kubernetes.io/managed-by".to_owned(),
+                "lifeboat".to_owned(),
+            ),
         ])
     };
     let mut schedule_labels = labels("schedule");
@@ -305,7 +313,10 @@ fn cluster_role() -> ClusterRole {
             labels: Some(BTreeMap::from([
                 ("app.kubernetes.io/name".to_owned(), "lifeboat".to_owned()),
                 ("app.kubernetes.io/component".to_owned(), "rbac".to_owned()),
-                ("app.kubernetes.io/managed-by".to_owned(), "lifeboat".to_owned()),
+                (
+                    "app.kubernetes.io/managed-by".to_owned(),
+                    "lifeboat".to_owned(),
+                ),
             ])),
             ..ObjectMeta::default()
         },
@@ -320,7 +331,11 @@ fn cluster_role() -> ClusterRole {
                 verbs: vec!["get".to_owned()],
                 ..PolicyRule::default()
             },
-            rule(&["snapshot.storage.k8s.io"], &["volumesnapshots"], &orchestrate),
+            rule(
+                &["snapshot.storage.k8s.io"],
+                &["volumesnapshots"],
+                &orchestrate,
+            ),
             rule(&[""], &["persistentvolumeclaims"], &orchestrate),
             rule(&["batch"], &["jobs"], &orchestrate),
             rule(&[""], &["pods/exec"], &["create"]),
@@ -339,7 +354,10 @@ fn status_role(ns: &str) -> Role {
             labels: Some(BTreeMap::from([
                 ("app.kubernetes.io/name".to_owned(), "lifeboat".to_owned()),
                 ("app.kubernetes.io/component".to_owned(), "rbac".to_owned()),
-                ("app.kubernetes.io/managed-by".to_owned(), "lifeboat".to_owned()),
+                (
+                    "app.kubernetes.io/managed-by".to_owned(),
+                    "lifeboat".to_owned(),
+                ),
             ])),
             ..ObjectMeta::default()
         },

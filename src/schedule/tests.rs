@@ -84,7 +84,7 @@ fn cron_accepts_what_kubernetes_accepts() {
 fn malformed_retention_names_the_key() {
     let e = err(&format!("{MINIMAL}retention:\n  keepDaily: 0\n"));
     assert!(
-        e.starts_with("schedules/x.yaml: retention.keepDaily: 0 keeps nothing"),
+        e.starts_with("schedules/x.yaml: retention.keepDaily: must be at least 1"),
         "{e}"
     );
     let e = err(&format!("{MINIMAL}retention:\n  keepDayly: 7\n"));
@@ -94,7 +94,10 @@ fn malformed_retention_names_the_key() {
     );
     assert!(e.contains("line 4"), "{e}");
     let e = err(&format!("{MINIMAL}retention:\n  keepWeekly: -1\n"));
-    assert!(e.starts_with("schedules/x.yaml: retention.keepWeekly:"), "{e}");
+    assert!(
+        e.starts_with("schedules/x.yaml: retention.keepWeekly:"),
+        "{e}"
+    );
     let e = err(&format!("{MINIMAL}retention:\n  ttl: forever\n"));
     assert!(e.starts_with("schedules/x.yaml: retention.ttl:"), "{e}");
 }
@@ -108,8 +111,10 @@ fn other_fields_are_checked() {
             .contains(": labels.lifeboat.io/schedule: ")
     );
     assert!(
-        err(&format!("{MINIMAL}cronJob:\n  startingDeadlineSeconds: 0\n"))
-            .contains(": cronJob.startingDeadlineSeconds: ")
+        err(&format!(
+            "{MINIMAL}cronJob:\n  startingDeadlineSeconds: 0\n"
+        ))
+        .contains(": cronJob.startingDeadlineSeconds: ")
     );
     assert!(err(&format!("{MINIMAL}cronJob:\n  nmespace: x\n")).contains("unknown key"));
 }
@@ -131,7 +136,10 @@ fn file_name_must_match_the_schedule_name() {
     let p = dir.path().join("weekly.yaml");
     std::fs::write(&p, MINIMAL).unwrap();
     let e = Schedule::load(&p).unwrap_err().to_string();
-    assert!(e.contains(": name: \"nightly\" differs from the file name"), "{e}");
+    assert!(
+        e.contains(": name: \"nightly\" differs from the file name"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -210,12 +218,20 @@ fn render_nightly_has_the_pieces() {
     let embedded = Config::parse(cfg, "embedded").unwrap();
     assert_eq!(embedded.locations.len(), 1);
     assert!(embedded.clusters.values().all(|c| c.in_cluster));
-    assert!(cm["data"]["nightly.yaml"].as_str().unwrap().contains("name: nightly"));
+    assert!(
+        cm["data"]["nightly.yaml"]
+            .as_str()
+            .unwrap()
+            .contains("name: nightly")
+    );
     let cj = &docs[7]["spec"];
     assert_eq!(cj["concurrencyPolicy"], "Forbid");
     assert_eq!(cj["schedule"], s.schedule.as_str());
     let pod = &cj["jobTemplate"]["spec"]["template"];
-    assert_eq!(pod["metadata"]["labels"][render::WORKLOAD_IDENTITY_USE], "true");
+    assert_eq!(
+        pod["metadata"]["labels"][render::WORKLOAD_IDENTITY_USE],
+        "true"
+    );
     let c = &pod["spec"]["containers"][0];
     assert_eq!(
         c["args"],
@@ -261,5 +277,23 @@ fn render_refuses_a_read_only_location() {
     let e = render::render(&s, "x.yaml", MINIMAL, &fixture_config())
         .unwrap_err()
         .to_string();
-    assert!(e.starts_with("x.yaml: location: location \"dr\" is read-only"), "{e}");
+    assert!(
+        e.starts_with("x.yaml: location: location \"dr\" is read-only"),
+        "{e}"
+    );
+}
+
+#[test]
+fn every_shipped_schedule_renders_with_the_example_config() {
+    for name in ["nightly", "hourly-critical", "pre-release"] {
+        let file = format!("schedules/{name}.yaml");
+        let text = std::fs::read_to_string(repo_file(&file)).unwrap();
+        let s = Schedule::parse(&text, &file).unwrap();
+        let out = render::render(&s, &file, &text, &fixture_config())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            out.yaml.contains(&format!("name: lifeboat-{name}\n")),
+            "{name}"
+        );
+    }
 }

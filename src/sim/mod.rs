@@ -5,6 +5,7 @@
 
 pub mod catalogue;
 pub mod controllers;
+pub mod exec;
 pub mod lifecycle;
 pub mod patch;
 pub mod persist;

@@ -49,6 +49,9 @@ async fn handle(State(app): State<App>, req: Request) -> Response {
             ));
         }
     }
+    if let Some((ns, pod)) = super::exec::exec_target(req.uri().path()) {
+        return super::exec::handle(app.ctx.clone(), ns, pod, req).await;
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();

@@ -60,12 +60,27 @@ fn unknown_command_flag_is_a_usage_error() {
 }
 
 #[test]
-fn commands_of_later_issues_fail_plainly() {
+fn a_mover_given_a_malformed_location_exits_2_saying_so() {
     let dir = tempfile::tempdir().unwrap();
-    let out = lifeboat(dir.path(), &["prune"]);
-    assert_eq!(out.status.code(), Some(1));
+    let args = [
+        "mover",
+        "backup",
+        "--backup",
+        "b1",
+        "--namespace",
+        "ns",
+        "--pvc",
+        "p",
+        "--source",
+        ".",
+    ];
+    let out = crate::support::lifeboat_cmd(dir.path(), &args)
+        .env("LIFEBOAT_LOCATION", "{\"local\": {}}")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("not available in lifeboat"),
+        stderr(&out).contains("$LIFEBOAT_LOCATION is not a location"),
         "{}",
         stderr(&out)
     );

@@ -84,7 +84,7 @@ async fn create_namespace(sim: &Sim, name: &str) {
         .expect("namespace created");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn render_is_accepted_by_kubectl_server_dry_run_against_the_simulator() {
     if !kubectl_present() {
         return;
@@ -129,14 +129,26 @@ async fn render_is_accepted_by_kubectl_server_dry_run_against_the_simulator() {
     }
     let cronjobs: Api<CronJob> = Api::namespaced(sim.client.clone(), "lifeboat");
     assert!(
-        cronjobs.get_opt("lifeboat-nightly").await.unwrap().is_none(),
+        cronjobs
+            .get_opt("lifeboat-nightly")
+            .await
+            .unwrap()
+            .is_none(),
         "a dry run must not create the CronJob"
     );
 
     // The same manifests applied for real are stored as rendered.
-    let applied = kubectl(&sim, &["apply", "--validate=false", "-f", "-"], &rendered.stdout).await;
+    let applied = kubectl(
+        &sim,
+        &["apply", "--validate=false", "-f", "-"],
+        &rendered.stdout,
+    )
+    .await;
     assert_ok("kubectl apply", &applied);
-    let cj = cronjobs.get("lifeboat-nightly").await.expect("CronJob stored");
+    let cj = cronjobs
+        .get("lifeboat-nightly")
+        .await
+        .expect("CronJob stored");
     let spec = cj.spec.expect("spec");
     assert_eq!(spec.schedule, "0 3 * * *");
     assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
@@ -177,7 +189,11 @@ fn malformed_cron_exits_2_naming_file_and_field() {
             "{args:?}: {}",
             stderr(&out)
         );
-        assert!(stdout(&out).is_empty(), "nothing rendered: {}", stdout(&out));
+        assert!(
+            stdout(&out).is_empty(),
+            "nothing rendered: {}",
+            stdout(&out)
+        );
     }
 }
 
@@ -186,7 +202,7 @@ fn malformed_retention_exits_2_naming_file_and_field() {
     for (retention, want) in [
         (
             "  keepDaily: 0\n",
-            "schedules/bad.yaml: retention.keepDaily: 0 keeps nothing",
+            "schedules/bad.yaml: retention.keepDaily: must be at least 1",
         ),
         (
             "  keepDaily: seven\n",
@@ -232,8 +248,16 @@ impl Env {
         Env { sim, dir }
     }
 
-    fn run(&self, args: &[&str]) -> Output {
-        lifeboat(self.dir.path(), args)
+    /// Runs lifeboat off the runtime's threads: the simulator serves it from this runtime.
+    async fn run(&self, args: &[&str]) -> Output {
+        let dir = self.dir.path().to_path_buf();
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            lifeboat(&dir, &args)
+        })
+        .await
+        .expect("lifeboat run joins")
     }
 
     fn manifest(&self, name: &str) -> Value {
@@ -257,9 +281,10 @@ impl Env {
     /// Events on the status ConfigMap, oldest first.
     async fn events(&self) -> Vec<Event> {
         let mut events = Api::<Event>::namespaced(self.sim.client.clone(), "ops")
-            .list(&ListParams::default().fields(
-                "involvedObject.kind=ConfigMap,involvedObject.name=lifeboat-status",
-            ))
+            .list(
+                &ListParams::default()
+                    .fields("involvedObject.kind=ConfigMap,involvedObject.name=lifeboat-status"),
+            )
             .await
             .expect("events")
             .items;
@@ -272,15 +297,32 @@ const TICK: &str = "name: tick\nschedule: \"*/5 * * * *\"\ncluster: primary\nloc
 volumes: false\nlabels: { team: sre }\nbackup: { excludeNamespaces: [kube-node-lease] }\n\
 cronJob: { namespace: ops }\n";
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn schedule_run_takes_a_labelled_backup_named_after_now_and_records_status() {
     let env = Env::new(TICK).await;
-    let out = env.run(&["schedule", "run", "tick", "--now", "2026-11-20T03:05:09Z", "-o", "json"]);
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+    let out = env
+        .run(&[
+            "schedule",
+            "run",
+            "tick",
+            "--now",
+            "2026-11-20T03:05:09Z",
+            "-o",
+            "json",
+        ])
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
     let name = "tick-20261120-030509";
     assert_eq!(report["backup"]["name"], name);
-    assert_eq!(report["retention"]["applied"], false);
+    assert_eq!(report["retention"]["applied"], true);
+    assert_eq!(report["retention"]["deleted"], json!([]));
     assert_eq!(report["statusConfigMap"]["recorded"], true);
 
     let manifest = env.manifest(name);
@@ -328,39 +370,80 @@ async fn schedule_run_takes_a_labelled_backup_named_after_now_and_records_status
     }
 }
 
-#[tokio::test]
-async fn schedule_run_reports_unapplied_retention_as_partial() {
-    let env = Env::new(&format!("{TICK}retention: {{ keepLast: 3 }}\n")).await;
-    let out = env.run(&["schedule", "run", "tick", "--now", "2026-11-20T03:10:00Z", "-o", "json"]);
-    // Until pruning is in this build, a schedule with a policy says so and exits 3.
-    assert_eq!(out.status.code(), Some(3), "{}\n{}", stdout(&out), stderr(&out));
-    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
-    assert_eq!(report["backup"]["name"], "tick-20261120-031000");
-    assert_eq!(report["retention"]["applied"], false);
-    assert!(
-        report["retention"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("retention was not applied")
-    );
-    let data = env.status().await;
-    assert_eq!(data["outcome"], "partial");
-    assert!(data["message"].contains("retention not applied"), "{data:?}");
-    let events = env.events().await;
-    assert_eq!(events.last().unwrap().reason.as_deref(), Some("BackupPartial"));
-    assert_eq!(events.last().unwrap().type_.as_deref(), Some("Warning"));
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dozen_scheduled_runs_leave_exactly_what_retention_keeps() {
+    let env = Env::new(&format!("{TICK}retention: {{ keepLast: 4 }}\n")).await;
+    // A manual backup in the same location: not this schedule's retention to delete.
+    let manual = env
+        .run(&["backup", "--no-volumes", "--name", "manual-1"])
+        .await;
+    assert_eq!(manual.status.code(), Some(0), "{}", stderr(&manual));
+    let mut names = Vec::new();
+    for i in 0..12 {
+        let now = format!("2026-11-20T03:{:02}:00Z", i * 5);
+        let out = env
+            .run(&["schedule", "run", "tick", "--now", &now, "-o", "json"])
+            .await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "run {i}: {}\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+        assert_eq!(report["retention"]["applied"], true, "run {i}: {report}");
+        names.push(report["backup"]["name"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(names[0], "tick-20261120-030000");
+    assert_eq!(names[11], "tick-20261120-035500");
+
+    let listed = env.run(&["list", "-o", "json"]).await;
+    assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));
+    let listed: Value = serde_json::from_slice(&listed.stdout).expect("list JSON");
+    let mut remaining: Vec<String> = listed_names(&listed);
+    remaining.sort();
+    let mut want: Vec<String> = names[8..].to_vec();
+    want.push("manual-1".into());
+    want.sort();
+    assert_eq!(remaining, want, "keepLast 4 of tick, and the manual backup");
+    for name in &remaining {
+        let v = env.run(&["verify", "--deep", name]).await;
+        assert_eq!(
+            v.status.code(),
+            Some(0),
+            "verify --deep {name}: {}",
+            stderr(&v)
+        );
+    }
 }
 
-#[tokio::test]
+/// Backup names from `lifeboat list -o json` (an array, or an object with `backups`).
+fn listed_names(v: &Value) -> Vec<String> {
+    let items = v
+        .as_array()
+        .or_else(|| v["backups"].as_array())
+        .unwrap_or_else(|| panic!("unexpected list output: {v}"));
+    items
+        .iter()
+        .map(|b| b["name"].as_str().expect("name").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn failed_scheduled_backup_and_plain_backup_record_status() {
     let env = Env::new(TICK).await;
     let now = "2026-11-20T03:15:00Z";
-    let first = env.run(&["schedule", "run", "tick", "--now", now]);
+    let first = env.run(&["schedule", "run", "tick", "--now", now]).await;
     assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
     // The same --now names the same backup, which the repository refuses: a failed run.
-    let again = env.run(&["schedule", "run", "tick", "--now", now]);
+    let again = env.run(&["schedule", "run", "tick", "--now", now]).await;
     assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
-    assert!(stderr(&again).contains("already exists"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
     let data = env.status().await;
     assert_eq!(data["lastBackup"], "tick-20261120-031500");
     assert_eq!(data["outcome"], "failed");
@@ -370,18 +453,59 @@ async fn failed_scheduled_backup_and_plain_backup_record_status() {
     assert_eq!(reasons, ["BackupSucceeded", "BackupFailed"]);
 
     // `lifeboat backup --status-namespace` records a plain backup the same way.
-    let plain = env.run(&[
-        "backup",
-        "--no-volumes",
-        "--name",
-        "manual-1",
-        "--status-namespace",
-        "ops",
-    ]);
+    let plain = env
+        .run(&[
+            "backup",
+            "--no-volumes",
+            "--name",
+            "manual-1",
+            "--status-namespace",
+            "ops",
+        ])
+        .await;
     assert_eq!(plain.status.code(), Some(0), "{}", stderr(&plain));
     let data = env.status().await;
     assert_eq!(data["lastBackup"], "manual-1");
     assert_eq!(data["outcome"], "succeeded");
     assert_eq!(data["schedule"], "");
     assert_eq!(env.events().await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unrecordable_status_makes_a_committed_scheduled_backup_partial() {
+    let env = Env::new(TICK).await;
+    let out = env
+        .run(&[
+            "schedule",
+            "run",
+            "tick",
+            "--now",
+            "2026-11-20T04:00:00Z",
+            "--status-namespace",
+            "nowhere",
+            "-o",
+            "json",
+        ])
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(report["backup"]["name"], "tick-20261120-040000");
+    assert_eq!(report["statusConfigMap"]["recorded"], false);
+    let why = report["statusConfigMap"]["error"].as_str().unwrap();
+    assert!(
+        why.contains("writing ConfigMap nowhere/lifeboat-status")
+            && why.contains("404 NotFound: namespaces \"nowhere\" not found"),
+        "{why}"
+    );
+    // The backup itself is committed.
+    assert_eq!(
+        env.manifest("tick-20261120-040000")["labels"]["lifeboat.io/schedule"],
+        "tick"
+    );
 }

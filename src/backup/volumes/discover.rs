@@ -51,7 +51,12 @@ pub fn snapshot_class(
         return Ok(c.clone());
     }
     let of_driver: Vec<&Value> = classes.iter().filter(|c| c["driver"] == driver).collect();
-    let name = |c: &Value| c["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    let name = |c: &Value| {
+        c["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
     if let Some(d) = of_driver
         .iter()
         .find(|c| c["metadata"]["annotations"][DEFAULT_CLASS] == "true")
@@ -98,7 +103,10 @@ pub async fn claims(
         .into_iter()
         .map(|pv| {
             (
-                pv["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
+                pv["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
                 pv,
             )
         })
@@ -107,7 +115,15 @@ pub async fn claims(
         .await
         .unwrap_or_default()
         .into_iter()
-        .map(|c| (c["metadata"]["name"].as_str().unwrap_or_default().to_owned(), c))
+        .map(|c| {
+            (
+                c["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                c,
+            )
+        })
         .collect();
     // A cluster without the snapshot CRDs has no classes: every claim is then reported.
     let classes = match objects::list(client, VOLUME_SNAPSHOT_CLASSES, "", None).await {
@@ -141,9 +157,7 @@ pub async fn claims(
             )));
             continue;
         }
-        let pv = pvc["spec"]["volumeName"]
-            .as_str()
-            .and_then(|v| pvs.get(v));
+        let pv = pvc["spec"]["volumeName"].as_str().and_then(|v| pvs.get(v));
         let driver = pv
             .and_then(|pv| pv["spec"]["csi"]["driver"].as_str())
             .map(str::to_owned);
@@ -194,13 +208,29 @@ mod tests {
             class("c", "file.csi.azure.com", false),
         ];
         let none = BTreeMap::new();
-        assert_eq!(snapshot_class("disk.csi.azure.com", &classes, &none).unwrap(), "b");
-        assert_eq!(snapshot_class("file.csi.azure.com", &classes, &none).unwrap(), "c");
+        assert_eq!(
+            snapshot_class("disk.csi.azure.com", &classes, &none).unwrap(),
+            "b"
+        );
+        assert_eq!(
+            snapshot_class("file.csi.azure.com", &classes, &none).unwrap(),
+            "c"
+        );
         let configured = BTreeMap::from([("disk.csi.azure.com".to_owned(), "a".to_owned())]);
-        assert_eq!(snapshot_class("disk.csi.azure.com", &classes, &configured).unwrap(), "a");
+        assert_eq!(
+            snapshot_class("disk.csi.azure.com", &classes, &configured).unwrap(),
+            "a"
+        );
         let err = snapshot_class("blob.csi.azure.com", &classes, &none).unwrap_err();
-        assert!(err.contains("no VolumeSnapshotClass for CSI driver blob.csi.azure.com"), "{err}");
+        assert!(
+            err.contains("no VolumeSnapshotClass for CSI driver blob.csi.azure.com"),
+            "{err}"
+        );
         let two = vec![class("x", "d", false), class("y", "d", false)];
-        assert!(snapshot_class("d", &two, &none).unwrap_err().contains("none is the default"));
+        assert!(
+            snapshot_class("d", &two, &none)
+                .unwrap_err()
+                .contains("none is the default")
+        );
     }
 }

@@ -2,9 +2,10 @@
 //! it, and a mover Job (`lifeboat mover backup`) that writes the volume's chunks and index to
 //! the location; then the indexes are adopted into the backup being written. Volumes move in
 //! parallel up to `volumes.parallelism`; claims that cannot be snapshotted are reported.
-//! Pre/post hooks are not run yet (see the changelog).
+//! Pre- and post-snapshot hooks run in the pods mounting each volume ([`hooks`]).
 
 mod discover;
+pub mod hooks;
 mod one;
 
 use std::collections::BTreeMap;

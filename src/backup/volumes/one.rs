@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::discover::Claim;
+use super::hooks::{self, Phase};
 use super::{TEMPORARY_KINDS, VolumeContext};
-use crate::cluster::lease as sweep;
 use crate::cluster::job::{self, short_name};
-use crate::cluster::objects::{self, PVCS, VOLUME_SNAPSHOTS};
+use crate::cluster::lease as sweep;
+use crate::cluster::objects::{self, PODS, PVCS, VOLUME_SNAPSHOTS};
 use crate::mover::JobReport;
 use crate::mover::job::{Direction, MOUNT_PATH, MoverJob, temporary_labels};
 use crate::repo::{VolumeRecord, VolumeStatus};
@@ -37,7 +38,8 @@ pub async fn back_up(ctx: &VolumeContext<'_>, claim: &Claim, parent: Option<Stri
         TEMPORARY_KINDS.iter().map(|k| (*k, name.clone())).collect(),
         lease,
     );
-    let steps = steps(ctx, claim, &name, parent.clone());
+    let mut hook_log = Vec::new();
+    let steps = steps(ctx, claim, &name, parent.clone(), &mut hook_log);
     // The lease renewal runs beside the steps and ends with them.
     let result = tokio::select! {
         r = steps => r,
@@ -51,6 +53,7 @@ pub async fn back_up(ctx: &VolumeContext<'_>, claim: &Claim, parent: Option<Stri
     record.capacity = claim.capacity.clone();
     record.snapshot_class = Some(claim.snapshot_class.clone());
     record.seconds = t0.elapsed().as_secs_f64();
+    record.hooks = hook_log;
     match result {
         Ok((snapshot_time, report)) => {
             record.snapshot_time = snapshot_time;
@@ -85,43 +88,51 @@ async fn steps(
     claim: &Claim,
     name: &str,
     parent: Option<String>,
+    hook_log: &mut Vec<String>,
 ) -> Result<(Option<String>, JobReport), String> {
     let ns = claim.namespace.as_str();
     let lease = Duration::from_secs(ctx.settings.lease_seconds);
     let timeout = Duration::from_secs(ctx.settings.timeout_seconds);
     let api = |what: &str, e: crate::cluster::ClusterError| format!("{what}: {e}");
 
-    // 1. The crash-consistent point in time.
-    ctx.progress.phase(&format!("volume {ns}/{}: snapshot", claim.name));
-    let snapshot = json!({
-        "apiVersion": "snapshot.storage.k8s.io/v1",
-        "kind": "VolumeSnapshot",
-        "metadata": {
-            "name": name,
-            "namespace": ns,
-            "labels": temporary_labels(ctx.backup, "snapshot"),
-            "annotations": sweep::lease_annotations(lease),
-        },
-        "spec": {
-            "volumeSnapshotClassName": claim.snapshot_class,
-            "source": {"persistentVolumeClaimName": claim.name},
-        },
-    });
-    objects::create(ctx.client, VOLUME_SNAPSHOTS, ns, &snapshot)
+    // 1. Hooks, then the crash-consistent point in time, then the post hooks (always, once
+    // pre hooks ran: a frozen file system must be thawed whatever happened).
+    let pods = objects::list(ctx.client, PODS, ns, None)
         .await
-        .map_err(|e| api("creating the VolumeSnapshot", e))?;
-    let ready = objects::wait_for(ctx.client, VOLUME_SNAPSHOTS, ns, name, timeout, |vs| {
-        if vs["status"]["readyToUse"] == true {
-            Some(Ok(vs["status"].clone()))
-        } else {
-            vs["status"]["error"]["message"]
-                .as_str()
-                .map(|m| Err(format!("the snapshot failed: {m}")))
+        .map_err(|e| api("listing the pods that mount the claim", e))?;
+    let mounting = hooks::pods_mounting(&pods, &claim.name);
+    let pre = hooks::hooks_of(&mounting, Phase::Pre)?;
+    let post = hooks::hooks_of(&mounting, Phase::Post)?;
+    ctx.progress
+        .phase(&format!("volume {ns}/{}: snapshot", claim.name));
+    let pre_failed = match hooks::run(ctx.client, ns, Phase::Pre, &pre).await {
+        Ok(ran) => {
+            hook_log.extend(ran);
+            None
         }
-    })
-    .await
-    .map_err(|e| api("waiting for the VolumeSnapshot", e))?
-    .map_err(|w| format!("VolumeSnapshot {ns}/{name}: {w}"))??;
+        Err((ran, why)) => {
+            hook_log.extend(ran);
+            Some(why)
+        }
+    };
+    let snapshot = match &pre_failed {
+        Some(why) => Err(why.clone()),
+        None => take_snapshot(ctx, claim, name, lease, timeout).await,
+    };
+    let post_failed = match hooks::run(ctx.client, ns, Phase::Post, &post).await {
+        Ok(ran) => {
+            hook_log.extend(ran);
+            None
+        }
+        Err((ran, why)) => {
+            hook_log.extend(ran);
+            Some(why)
+        }
+    };
+    let ready = snapshot?;
+    if let Some(why) = post_failed {
+        return Err(why);
+    }
     let snapshot_time = ready["creationTime"].as_str().map(str::to_owned);
     let size = ready["restoreSize"]
         .as_str()
@@ -152,7 +163,8 @@ async fn steps(
         .map_err(|e| api("creating the claim of the snapshot", e))?;
 
     // 3. The mover.
-    ctx.progress.phase(&format!("volume {ns}/{}: copying", claim.name));
+    ctx.progress
+        .phase(&format!("volume {ns}/{}: copying", claim.name));
     let mut args = vec![
         "--backup".to_owned(),
         ctx.backup.to_owned(),
@@ -197,6 +209,46 @@ async fn steps(
     Ok((snapshot_time, report))
 }
 
+/// Creates the VolumeSnapshot and waits until it is ready; returns its status.
+async fn take_snapshot(
+    ctx: &VolumeContext<'_>,
+    claim: &Claim,
+    name: &str,
+    lease: Duration,
+    timeout: Duration,
+) -> Result<serde_json::Value, String> {
+    let ns = claim.namespace.as_str();
+    let snapshot = json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1",
+        "kind": "VolumeSnapshot",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "labels": temporary_labels(ctx.backup, "snapshot"),
+            "annotations": sweep::lease_annotations(lease),
+        },
+        "spec": {
+            "volumeSnapshotClassName": claim.snapshot_class,
+            "source": {"persistentVolumeClaimName": claim.name},
+        },
+    });
+    objects::create(ctx.client, VOLUME_SNAPSHOTS, ns, &snapshot)
+        .await
+        .map_err(|e| format!("creating the VolumeSnapshot: {e}"))?;
+    objects::wait_for(ctx.client, VOLUME_SNAPSHOTS, ns, name, timeout, |vs| {
+        if vs["status"]["readyToUse"] == true {
+            Some(Ok(vs["status"].clone()))
+        } else {
+            vs["status"]["error"]["message"]
+                .as_str()
+                .map(|m| Err(format!("the snapshot failed: {m}")))
+        }
+    })
+    .await
+    .map_err(|e| format!("waiting for the VolumeSnapshot: {e}"))?
+    .map_err(|w| format!("VolumeSnapshot {ns}/{name}: {w}"))?
+}
+
 /// Deletes the volume's temporary objects; failures are logged (the next run's sweep retries).
 async fn cleanup(client: &kube::Client, ns: &str, name: &str) {
     for kind in TEMPORARY_KINDS {
@@ -208,8 +260,12 @@ async fn cleanup(client: &kube::Client, ns: &str, name: &str) {
         };
         match gone {
             Ok(true) => {}
-            Ok(false) => tracing::warn!(kind = kind.plural, %ns, %name, "a temporary object is still terminating; the next backup sweeps it"),
-            Err(e) => tracing::warn!(kind = kind.plural, %ns, %name, error = %e, "could not delete a temporary object; the next backup sweeps it"),
+            Ok(false) => {
+                tracing::warn!(kind = kind.plural, %ns, %name, "a temporary object is still terminating; the next backup sweeps it")
+            }
+            Err(e) => {
+                tracing::warn!(kind = kind.plural, %ns, %name, error = %e, "could not delete a temporary object; the next backup sweeps it")
+            }
         }
     }
 }

@@ -105,6 +105,7 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> anyhow::Result<Exit> {
             "durationSeconds": seconds,
             "labels": manifest.labels,
             "expiresAt": manifest.expires_at,
+            "volumes": manifest.volumes(),
             "warnings": manifest.warnings,
             "skipped": resources["skipped"],
         }))?,
@@ -121,6 +122,21 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> anyhow::Result<Exit> {
                     .unwrap_or_default(),
                 output::human_bytes(manifest.total_size())
             );
+            let volumes = manifest.volumes();
+            if !volumes.is_empty() {
+                let done: Vec<_> = volumes
+                    .iter()
+                    .filter(|v| v.status == crate::repo::VolumeStatus::Completed)
+                    .collect();
+                println!(
+                    "  {} of {} volumes: {} of data, {} new ({} stored)",
+                    done.len(),
+                    volumes.len(),
+                    output::human_bytes(done.iter().map(|v| v.bytes).sum()),
+                    output::human_bytes(done.iter().map(|v| v.new_bytes).sum()),
+                    output::human_bytes(done.iter().map(|v| v.stored_bytes).sum()),
+                );
+            }
             for w in &manifest.warnings {
                 println!("  warning: {w}");
             }
@@ -132,6 +148,8 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> anyhow::Result<Exit> {
     }
     Ok(if manifest.warnings.is_empty() && status_recorded {
         Exit::Ok
+    } else if args.fail_on_warnings {
+        Exit::Failed
     } else {
         Exit::Partial
     })

@@ -4,8 +4,8 @@ use anyhow::Context as _;
 
 use crate::cli::args::{DemoArgs, OutputFormat};
 use crate::cli::output;
-use crate::cli::{Context, Exit};
-use crate::demo::{self, DemoOptions};
+use crate::cli::{Context, Exit, UsageError};
+use crate::demo::{self, DemoError, DemoOptions};
 
 /// Runs the region-loss drill and prints its report; exit 0 only if every check passed.
 pub async fn run(ctx: &Context, a: DemoArgs) -> anyhow::Result<Exit> {
@@ -18,19 +18,36 @@ pub async fn run(ctx: &Context, a: DemoArgs) -> anyhow::Result<Exit> {
         workdir: a.workdir.clone(),
         lifeboat_bin: bin,
     };
+    if let Some(url) = &a.azurite {
+        match url::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => {
+                return Err(UsageError(format!(
+                    "--azurite {url:?}: expected Azurite's base URL, e.g. http://127.0.0.1:10000"
+                ))
+                .into());
+            }
+        }
+    }
     let say = |line: &str| eprintln!("{line}");
-    let finished = demo::run(&opts, &say).await.with_context(|| {
-        let mut hint = "the demo stopped before its checks".to_owned();
-        if let Some(url) = &a.azurite {
-            hint.push_str(&format!(
-                "; is Azurite running at {url}? (`.ci/azurite start` starts one and prints its URL)"
-            ));
+    // Ctrl-C drops the drill: its clusters stop, its commands are killed and a temporary
+    // workdir is removed, instead of being left behind by the default signal handling.
+    let result = tokio::select! {
+        r = demo::run(&opts, &say) => r,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted: the drill was stopped before its checks"),
+    };
+    let finished = match result {
+        Ok(f) => f,
+        Err(e @ DemoError::WorkdirNotEmpty(_)) => return Err(UsageError(e.to_string()).into()),
+        Err(e @ DemoError::AzuriteUnreachable { .. }) => return Err(e.into()),
+        Err(e) => {
+            let mut hint = "the demo stopped before its checks".to_owned();
+            if !a.keep && a.workdir.is_none() {
+                hint.push_str(" (run it with --workdir DIR to keep its files for a look)");
+            }
+            return Err(anyhow::Error::new(e).context(hint));
         }
-        if !a.keep && a.workdir.is_none() {
-            hint.push_str("; run it with --keep or --workdir DIR to keep its files for a look");
-        }
-        hint
-    })?;
+    };
     let report = &finished.report;
     match ctx.output {
         OutputFormat::Json => output::json(report)?,

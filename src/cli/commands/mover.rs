@@ -55,8 +55,12 @@ fn host_path(path: &Path) -> anyhow::Result<(PathBuf, bool)> {
     };
     let mounts: crate::sim::controllers::kubelet::SimMounts =
         serde_json::from_str(&json).context("reading the simulated kubelet's mount table")?;
-    crate::sim::controllers::kubelet::translate(&mounts, path)
-        .with_context(|| format!("{} is not on a volume mounted into this pod", path.display()))
+    crate::sim::controllers::kubelet::translate(&mounts, path).with_context(|| {
+        format!(
+            "{} is not on a volume mounted into this pod",
+            path.display()
+        )
+    })
 }
 
 fn volume_name(namespace: &str, pvc: &str) -> String {
@@ -162,7 +166,9 @@ async fn restore(ctx: &Context, a: MoverRestoreArgs) -> anyhow::Result<Exit> {
         .iter()
         .find(|o| o.key == key)
         .cloned()
-        .with_context(|| format!("backup {name} holds no data of volume {volume} ({key} is not in its manifest)"))?;
+        .with_context(|| {
+            format!("backup {name} holds no data of volume {volume} ({key} is not in its manifest)")
+        })?;
     let bytes = repo
         .get(&key)
         .await
@@ -182,11 +188,13 @@ async fn restore(ctx: &Context, a: MoverRestoreArgs) -> anyhow::Result<Exit> {
         ..RestoreOptions::default()
     };
     let progress = MoverProgress::start(format!("restore {volume}"), counters);
-    let result =
-        mover::restore_volume(repo.store().clone(), Arc::new(index), target, opts).await;
+    let result = mover::restore_volume(repo.store().clone(), Arc::new(index), target, opts).await;
     progress.finish().await;
     let stats = result.with_context(|| {
-        format!("restoring {volume} of backup {name} into {}", a.target.display())
+        format!(
+            "restoring {volume} of backup {name} into {}",
+            a.target.display()
+        )
     })?;
     let report = JobReport::of_restore(name.as_str(), &volume, entry, &stats);
     println!("{}", serde_json::to_string(&report)?);

@@ -7,7 +7,9 @@ use anyhow::Context as _;
 use crate::cli::args::{OutputFormat, PruneArgs};
 use crate::cli::output::{self, Table};
 use crate::cli::{Context, Exit, UsageError};
-use crate::repo::{BackupSelector, LockOptions, PruneOptions, PruneReport, RetentionPolicy, prune};
+use crate::repo::{
+    BackupSelector, LockOptions, PruneOptions, PruneReport, RetentionError, RetentionPolicy, prune,
+};
 use crate::storage;
 
 /// Applies the retention policy from the flags to a location and collects garbage.
@@ -21,11 +23,9 @@ pub async fn run(ctx: &Context, args: PruneArgs) -> anyhow::Result<Exit> {
         ttl: args.keep_within.clone(),
     };
     // Flag names, not schedule field names, in the message.
-    policy.validate().map_err(|e| {
-        UsageError(format!(
-            "{e} (flags: --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-within)"
-        ))
-    })?;
+    policy
+        .validate()
+        .map_err(|e| UsageError(flag_message(&e)))?;
     let (name, loc) = ctx.config.location(args.location.as_deref())?;
     if loc.read_only {
         return Err(UsageError(format!(
@@ -61,13 +61,29 @@ pub async fn run(ctx: &Context, args: PruneArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// A policy error in terms of the flags (`--keep-daily: must be at least 1`).
+fn flag_message(e: &RetentionError) -> String {
+    let msg = e.to_string();
+    let (field, rest) = msg.split_once(':').unwrap_or(("", &msg));
+    let flag = match field {
+        "keepLast" => "--keep-last",
+        "keepHourly" => "--keep-hourly",
+        "keepDaily" => "--keep-daily",
+        "keepWeekly" => "--keep-weekly",
+        "keepMonthly" => "--keep-monthly",
+        "ttl" => "--keep-within",
+        _ => return msg,
+    };
+    format!("{flag}:{rest}")
+}
+
 fn to_std(d: jiff::SignedDuration) -> Duration {
     Duration::try_from(d).unwrap_or(Duration::ZERO)
 }
 
 fn print_text(name: &str, r: &PruneReport) {
     let (verb, deleted) = if r.dry_run {
-        ("would delete", "to delete")
+        ("to delete", "to delete")
     } else {
         ("deleted", "deleted")
     };
@@ -118,7 +134,7 @@ fn print_text(name: &str, r: &PruneReport) {
     }
     for u in &r.leftovers_deleted {
         println!(
-            "Uncommitted leftovers of {}: {} objects, {} {verb}",
+            "Leftovers of uncommitted backup {}: {} objects ({}), older than the grace period, {verb}",
             u.name,
             u.objects,
             output::human_bytes(u.bytes)
@@ -132,7 +148,7 @@ fn print_text(name: &str, r: &PruneReport) {
     }
     let p = &r.packs;
     println!(
-        "Packs: {} listed, {} referenced ({}), {} unreferenced {verb} ({}), {} younger than the grace period kept ({})",
+        "Packs: {} listed; {} referenced ({}); {} unreferenced and older than the grace period, {verb} ({}); {} unreferenced but younger, kept ({})",
         p.total,
         p.referenced,
         output::human_bytes(p.referenced_bytes),
@@ -159,12 +175,19 @@ fn print_text(name: &str, r: &PruneReport) {
             );
         }
     }
-    println!(
-        "{} {} backups, {} objects, {} freed{}.",
-        if r.dry_run { "Would delete" } else { "Deleted" },
-        r.deleted.len(),
-        r.objects_deleted,
-        output::human_bytes(r.bytes_freed),
-        if r.dry_run { " (dry run)" } else { "" }
-    );
+    if r.dry_run {
+        println!(
+            "Would delete {} backups and {} objects in all, freeing {}.",
+            r.deleted.len(),
+            r.objects_deleted,
+            output::human_bytes(r.bytes_freed)
+        );
+    } else {
+        println!(
+            "Deleted {} backups and {} objects in all; {} freed.",
+            r.deleted.len(),
+            r.objects_deleted,
+            output::human_bytes(r.bytes_freed)
+        );
+    }
 }

@@ -1,9 +1,12 @@
 //! `lifeboat schedule render|run`, and recording a backup's outcome in the cluster (shared with
 //! `lifeboat backup`).
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use serde::Deserialize as _;
 use serde_json::{Value, json};
 
 use crate::backup::{self, BackupError};
@@ -17,8 +20,10 @@ use crate::cluster::status::{self, BackupStatus, Outcome};
 use crate::cluster::{self, Connected};
 use crate::config::ConfigError;
 use crate::filter::ClusterResources;
-use crate::repo::{BackupName, Manifest, RepoWriter};
-use crate::schedule::{Schedule, render};
+use crate::repo::{
+    BackupName, BackupSelector, LockOptions, Manifest, PruneOptions, PruneReport, RepoWriter, prune,
+};
+use crate::schedule::{SCHEDULE_LABEL, Schedule, render};
 use crate::storage;
 
 /// Where a pod's ServiceAccount namespace is mounted.
@@ -48,7 +53,7 @@ fn render_cmd(ctx: &Context, a: ScheduleRenderArgs) -> anyhow::Result<Exit> {
         // A v1 List is what `kubectl apply -f -` reads as JSON.
         OutputFormat::Json => {
             let items = serde_yaml_ng::Deserializer::from_str(&rendered.yaml)
-                .map(|d| serde::Deserialize::deserialize(d))
+                .map(Value::deserialize)
                 .collect::<Result<Vec<Value>, _>>()
                 .context("re-reading the rendered manifests")?;
             output::json(&json!({"apiVersion": "v1", "kind": "List", "items": items}))?;
@@ -59,23 +64,57 @@ fn render_cmd(ctx: &Context, a: ScheduleRenderArgs) -> anyhow::Result<Exit> {
 
 /// What happened to retention after a scheduled backup.
 enum Retention {
-    /// The schedule has no retention policy: every backup is kept.
-    NoPolicy,
-    /// Not applied (the backup failed, or this build cannot prune): the reason.
+    /// Applied: the prune report.
+    Applied(Box<PruneReport>),
+    /// Not applied (the backup failed, or prune did): the reason.
     NotApplied(String),
 }
 
 impl Retention {
     fn json(&self) -> Value {
         match self {
-            Retention::NoPolicy => json!({"applied": false, "reason": "no retention policy"}),
+            Retention::Applied(r) => json!({
+                "applied": true,
+                "kept": r.kept.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+                "deleted": r.deleted.iter().map(|d| d.decision.name.as_str()).collect::<Vec<_>>(),
+                "packsDeleted": r.packs.deleted,
+                "bytesFreed": r.bytes_freed,
+                "report": r,
+            }),
             Retention::NotApplied(why) => json!({"applied": false, "reason": why}),
         }
     }
 
-    /// Returns true if and only if this leaves something undone that the policy asked for.
+    /// Returns true if and only if retention did not run to completion.
     fn incomplete(&self) -> bool {
         matches!(self, Retention::NotApplied(_))
+    }
+}
+
+/// How long a scheduled prune waits for another pruner (another schedule's run) to finish.
+const PRUNE_LOCK_WAIT: Duration = Duration::from_secs(600);
+
+/// Applies the schedule's retention to its own backups (label `lifeboat.io/schedule=<name>`:
+/// never another schedule's or a CI backup), then collects garbage, as `lifeboat prune` does.
+async fn apply_retention(
+    store: &storage::Writer,
+    schedule: &Schedule,
+    now: jiff::Timestamp,
+) -> Retention {
+    let opts = PruneOptions {
+        lock: LockOptions {
+            wait: Some(PRUNE_LOCK_WAIT),
+            ..LockOptions::default()
+        },
+        select: BackupSelector {
+            name_prefix: None,
+            labels: BTreeMap::from([(SCHEDULE_LABEL.to_owned(), schedule.name.clone())]),
+        },
+        ..PruneOptions::default()
+    };
+    match prune(store, &schedule.retention, &opts, now).await {
+        Ok(report) => Retention::Applied(Box::new(report)),
+        Err(e) => Retention::NotApplied(format!("retention was not applied: {}", one_line(&e))),
     }
 }
 
@@ -95,7 +134,7 @@ async fn run_cmd(ctx: &Context, a: ScheduleRunArgs) -> anyhow::Result<Exit> {
     let (location, loc) = ctx.config.location(schedule.location.as_deref())?;
     let store = storage::open_writer(location, loc)
         .with_context(|| format!("opening location {location:?} for writing"))?;
-    let repo = RepoWriter::open_or_init(store)
+    let repo = RepoWriter::open_or_init(store.clone())
         .await
         .with_context(|| format!("opening the repository in {location:?}"))?;
     let connected = cluster::connect(&cluster_name, cluster_ref.map(|(_, c)| c))
@@ -105,7 +144,7 @@ async fn run_cmd(ctx: &Context, a: ScheduleRunArgs) -> anyhow::Result<Exit> {
     // Exactly what `lifeboat backup` with the equivalent flags takes.
     let f = &schedule.backup;
     let args = BackupArgs {
-        cluster: Some(cluster_name.clone()),
+        cluster: schedule.cluster.clone(),
         to: Some(location.to_owned()),
         name: Some(name.to_string()),
         scope: ScopeArgs {
@@ -122,6 +161,8 @@ async fn run_cmd(ctx: &Context, a: ScheduleRunArgs) -> anyhow::Result<Exit> {
         ttl: schedule.ttl(),
         no_volumes: !schedule.volumes,
         status_namespace: None,
+        wait: true,
+        fail_on_warnings: false,
     };
     let request = super::backup::request(ctx, &args, name.clone(), &cluster_name);
     tracing::info!(schedule = %schedule.name, backup = %name, "scheduled backup starting");
@@ -129,19 +170,17 @@ async fn run_cmd(ctx: &Context, a: ScheduleRunArgs) -> anyhow::Result<Exit> {
     let result = backup::run(&connected, &repo, request, &progress).await;
     progress.finish();
 
+    // Retention runs after every committed backup, even an empty policy: it still deletes
+    // backups past their own `ttl` and collects garbage.
     let retention = match &result {
-        Err(_) => Retention::NotApplied("the backup failed".into()),
-        Ok(_) if schedule.retention == Default::default() => Retention::NoPolicy,
-        // TODO(issue #7, prune): call the prune library with `schedule.retention`, limited to
-        // backups labelled lifeboat.io/schedule=<name>, once `crate::repo::prune` exists.
-        Ok(_) => Retention::NotApplied(
-            "retention was not applied: pruning is not available in this build yet".into(),
-        ),
+        Err(_) => Retention::NotApplied("retention was not applied: the backup failed".into()),
+        Ok(_) => apply_retention(&store, &schedule, at).await,
     };
 
     let namespace = a
         .status_namespace
         .clone()
+        .filter(|n| !n.is_empty())
         .unwrap_or_else(|| schedule.cron_job.namespace.clone());
     let status_result = record(
         &connected,
@@ -204,11 +243,29 @@ async fn run_cmd(ctx: &Context, a: ScheduleRunArgs) -> anyhow::Result<Exit> {
                 println!("  warning: {w}");
             }
             match &retention {
-                Retention::NoPolicy => println!("  retention: no policy, every backup is kept"),
+                Retention::Applied(r) => {
+                    let deleted: Vec<&str> =
+                        r.deleted.iter().map(|d| d.decision.name.as_str()).collect();
+                    println!(
+                        "  retention: {} kept, {} deleted{}; {} unreferenced packs deleted, {} freed",
+                        r.kept.len(),
+                        deleted.len(),
+                        if deleted.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", deleted.join(", "))
+                        },
+                        r.packs.deleted,
+                        output::human_bytes(r.bytes_freed)
+                    );
+                }
                 Retention::NotApplied(why) => println!("  warning: {why}"),
             }
             match &status_result {
-                Ok(()) => println!("  status: ConfigMap {namespace}/{} updated", status::CONFIGMAP),
+                Ok(()) => println!(
+                    "  status: ConfigMap {namespace}/{} updated",
+                    status::CONFIGMAP
+                ),
                 Err(e) => println!("  warning: status not recorded: {e:#}"),
             }
         }

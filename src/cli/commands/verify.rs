@@ -99,7 +99,9 @@ async fn verify_volume_data(
             // A missing index is already reported by the completeness check.
             Ok(None) => {}
             Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!("reading the index of volume {label}")));
+                return Err(
+                    anyhow::Error::new(e).context(format!("reading the index of volume {label}"))
+                );
             }
         }
     }

@@ -165,7 +165,22 @@ impl Controller for Kubelet {
 fn runs_lifeboat(pod: &Value, image: &str) -> bool {
     containers(pod, "initContainers")
         .chain(containers(pod, "containers"))
-        .any(|c| c["image"] == image)
+        .any(|c| is_lifeboat(c, image))
+}
+
+/// Whether the kubelet runs this container: its image is the configured lifeboat image, or any
+/// tag of a `…/lifeboat` repository (the image lifeboat's own mover Jobs use by default).
+fn is_lifeboat(c: &Value, image: &str) -> bool {
+    let Some(i) = c["image"].as_str() else {
+        return false;
+    };
+    if i == image {
+        return true;
+    }
+    // The last path segment without its tag or digest (a registry's `:port` is in an earlier one).
+    let last = i.rsplit('/').next().unwrap_or(i);
+    let name = last.split([':', '@']).next().unwrap_or(last);
+    i.contains('/') && name == "lifeboat"
 }
 
 fn containers<'a>(pod: &'a Value, field: &str) -> impl Iterator<Item = &'a Value> + use<'a> {
@@ -653,7 +668,7 @@ async fn run_pod(
     let initial: Vec<Value> = main
         .iter()
         .map(|c| {
-            if c["image"] == image.as_str() {
+            if is_lifeboat(c, &image) {
                 container_status(c, json!({"running": {"startedAt": started}}), true, 0)
             } else {
                 container_status(c, json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": started, "finishedAt": started}}), false, 0)
@@ -670,7 +685,7 @@ async fn run_pod(
     let runs = main
         .iter()
         .enumerate()
-        .filter(|(_, c)| c["image"] == image.as_str())
+        .filter(|(_, c)| is_lifeboat(c, &image))
         .map(|(i, c)| {
             let mut killed = killed.clone();
             let prepared = &prepared;
@@ -744,7 +759,7 @@ async fn run_container(
     policy: &str,
     killed: &mut watch::Receiver<bool>,
 ) -> Option<Exit> {
-    if c["image"] != image {
+    if !is_lifeboat(c, image) {
         let t = now();
         return Some(Exit {
             code: 0,
@@ -967,6 +982,25 @@ mod tests {
             json!({"path": "/host/vol", "readOnly": true})
         );
         assert_eq!(serde_json::from_value::<SimMounts>(wire).unwrap(), mounts);
+    }
+
+    #[test]
+    fn lifeboat_images_are_the_configured_one_or_any_lifeboat_repository() {
+        let c = |i: &str| json!({"image": i});
+        assert!(is_lifeboat(&c("lifeboat:dev"), "lifeboat:dev"));
+        assert!(is_lifeboat(
+            &c("ghcr.io/lifeboat/lifeboat:0.1.0"),
+            "lifeboat:dev"
+        ));
+        assert!(is_lifeboat(
+            &c("registry:5000/ops/lifeboat@sha256:00"),
+            "lifeboat:dev"
+        ));
+        assert!(!is_lifeboat(&c("postgres:17"), "lifeboat:dev"));
+        assert!(!is_lifeboat(
+            &c("ghcr.io/lifeboat/lifeboat-ui:1"),
+            "lifeboat:dev"
+        ));
     }
 
     #[test]

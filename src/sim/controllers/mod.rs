@@ -265,7 +265,7 @@ pub(crate) struct Objects {
 }
 
 impl Objects {
-    fn new(ctx: &SimContext) -> Objects {
+    pub(crate) fn new(ctx: &SimContext) -> Objects {
         Objects { ctx: ctx.clone() }
     }
 

@@ -411,17 +411,18 @@ async fn secret_values_never_reach_the_logs_at_any_verbosity() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_cluster_with_volumes_warns_that_their_data_is_not_taken() {
+async fn a_cluster_with_volumes_has_their_data_backed_up_by_default() {
+    // No `volumes:` in the config: the default mover image, which the simulator runs too.
     let env = Env::new().await;
     let out = lifeboat(env.path(), &["backup", "--name", "vols", "-o", "json"]);
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(doc["status"], "PartiallyFailed");
+    assert_eq!(doc["status"], "Completed");
+    let volumes = doc["volumes"].as_array().unwrap();
+    assert_eq!(volumes.len(), 2, "{volumes:?}");
     assert!(
-        doc["warnings"][0]
-            .as_str()
-            .unwrap()
-            .contains("volume data is not backed up")
+        volumes.iter().all(|v| v["status"] == "completed"),
+        "{volumes:?}"
     );
     env.sim.cluster.shutdown().await.unwrap();
 }

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use lifeboat::repo::{LockError, LockOptions, PruneLock, RepoReader, prune};
-use lifeboat::storage::{LeaseAttempt, Writer};
+use lifeboat::storage::LeaseAttempt;
 
 use super::{committed_and_deep_ok, keep_last, keys, now, opts, referenced_packs, seed};
 use crate::storage::{azurite, azurite_writer};
@@ -130,5 +130,4 @@ async fn an_abandoned_azure_lease_lapses_after_its_ttl() {
         abandoned.elapsed()
     );
     lock.release().await.unwrap();
-    let _: &Writer = &store;
 }

@@ -6,9 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lifeboat::repo::{
-    LockError, LockOptions, PruneError, PruneLock, RepoWriter, RetentionPolicy, prune,
-};
+use lifeboat::repo::{LockError, LockOptions, PruneError, PruneLock, RepoWriter, prune};
 use lifeboat::storage::Writer;
 use lifeboat::storage::local::LocalBackend;
 use lifeboat::storage::memory::MemoryBackend;
@@ -274,7 +272,6 @@ async fn a_read_only_location_is_refused_with_exit_2() {
     assert_eq!(keys(&store, "").await, before);
     // No lock file either: nothing was written.
     assert!(!dir.path().join("repo/locks").exists());
-    let _ = RetentionPolicy::default();
 }
 
 #[tokio::test]
@@ -288,7 +285,7 @@ async fn a_bad_policy_flag_is_a_usage_error_naming_it() {
     let out = lifeboat(dir.path(), &["prune", "--keep-within", "3x"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("ttl: \"3x\" is not a duration"),
+        stderr(&out).contains("--keep-within: \"3x\" is not a duration"),
         "{}",
         stderr(&out)
     );

@@ -232,7 +232,7 @@ async fn prune_keeps_the_policy_and_collects_old_garbage_but_not_a_backup_in_pro
         .await
         .unwrap();
     let packs_before = keys(&store, "packs/").await;
-    let b5_index = write_volume(&store, &mut in_progress, 6, Some(&last)).await;
+    write_volume(&store, &mut in_progress, 6, Some(&last)).await;
     let young: BTreeSet<String> = keys(&store, "packs/")
         .await
         .difference(&packs_before)
@@ -296,7 +296,6 @@ async fn prune_keeps_the_policy_and_collects_old_garbage_but_not_a_backup_in_pro
         "2026-11-15T03:00:00Z".parse().unwrap(),
     );
     in_progress.commit(draft).await.unwrap();
-    drop(b5_index);
     // Nothing in progress now: the next prune collects the packs only deleted backups used.
     let report = prune(
         &store,

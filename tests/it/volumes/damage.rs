@@ -60,8 +60,16 @@ async fn hostile_indexes_restore_nothing_outside_the_target_and_name_the_entry()
     let dir = tempfile::tempdir().unwrap();
     let repo = repo(dir.path()).await;
     let cases: Vec<(&str, Vec<Entry>, &str)> = vec![
-        ("dotdot", vec![file("ok"), file("../escaped")], "\"../escaped\""),
-        ("absolute", vec![file("/tmp/lifeboat-absolute-escape")], "\"/tmp/lifeboat-absolute-escape\""),
+        (
+            "dotdot",
+            vec![file("ok"), file("../escaped")],
+            "\"../escaped\"",
+        ),
+        (
+            "absolute",
+            vec![file("/tmp/lifeboat-absolute-escape")],
+            "\"/tmp/lifeboat-absolute-escape\"",
+        ),
         (
             "through-symlink",
             vec![
@@ -89,16 +97,38 @@ async fn hostile_indexes_restore_nothing_outside_the_target_and_name_the_entry()
         let target_arg = target.to_str().unwrap();
         let out = lifeboat(
             dir.path(),
-            &["mover", "restore", "--location", "l", "--backup", name, "--namespace", "ns", "--pvc", "p", "--target", target_arg],
+            &[
+                "mover",
+                "restore",
+                "--location",
+                "l",
+                "--backup",
+                name,
+                "--namespace",
+                "ns",
+                "--pvc",
+                "p",
+                "--target",
+                target_arg,
+            ],
         );
-        assert_eq!(out.status.code(), Some(1), "{name}: {}{}", stdout(&out), stderr(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{name}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
         assert!(stderr(&out).contains(named), "{name}: {}", stderr(&out));
         let outside: Vec<String> = std::fs::read_dir(&outer)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n != "target")
             .collect();
-        assert!(outside.is_empty(), "{name} wrote outside the target: {outside:?}");
+        assert!(
+            outside.is_empty(),
+            "{name} wrote outside the target: {outside:?}"
+        );
     }
     assert!(!Path::new("/tmp/lifeboat-absolute-escape").exists());
 }
@@ -123,7 +153,13 @@ async fn a_corrupted_chunk_is_named_by_volume_and_file_in_verify_deep_and_restor
     commit_with_index(&repo, "c1", &outcome.index).await;
 
     let out = lifeboat(dir.path(), &["verify", "c1", "--deep", "-o", "json"]);
-    assert_eq!(out.status.code(), Some(0), "intact: {}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "intact: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
 
     // Flip one byte in the middle of the stored chunk of data/secret.key.
     let f = outcome
@@ -142,22 +178,47 @@ async fn a_corrupted_chunk_is_named_by_volume_and_file_in_verify_deep_and_restor
     std::fs::write(&pack, bytes).unwrap();
 
     let out = lifeboat(dir.path(), &["verify", "c1", "--deep", "-o", "json"]);
-    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let damaged = doc["volumeData"]["damaged"].as_array().unwrap();
     assert_eq!(damaged.len(), 1, "{doc}");
     assert_eq!(damaged[0]["chunk"], chunk.id.to_string());
     assert_eq!(damaged[0]["volumes"], serde_json::json!(["ns/p"]));
-    assert_eq!(damaged[0]["files"], serde_json::json!(["ns/p:data/secret.key"]));
+    assert_eq!(
+        damaged[0]["files"],
+        serde_json::json!(["ns/p:data/secret.key"])
+    );
 
     let target = dir.path().join("target");
     std::fs::create_dir(&target).unwrap();
     let out = lifeboat(
         dir.path(),
-        &["mover", "restore", "-l", "l", "--backup", "c1", "--namespace", "ns", "--pvc", "p", "--target", target.to_str().unwrap()],
+        &[
+            "mover",
+            "restore",
+            "-l",
+            "l",
+            "--backup",
+            "c1",
+            "--namespace",
+            "ns",
+            "--pvc",
+            "p",
+            "--target",
+            target.to_str().unwrap(),
+        ],
     );
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let err = stderr(&out);
-    assert!(err.contains("data/secret.key") && err.contains(&chunk.id.to_string()), "{err}");
+    assert!(
+        err.contains("data/secret.key") && err.contains(&chunk.id.to_string()),
+        "{err}"
+    );
     assert!(err.contains("ns/p"), "{err}");
 }

@@ -17,13 +17,17 @@ async fn leases_lapsed(client: &kube::Client) -> bool {
         "/api/v1/persistentvolumeclaims",
         "/apis/batch/v1/jobs",
     ] {
-        let list = get(client, &format!("{path}?labelSelector=lifeboat.io%2Ftemporary%3Dtrue"))
-            .await
-            .unwrap_or_default();
+        let list = get(
+            client,
+            &format!("{path}?labelSelector=lifeboat.io%2Ftemporary%3Dtrue"),
+        )
+        .await
+        .unwrap_or_default();
         for o in list["items"].as_array().into_iter().flatten() {
-            let until: Option<jiff::Timestamp> = o["metadata"]["annotations"]["lifeboat.io/alive-until"]
-                .as_str()
-                .and_then(|s| s.parse().ok());
+            let until: Option<jiff::Timestamp> =
+                o["metadata"]["annotations"]["lifeboat.io/alive-until"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok());
             if until.is_some_and(|u| u >= now) {
                 return false;
             }
@@ -47,7 +51,11 @@ async fn a_backup_killed_mid_volume_leaves_nothing_after_the_next_backup() {
         .unwrap();
     // Killed once a mover Job exists: its snapshot and claim exist too.
     eventually("a mover Job of the backup", || async {
-        let jobs = get(primary, "/apis/batch/v1/jobs?labelSelector=lifeboat.io%2Frole%3Dmover").await?;
+        let jobs = get(
+            primary,
+            "/apis/batch/v1/jobs?labelSelector=lifeboat.io%2Frole%3Dmover",
+        )
+        .await?;
         (!jobs["items"].as_array()?.is_empty()).then_some(())
     })
     .await;
@@ -65,6 +73,12 @@ async fn a_backup_killed_mid_volume_leaves_nothing_after_the_next_backup() {
     })
     .await;
     let out = lifeboat(regions.path(), &["backup", "--name", "after"]);
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     assert_eq!(leftovers(primary).await, Vec::<String>::new());
 }
