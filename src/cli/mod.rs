@@ -4,7 +4,7 @@
 pub mod args;
 mod commands;
 pub mod exit;
-mod output;
+pub(crate) mod output;
 mod progress;
 
 use std::process::ExitCode;

@@ -132,33 +132,7 @@ fn mtime(m: &fs::Metadata) -> SystemTime {
 
 /// A symlink's own mtime: std has no call that does not follow the link.
 fn set_link_mtime(path: &Path, m: &fs::Metadata) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let times = [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: m.mtime() as libc::time_t,
-            tv_nsec: m.mtime_nsec() as libc::c_long,
-        },
-    ];
-    // SAFETY: `c` is a valid NUL-terminated path and `times` two valid timespecs.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    crate::mover::restore::set_mtime_nofollow(path, m.mtime(), m.mtime_nsec() as u32)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -568,20 +568,25 @@ fn system_time(m: Mtime) -> SystemTime {
 
 /// A symlink's own mtime (std has no call that does not follow the link).
 fn set_link_mtime(abs: &Path, m: Mtime) -> io::Result<()> {
+    set_mtime_nofollow(abs, m.0, m.1)
+}
+
+/// Sets the mtime of `path` itself, a symlink included (not its target); the access time is
+/// left alone. Shared with the simulator's snapshotter and the demo's reference copy.
+pub fn set_mtime_nofollow(path: &Path, secs: i64, nanos: u32) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(abs.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
     let times = [
-        // Access time: left alone.
         libc::timespec {
             tv_sec: 0,
             tv_nsec: libc::UTIME_OMIT,
         },
         libc::timespec {
-            tv_sec: m.0 as libc::time_t,
-            tv_nsec: libc::c_long::from(m.1 as i32),
+            tv_sec: secs as libc::time_t,
+            tv_nsec: nanos as libc::c_long,
         },
     ];
-    // SAFETY: a NUL-terminated path and two timespecs; AT_SYMLINK_NOFOLLOW acts on the link.
+    // SAFETY: a NUL-terminated path and two timespecs; AT_SYMLINK_NOFOLLOW acts on a link itself.
     let r = unsafe {
         libc::utimensat(
             libc::AT_FDCWD,

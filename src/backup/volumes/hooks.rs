@@ -179,14 +179,14 @@ async fn exec(client: &kube::Client, ns: &str, hook: &Hook) -> Result<(), String
         .unwrap_or_else(|_| Err(format!("timed out after {}s", hook.timeout.as_secs())))
 }
 
-/// Runs hooks one after another. Returns what ran (for the record) or, on a failing hook with
-/// `on-error: Fail`, why the volume must not be backed up.
+/// Runs hooks one after another, stopping at a failing hook with `on-error: Fail`. Returns what
+/// ran (for the record) and, if one failed that way, why the volume must not be backed up.
 pub async fn run(
     client: &kube::Client,
     ns: &str,
     phase: Phase,
     hooks: &[Hook],
-) -> Result<Vec<String>, (Vec<String>, String)> {
+) -> (Vec<String>, Option<String>) {
     let label = match phase {
         Phase::Pre => "pre",
         Phase::Post => "post",
@@ -198,7 +198,7 @@ pub async fn run(
             Err(why) if h.fail => {
                 let msg = format!("{label}-hook {} failed: {why}", h.describe());
                 ran.push(msg.clone());
-                return Err((ran, msg));
+                return (ran, Some(msg));
             }
             Err(why) => {
                 tracing::warn!(%ns, hook = %h.describe(), %why, "hook failed (on-error: Continue)");
@@ -209,7 +209,7 @@ pub async fn run(
             }
         }
     }
-    Ok(ran)
+    (ran, None)
 }
 
 #[cfg(test)]

@@ -105,30 +105,14 @@ async fn steps(
     let post = hooks::hooks_of(&mounting, Phase::Post)?;
     ctx.progress
         .phase(&format!("volume {ns}/{}: snapshot", claim.name));
-    let pre_failed = match hooks::run(ctx.client, ns, Phase::Pre, &pre).await {
-        Ok(ran) => {
-            hook_log.extend(ran);
-            None
-        }
-        Err((ran, why)) => {
-            hook_log.extend(ran);
-            Some(why)
-        }
-    };
+    let (ran, pre_failed) = hooks::run(ctx.client, ns, Phase::Pre, &pre).await;
+    hook_log.extend(ran);
     let snapshot = match &pre_failed {
         Some(why) => Err(why.clone()),
         None => take_snapshot(ctx, claim, name, lease, timeout).await,
     };
-    let post_failed = match hooks::run(ctx.client, ns, Phase::Post, &post).await {
-        Ok(ran) => {
-            hook_log.extend(ran);
-            None
-        }
-        Err((ran, why)) => {
-            hook_log.extend(ran);
-            Some(why)
-        }
-    };
+    let (ran, post_failed) = hooks::run(ctx.client, ns, Phase::Post, &post).await;
+    hook_log.extend(ran);
     let ready = snapshot?;
     if let Some(why) = post_failed {
         return Err(why);

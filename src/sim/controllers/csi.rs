@@ -112,33 +112,8 @@ fn copy_dir(
 
 /// Sets `path`'s own mtime (not a symlink's target) to `like`'s.
 fn set_mtime(path: &Path, like: &fs::Metadata) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let times = [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: like.mtime() as libc::time_t,
-            tv_nsec: like.mtime_nsec() as libc::c_long,
-        },
-    ];
-    // SAFETY: a NUL-terminated path and two timespecs; AT_SYMLINK_NOFOLLOW acts on a link itself.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    crate::mover::restore::set_mtime_nofollow(path, like.mtime(), like.mtime_nsec() as u32)
 }
 
 /// Returns the total size of the regular files under `dir`.

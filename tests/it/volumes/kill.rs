@@ -7,33 +7,17 @@ use crate::restore::{Regions, get};
 use crate::sim::eventually;
 use crate::support::{lifeboat, lifeboat_cmd, stderr, stdout};
 
-use super::{claim_dir, dataset, leftovers};
+use super::{claim_dir, dataset, leftovers, temporary_objects};
 
 /// Whether every temporary object's `lifeboat.io/alive-until` lease has passed.
 async fn leases_lapsed(client: &kube::Client) -> bool {
     let now = jiff::Timestamp::now();
-    for path in [
-        "/apis/snapshot.storage.k8s.io/v1/volumesnapshots",
-        "/api/v1/persistentvolumeclaims",
-        "/apis/batch/v1/jobs",
-    ] {
-        let list = get(
-            client,
-            &format!("{path}?labelSelector=lifeboat.io%2Ftemporary%3Dtrue"),
-        )
-        .await
-        .unwrap_or_default();
-        for o in list["items"].as_array().into_iter().flatten() {
-            let until: Option<jiff::Timestamp> =
-                o["metadata"]["annotations"]["lifeboat.io/alive-until"]
-                    .as_str()
-                    .and_then(|s| s.parse().ok());
-            if until.is_some_and(|u| u >= now) {
-                return false;
-            }
-        }
-    }
-    true
+    temporary_objects(client).await.iter().all(|(_, o)| {
+        o["metadata"]["annotations"]["lifeboat.io/alive-until"]
+            .as_str()
+            .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+            .is_none_or(|until| until < now)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]

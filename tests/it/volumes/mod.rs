@@ -35,8 +35,8 @@ pub async fn claim_dir(client: &kube::Client, ns: &str, pvc: &str) -> PathBuf {
     )
 }
 
-/// Temporary objects of lifeboat's left in a cluster: snapshots, claims, Jobs.
-pub async fn leftovers(client: &kube::Client) -> Vec<String> {
+/// lifeboat's temporary objects in a cluster: snapshots, claims, Jobs (with their kind's path).
+pub async fn temporary_objects(client: &kube::Client) -> Vec<(&'static str, Value)> {
     let mut out = Vec::new();
     for path in [
         "/apis/snapshot.storage.k8s.io/v1/volumesnapshots",
@@ -50,14 +50,25 @@ pub async fn leftovers(client: &kube::Client) -> Vec<String> {
         .await
         .unwrap_or_default();
         for o in list["items"].as_array().into_iter().flatten() {
-            out.push(format!(
-                "{path} {}/{}",
-                o["metadata"]["namespace"].as_str().unwrap_or(""),
-                o["metadata"]["name"].as_str().unwrap_or("")
-            ));
+            out.push((path, o.clone()));
         }
     }
     out
+}
+
+/// Temporary objects of lifeboat's left in a cluster, as `path namespace/name`.
+pub async fn leftovers(client: &kube::Client) -> Vec<String> {
+    temporary_objects(client)
+        .await
+        .into_iter()
+        .map(|(path, o)| {
+            format!(
+                "{path} {}/{}",
+                o["metadata"]["namespace"].as_str().unwrap_or(""),
+                o["metadata"]["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
 }
 
 fn json_of(out: &std::process::Output) -> Value {
