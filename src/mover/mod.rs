@@ -24,6 +24,7 @@ pub mod known;
 pub mod pack;
 pub mod report;
 pub mod restore;
+pub mod retire;
 pub mod verify;
 
 #[cfg(test)]
@@ -37,6 +38,7 @@ pub use index::{Entry, IndexError, VolumeIndex};
 pub use known::KnownChunks;
 pub use report::JobReport;
 pub use restore::{RestoreOptions, RestoreStats, check_index, restore_volume};
+pub use retire::{RetireOptions, RetireReport, retire_sparse_packs, retired_packs};
 pub use verify::{DamagedChunk, VerifyReport, verify_index, verify_packs, verify_volumes};
 
 use crate::storage::StorageError;

@@ -762,3 +762,105 @@ fn known_chunks_lookup_is_exact() {
     other.0[31] ^= 1;
     assert!(!k.contains(&other));
 }
+
+// --- repacking forward ---------------------------------------------------------------------
+
+/// Commits backup `name` of volume ns/p with `index` (a volume record pointing at it).
+async fn commit_volume(repo: &crate::repo::RepoWriter, name: &str, index: &VolumeIndex) {
+    use crate::repo::{BackupName, Manifest, VolumeRecord, VolumeStatus};
+    let name = BackupName::new(name).unwrap();
+    let mut bw = repo.begin_backup(name.clone()).await.unwrap();
+    let entry = store_index(&mut bw, "ns", "p", index).await.unwrap();
+    let mut record = VolumeRecord::new("ns", "p", VolumeStatus::Completed);
+    record.index = Some(entry.key);
+    let mut draft = Manifest::draft(name, jiff::Timestamp::now());
+    draft
+        .details
+        .insert("volumes".into(), serde_json::json!([record]));
+    bw.commit(draft).await.unwrap();
+}
+
+async fn drop_backup(store: &Writer, name: &str) {
+    use futures::TryStreamExt;
+    let keys: Vec<String> = store
+        .list(&format!("backups/{name}/"))
+        .map_ok(|m| m.key)
+        .try_collect()
+        .await
+        .unwrap();
+    for k in keys {
+        store.delete(&k).await.unwrap();
+    }
+}
+
+/// Old enough: every object counts as older than the grace period.
+fn judge_all(dry_run: bool) -> RetireOptions {
+    RetireOptions {
+        garbage_threshold: 0.5,
+        cutoff: jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60),
+        dry_run,
+    }
+}
+
+#[tokio::test]
+async fn a_mostly_garbage_pack_is_retired_and_later_backups_store_its_live_chunks_again() {
+    let store = memory();
+    let repo = crate::repo::RepoWriter::open_or_init(store.clone())
+        .await
+        .unwrap();
+    let src = tempfile::tempdir().unwrap();
+    dataset::generate(src.path(), &Spec::small()).unwrap();
+    let b1 = backup(src.path(), &store, Some(3), None).await;
+    commit_volume(&repo, "b1", &b1.index).await;
+    // Most of the data goes; b2 keeps referencing b1's packs for what remains.
+    for f in [
+        "data/large.bin",
+        "large.hardlink",
+        "data/sparse.img",
+        "data/db.pages",
+    ] {
+        fs::remove_file(src.path().join(f)).unwrap();
+    }
+    let b2 = backup(src.path(), &store, Some(3), Some(&b1.index)).await;
+    assert_eq!(b2.stats.new_chunks, 0, "nothing new: {:?}", b2.stats);
+    commit_volume(&repo, "b2", &b2.index).await;
+    drop_backup(&store, "b1").await;
+
+    let dry = retire_sparse_packs(&store, &judge_all(true)).await.unwrap();
+    assert!(dry.retired >= 1, "{dry:?}");
+    assert!(
+        retired_packs(&store.reader()).await.unwrap().is_empty(),
+        "a dry run writes nothing"
+    );
+    let report = retire_sparse_packs(&store, &judge_all(false))
+        .await
+        .unwrap();
+    assert_eq!(report.retired, dry.retired);
+    let retired = retired_packs(&store.reader()).await.unwrap();
+    assert_eq!(retired.len() as u64, report.retired);
+
+    // The next backup neither references a retired pack nor loses data.
+    let parent = b2.index.clone().without_packs(&retired);
+    let b3 = backup(src.path(), &store, Some(3), Some(&parent)).await;
+    assert!(b3.stats.new_chunks > 0, "{:?}", b3.stats);
+    assert!(
+        b3.index.packs.iter().all(|p| !retired.contains(&p.id)),
+        "b3 references a retired pack"
+    );
+    let out = tempfile::tempdir().unwrap();
+    restore(&store, &b3.index, out.path()).await.unwrap();
+    assert_eq!(tree(out.path()), tree(src.path()));
+
+    // Once b2 goes, the retired packs are unreferenced (prune deletes them) and the markers
+    // of packs that are gone are cleared.
+    commit_volume(&repo, "b3", &b3.index).await;
+    drop_backup(&store, "b2").await;
+    for id in &retired {
+        store.delete(&Layout::pack(id)).await.unwrap();
+    }
+    let again = retire_sparse_packs(&store, &judge_all(false))
+        .await
+        .unwrap();
+    assert_eq!(again.markers_cleared, report.retired);
+    assert!(retired_packs(&store.reader()).await.unwrap().is_empty());
+}

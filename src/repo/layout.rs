@@ -41,6 +41,15 @@ impl Layout {
         format!("{}{fan}/{id_hex}", Self::PACKS)
     }
 
+    /// Prefix of the markers of retired packs.
+    pub const RETIRED: &'static str = "retired/";
+
+    /// `retired/<pack id>`: the pack is mostly garbage; new backups store its live chunks again
+    /// instead of referencing it, so it is collected once the backups using it expire.
+    pub fn retired(pack_id: &str) -> String {
+        format!("{}{pack_id}", Self::RETIRED)
+    }
+
     /// If `key` is `backups/<name>/manifest.json`, the backup's name.
     pub fn manifest_owner(key: &str) -> Option<&str> {
         let rest = key.strip_prefix(Self::BACKUPS)?;

@@ -193,9 +193,9 @@ pub struct PruneReport {
 }
 
 /// Repacking in format v1: see `docs/FORMAT.md`.
-pub const REPACK_NOTE: &str = "not implemented in format v1: volume indexes of kept backups \
-address chunks by (pack, offset) and are write-once, so a rewritten pack would need rewritten \
-indexes and manifests; a pack is deleted only when no remaining backup references it";
+pub const REPACK_NOTE: &str = "packs are never rewritten (indexes are write-once); `lifeboat \
+prune` then retires packs that are mostly garbage (mover::retire), so later backups store their \
+live chunks again and the packs go with the backups still using them";
 
 #[derive(Debug, Default)]
 struct Folder {

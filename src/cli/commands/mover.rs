@@ -90,6 +90,11 @@ async fn backup(ctx: &Context, a: MoverBackupArgs) -> anyhow::Result<Exit> {
             .with_context(|| format!("reading the index of {volume} in parent backup {p}"))?,
         None => None,
     };
+    // Files touching a retired (mostly garbage) pack are read and stored again, not referenced.
+    let retired = mover::retired_packs(repo.store())
+        .await
+        .context("listing retired packs")?;
+    let parent_index = parent_index.map(|p| p.without_packs(&retired));
     if parent.is_some() && parent_index.is_none() {
         tracing::warn!(%volume, "the parent backup has no index of this volume: a full backup follows");
     }

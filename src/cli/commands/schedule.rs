@@ -113,7 +113,13 @@ async fn apply_retention(
         ..PruneOptions::default()
     };
     match prune(store, &schedule.retention, &opts, now).await {
-        Ok(report) => Retention::Applied(Box::new(report)),
+        Ok(report) => {
+            // Repacking forward is best effort: retention itself was applied.
+            if let Err(e) = super::prune::retire(store, &opts).await {
+                tracing::warn!(error = %format!("{e:#}"), "judging packs for repacking failed");
+            }
+            Retention::Applied(Box::new(report))
+        }
         Err(e) => Retention::NotApplied(format!("retention was not applied: {}", one_line(&e))),
     }
 }

@@ -1,0 +1,164 @@
+//! Repacking forward, within the write-once format: a pack mostly made of garbage (chunks no
+//! remaining backup uses) is *retired* with a marker `retired/<pack id>`. Backups taken after
+//! that do not reference it: the mover drops files touching it from the parent index, so their
+//! live chunks are read and stored again in new packs. Once the last backup that references the
+//! retired pack expires, prune deletes the pack (and this pass its marker). No object is ever
+//! rewritten, and a backup in progress that still references a retired pack stays valid.
+
+use std::collections::{HashMap, HashSet};
+
+use futures::TryStreamExt;
+use serde::Serialize;
+
+use super::{MoverError, Result, VolumeIndex};
+use crate::repo::{Layout, RepoReader};
+use crate::storage::{Reader, StorageError, Writer};
+
+/// How sparse a pack must be to be retired.
+#[derive(Debug, Clone)]
+pub struct RetireOptions {
+    /// Fraction of a pack's bytes that are garbage at or above which it is retired.
+    pub garbage_threshold: f64,
+    /// Only packs last modified before this (older than prune's grace period) are judged: a
+    /// young pack may belong to a backup in progress whose manifest does not list it yet.
+    pub cutoff: jiff::Timestamp,
+    /// Report only.
+    pub dry_run: bool,
+}
+
+/// What a pass found.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetireReport {
+    /// Referenced packs judged.
+    pub packs_judged: u64,
+    /// Packs retired now (or, in a dry run, to retire).
+    pub retired: u64,
+    /// Their garbage bytes: what is freed once their backups expire.
+    pub garbage_bytes: u64,
+    /// Packs retired earlier, still referenced.
+    pub already_retired: u64,
+    /// Markers deleted because their pack is gone.
+    pub markers_cleared: u64,
+}
+
+/// The ids of the retired packs of a location.
+pub async fn retired_packs(store: &Reader) -> Result<HashSet<String>> {
+    store
+        .list(Layout::RETIRED)
+        .map_ok(|m| m.key.trim_start_matches(Layout::RETIRED).to_owned())
+        .try_collect()
+        .await
+        .map_err(|source| MoverError::Fetch {
+            pack: Layout::RETIRED.to_owned(),
+            source,
+        })
+}
+
+impl VolumeIndex {
+    /// This index without the files that have a chunk in a retired pack: as a parent, it then
+    /// neither lets those files be taken over unread nor offers their chunks as known.
+    pub fn without_packs(mut self, retired: &HashSet<String>) -> Self {
+        if retired.is_empty() {
+            return self;
+        }
+        let gone: HashSet<u32> = self
+            .packs
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| retired.contains(&p.id))
+            .map(|(i, _)| i as u32)
+            .collect();
+        self.entries.retain(|e| match e {
+            super::Entry::File(f) => !f.chunks.iter().any(|c| gone.contains(&c.pack)),
+            _ => true,
+        });
+        self
+    }
+}
+
+/// Judges every referenced pack older than the cutoff and retires the sparse ones; clears
+/// markers of packs that are gone. Reads every committed backup's volume indexes.
+pub async fn retire_sparse_packs(store: &Writer, opts: &RetireOptions) -> Result<RetireReport> {
+    let fetch = |source: StorageError| MoverError::Fetch {
+        pack: Layout::PACKS.to_owned(),
+        source,
+    };
+    let repo = RepoReader::open(store.reader())
+        .await
+        .map_err(|e| MoverError::Internal {
+            what: format!("opening the repository: {e}"),
+        })?;
+    let listings = repo
+        .list_backups()
+        .await
+        .map_err(|e| MoverError::Internal {
+            what: format!("listing backups: {e}"),
+        })?;
+    // Pack key → (offsets of distinct live chunks, their stored bytes).
+    let mut live: HashMap<String, (HashSet<u32>, u64)> = HashMap::new();
+    for l in &listings {
+        let m = &l.manifest;
+        for v in m.volumes() {
+            if v.index.is_none() {
+                continue;
+            }
+            let Some(index) =
+                super::load_index(repo.store(), &m.name, &v.namespace, &v.pvc).await?
+            else {
+                continue;
+            };
+            let keys: Vec<String> = index.packs.iter().map(|p| p.key()).collect();
+            for f in index.files() {
+                for c in &f.chunks {
+                    let Some(key) = keys.get(c.pack as usize) else {
+                        continue;
+                    };
+                    let slot = live.entry(key.clone()).or_default();
+                    if slot.0.insert(c.offset) {
+                        slot.1 += u64::from(c.length);
+                    }
+                }
+            }
+        }
+    }
+    let retired = retired_packs(&store.reader()).await?;
+    let mut report = RetireReport::default();
+    let mut present: HashSet<String> = HashSet::new();
+    let mut packs = store.list(Layout::PACKS);
+    while let Some(meta) = packs.try_next().await.map_err(fetch)? {
+        let id = meta.key.rsplit('/').next().unwrap_or_default().to_owned();
+        present.insert(id.clone());
+        let Some((_, live_bytes)) = live.get(&meta.key) else {
+            continue; // unreferenced: prune's business
+        };
+        if meta.last_modified.is_none_or(|t| t >= opts.cutoff) || meta.size == 0 {
+            continue;
+        }
+        report.packs_judged += 1;
+        if retired.contains(&id) {
+            report.already_retired += 1;
+            continue;
+        }
+        let garbage = meta.size.saturating_sub(*live_bytes);
+        if garbage as f64 / meta.size as f64 >= opts.garbage_threshold {
+            report.retired += 1;
+            report.garbage_bytes += garbage;
+            if !opts.dry_run {
+                let body = serde_json::json!({"size": meta.size, "liveBytes": live_bytes, "at": jiff::Timestamp::now()});
+                store
+                    .put_if_absent(&Layout::retired(&id), bytes::Bytes::from(body.to_string()))
+                    .await
+                    .map_err(fetch)?;
+                tracing::info!(pack = %meta.key, garbage, size = meta.size, "pack retired");
+            }
+        }
+    }
+    for id in retired.difference(&present) {
+        report.markers_cleared += 1;
+        if !opts.dry_run {
+            store.delete(&Layout::retired(id)).await.map_err(fetch)?;
+        }
+    }
+    Ok(report)
+}
