@@ -185,6 +185,7 @@ impl MoverProgress {
                 Duration::from_secs(5)
             };
             let mut tick = tokio::time::interval(period);
+            tick.tick().await; // the first tick is immediate: nothing to report yet
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
@@ -207,10 +208,14 @@ impl MoverProgress {
                         } else {
                             String::new()
                         };
+                        let of = if total > 0 {
+                            format!(" of {}", super::output::human_bytes(total))
+                        } else {
+                            String::new()
+                        };
                         eprintln!(
-                            "{what}: {} of {}, {files} files, {:.1} MB/s{eta}",
+                            "{what}: {}{of}, {files} files, {:.1} MB/s{eta}",
                             super::output::human_bytes(bytes),
-                            super::output::human_bytes(total),
                             rate / 1e6
                         );
                     }

@@ -306,7 +306,8 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
 
 fn cluster_role() -> ClusterRole {
     let read = ["get", "list", "watch"];
-    let orchestrate = ["create", "delete", "get", "list", "watch"];
+    // patch: the lease annotation of temporary objects is renewed while they are in use.
+    let orchestrate = ["create", "delete", "get", "list", "watch", "patch"];
     ClusterRole {
         metadata: ObjectMeta {
             name: Some(CLUSTER_ROLE.into()),

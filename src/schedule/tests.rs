@@ -209,7 +209,11 @@ fn render_nightly_has_the_pieces() {
                     .contains(&resources[0]),
                 "unexpected write {v} on {resources:?}"
             );
-            assert!(!["update", "patch"].contains(v), "{v} in ClusterRole");
+            // patch only renews the lease annotation of lifeboat's temporary objects.
+            assert!(
+                *v != "update" && (*v != "patch" || resources[0] != "*"),
+                "{v} on {resources:?} in ClusterRole"
+            );
         }
     }
     assert!(out.yaml.contains("Secrets included"));
