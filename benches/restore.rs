@@ -120,6 +120,7 @@ fn main() {
             labels: Default::default(),
             ttl: None,
             volumes: None,
+            started_at: None,
             spool_dir: dir.path().to_owned(),
         };
         backup::run(&connected, &repo, req, &NoProgress).await.unwrap();

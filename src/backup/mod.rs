@@ -64,6 +64,9 @@ pub struct BackupRequest {
     pub volumes: Option<volumes::VolumeJobs>,
     /// Where the archive is spooled before upload.
     pub spool_dir: PathBuf,
+    /// The time recorded as the backup's start (what retention judges it by); `None`: now.
+    /// `schedule run --now T` sets it, so a replayed or tested schedule keeps its clock.
+    pub started_at: Option<jiff::Timestamp>,
 }
 
 /// Errors that stop a backup (per-resource failures are warnings in the manifest instead).
@@ -147,7 +150,7 @@ pub async fn run(
     req: BackupRequest,
     progress: &dyn Progress,
 ) -> Result<Manifest, BackupError> {
-    let started_at = jiff::Timestamp::now();
+    let started_at = req.started_at.unwrap_or_else(jiff::Timestamp::now);
     let t0 = Instant::now();
     let client = &cluster.client;
     let repo_err = |source| BackupError::Repo {

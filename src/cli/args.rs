@@ -517,8 +517,9 @@ pub struct ScheduleRunArgs {
         default_value = "schedules"
     )]
     pub schedules: PathBuf,
-    /// The time the backup is named after (RFC 3339, e.g. `2026-11-20T03:00:00Z`) instead of
-    /// the clock: reproducible names for tests and reruns.
+    /// Replay the run at this time (RFC 3339, e.g. `2026-11-20T03:00:00Z`) instead of the
+    /// clock: the backup's name, its recorded start and the retention clock. For tests, drills
+    /// and reruns.
     #[arg(long, value_name = "RFC3339")]
     pub now: Option<jiff::Timestamp>,
     /// Namespace of the `lifeboat-status` ConfigMap; default: the pod's namespace in a

@@ -418,6 +418,35 @@ async fn a_dozen_scheduled_runs_leave_exactly_what_retention_keeps() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn keep_daily_over_replayed_days_keeps_the_newest_run_of_each_day() {
+    let env = Env::new(&format!("{TICK}retention: {{ keepDaily: 3 }}\n")).await;
+    // Three runs a day for five days, replayed with --now: the clock of name, start and
+    // retention alike.
+    for day in 16..=20 {
+        for hour in [1, 9, 17] {
+            let now = format!("2026-11-{day}T{hour:02}:00:00Z");
+            let out = env
+                .run(&["schedule", "run", "tick", "--now", &now, "-o", "json"])
+                .await;
+            assert_eq!(out.status.code(), Some(0), "{now}: {}", stderr(&out));
+        }
+    }
+    let listed = env.run(&["list", "-o", "json"]).await;
+    let listed: Value = serde_json::from_slice(&listed.stdout).expect("list JSON");
+    let mut remaining = listed_names(&listed);
+    remaining.sort();
+    assert_eq!(
+        remaining,
+        [
+            "tick-20261118-170000",
+            "tick-20261119-170000",
+            "tick-20261120-170000"
+        ],
+        "the newest run of each of the last 3 days"
+    );
+}
+
 /// Backup names from `lifeboat list -o json` (an array, or an object with `backups`).
 fn listed_names(v: &Value) -> Vec<String> {
     let items = v

@@ -177,6 +177,7 @@ pub(super) fn request(
                 settings: ctx.config.volumes.clone(),
             }),
         spool_dir: std::env::temp_dir(),
+        started_at: None,
     }
 }
 

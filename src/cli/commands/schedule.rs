@@ -170,7 +170,9 @@ async fn run_cmd(ctx: &Context, a: ScheduleRunArgs) -> anyhow::Result<Exit> {
         wait: true,
         fail_on_warnings: false,
     };
-    let request = super::backup::request(ctx, &args, name.clone(), &cluster_name);
+    let mut request = super::backup::request(ctx, &args, name.clone(), &cluster_name);
+    // `--now` replays the schedule at that time: name, recorded start and retention clock.
+    request.started_at = a.now;
     tracing::info!(schedule = %schedule.name, backup = %name, "scheduled backup starting");
     let progress = BackupProgress::new(ctx.output == OutputFormat::Json);
     let result = backup::run(&connected, &repo, request, &progress).await;
