@@ -304,6 +304,10 @@ pub struct ListArgs {
     /// Location to list (a key of `locations`); default: `defaults.location` or the only one.
     #[arg(long, short = 'l')]
     pub location: Option<String>,
+    /// Also check that every object of each backup is present here (one HEAD per object): on a
+    /// replica, which backups are restore points now.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// `lifeboat describe`

@@ -18,18 +18,37 @@ struct Row {
     size: u64,
     labels: std::collections::BTreeMap<String, String>,
     warnings: usize,
+    /// With `--check`: whether every object is present on this location.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    complete: Option<bool>,
+    /// With `--check`: objects not (yet) on this location.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missing: Option<usize>,
 }
 
 /// Lists committed backups, oldest first.
 pub async fn run(ctx: &Context, args: ListArgs) -> anyhow::Result<Exit> {
     let (location, repo) = open_repo_reader(ctx, args.location.as_deref()).await?;
-    let rows: Vec<Row> = repo
-        .list_backups()
-        .await?
+    let listings = repo.list_backups().await?;
+    let mut checks = Vec::with_capacity(listings.len());
+    for b in &listings {
+        checks.push(if args.check {
+            let c = repo
+                .check(&b.manifest, crate::repo::VerifyOptions { deep: false })
+                .await?;
+            Some(c.missing.len() + c.wrong_size.len())
+        } else {
+            None
+        });
+    }
+    let rows: Vec<Row> = listings
         .into_iter()
-        .map(|b| {
+        .zip(checks)
+        .map(|(b, missing)| {
             let m = b.manifest;
             Row {
+                complete: missing.map(|n| n == 0),
+                missing,
                 status: if m.warnings.is_empty() {
                     "Completed"
                 } else {
@@ -58,18 +77,33 @@ pub async fn run(ctx: &Context, args: ListArgs) -> anyhow::Result<Exit> {
         OutputFormat::Text if rows.is_empty() => println!("No backups in location {location:?}."),
         OutputFormat::Text => {
             let now = jiff::Timestamp::now();
-            let mut t = Table::new(&["NAME", "STATUS", "AGE", "OBJECTS", "SIZE", "LABELS"]);
+            let mut headers = vec!["NAME", "STATUS", "AGE", "OBJECTS", "SIZE", "LABELS"];
+            if args.check {
+                headers.insert(2, "HERE");
+            }
+            let mut t = Table::new(&headers);
             for r in &rows {
                 let labels: Vec<String> =
                     r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                t.row(vec![
+                let mut cells = vec![
                     r.name.clone(),
                     r.status.into(),
                     output::human_age(r.completed_at, now),
                     r.objects.to_string(),
                     output::human_bytes(r.size),
                     labels.join(","),
-                ]);
+                ];
+                if let Some(missing) = r.missing {
+                    cells.insert(
+                        2,
+                        if missing == 0 {
+                            "complete".into()
+                        } else {
+                            format!("{missing} missing")
+                        },
+                    );
+                }
+                t.row(cells);
             }
             t.print();
         }

@@ -350,6 +350,25 @@ async fn latest_skips_a_partly_replicated_backup_and_naming_it_is_refused() {
     assert_eq!(point["name"], "b1");
     assert_eq!(point["passedOver"][0]["name"], "b2");
     assert_eq!(point["passedOver"][0]["missing"], 1);
+    // `list --check` on the replica says which backups are restore points there.
+    let out = lifeboat(r.path(), &["list", "-l", "dr", "--check", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let here: Vec<(&str, bool, u64)> = listed["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["name"].as_str().unwrap(),
+                b["complete"].as_bool().unwrap(),
+                b["missing"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(here, [("b1", true, 0), ("b2", false, 1)]);
+    let out = lifeboat(r.path(), &["list", "-l", "dr", "--check"]);
+    assert!(stdout(&out).contains("1 missing"), "{}", stdout(&out));
     let out = lifeboat(r.path(), &["restore", "--to", "secondary", "--dry-run"]);
     assert!(
         stdout(&out).contains("b2: 1 of 1 objects not yet replicated"),
