@@ -824,8 +824,9 @@ async fn a_mostly_garbage_pack_is_retired_and_later_backups_store_its_live_chunk
     drop_backup(&store, "b1").await;
 
     let dry = retire_sparse_packs(&store, &judge_all(true)).await.unwrap();
-    // b1's first pack is retired; b2's own small pack (its new last chunk) is all live.
-    assert_eq!(dry.retired, 1, "{dry:?}");
+    // b1's pack(s) holding the first 300 KB (hashing in parallel may spread them over two) are
+    // retired; b2's own small pack (its new last chunk) is all live.
+    assert!(dry.retired >= 1, "{dry:?}");
     assert!(
         retired_packs(&store.reader()).await.unwrap().is_empty(),
         "a dry run writes nothing"
@@ -836,6 +837,12 @@ async fn a_mostly_garbage_pack_is_retired_and_later_backups_store_its_live_chunk
     assert_eq!(report.retired, dry.retired);
     let retired = retired_packs(&store.reader()).await.unwrap();
     assert_eq!(retired.len() as u64, report.retired);
+    assert!(
+        retired
+            .iter()
+            .all(|id| b1.index.packs.iter().any(|p| &p.id == id)),
+        "only b1's packs are mostly garbage: {retired:?}"
+    );
 
     // The next backup neither references a retired pack nor loses data.
     let parent = b2.index.clone().without_packs(&retired);
