@@ -99,10 +99,9 @@ async fn list_one(
         limit: PAGE_SIZE,
         // lifeboat's own temporary objects (snapshots, claims and Jobs of a backup in progress)
         // are never part of a backup.
-        label_selector: Some(match (take.use_selector, &filters.selector) {
-            (true, Some(s)) => format!("{s},!{}", crate::mover::job::TEMPORARY_LABEL),
-            _ => format!("!{}", crate::mover::job::TEMPORARY_LABEL),
-        }),
+        label_selector: Some(crate::mover::job::excluding_temporary(
+            filters.selector.as_deref().filter(|_| take.use_selector),
+        )),
     };
     let mut continue_token: Option<String> = None;
     // After a restart the list starts over; objects up to the last one taken are skipped (the

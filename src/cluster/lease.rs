@@ -68,18 +68,79 @@ pub async fn sweep(
             }
             let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
             let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-            if objects::delete(client, kind, ns, name).await? {
-                tracing::info!(kind = kind.plural, %ns, %name, "deleted a leftover of an interrupted run");
-                // A claim goes only once no pod uses it: wait (bounded) so the next kind's
-                // objects are not held by this one, and nothing is left once the sweep returns.
-                if !objects::wait_gone(client, kind, ns, name, GONE_TIMEOUT).await? {
-                    tracing::warn!(kind = kind.plural, %ns, %name, "a swept leftover is still terminating");
+            match remove(client, kind, ns, name).await? {
+                Removed::Absent => continue,
+                Removed::Gone => {}
+                Removed::Terminating => {
+                    tracing::warn!(kind = kind.plural, %ns, %name, "a swept leftover is still terminating")
                 }
-                swept.deleted.push(format!("{} {ns}/{name}", kind.plural));
             }
+            tracing::info!(kind = kind.plural, %ns, %name, "deleted a leftover of an interrupted run");
+            swept.deleted.push(format!("{} {ns}/{name}", kind.plural));
         }
     }
     Ok(swept)
+}
+
+/// What [`remove`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removed {
+    /// It did not exist.
+    Absent,
+    /// Deleted and gone.
+    Gone,
+    /// Deleted, but still there after [`GONE_TIMEOUT`] (finalizers).
+    Terminating,
+}
+
+/// Deletes an object and waits (bounded) until it is gone: a claim goes only once no pod uses
+/// it, a snapshot once no claim is restoring from it, so removing in order and waiting keeps the
+/// order meaningful and leaves nothing behind once the caller returns.
+pub async fn remove(
+    client: &kube::Client,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+) -> Result<Removed, ClusterError> {
+    if !objects::delete(client, kind, ns, name).await? {
+        return Ok(Removed::Absent);
+    }
+    Ok(
+        if objects::wait_gone(client, kind, ns, name, GONE_TIMEOUT).await? {
+            Removed::Gone
+        } else {
+            Removed::Terminating
+        },
+    )
+}
+
+/// Runs `work` while renewing the leases of the temporary `objects` (in `ns`), then removes
+/// them in the order given, whatever `work` returned. A failure to remove is logged: the next
+/// run's [`sweep`] deletes what is left once its lease lapses.
+pub async fn holding<T>(
+    client: &kube::Client,
+    ns: &str,
+    objects: Vec<(Kind, String)>,
+    lease: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let renewal = renew(client.clone(), ns.to_owned(), objects.clone(), lease);
+    let out = tokio::select! {
+        r = work => r,
+        _ = renewal => unreachable!("lease renewal runs until cancelled"),
+    };
+    for (kind, name) in &objects {
+        match remove(client, *kind, ns, name).await {
+            Ok(Removed::Absent | Removed::Gone) => {}
+            Ok(Removed::Terminating) => {
+                tracing::warn!(kind = kind.plural, %ns, %name, "a temporary object is still terminating; a later run sweeps it")
+            }
+            Err(e) => {
+                tracing::warn!(kind = kind.plural, %ns, %name, error = %e, "could not delete a temporary object; a later run sweeps it")
+            }
+        }
+    }
+    out
 }
 
 /// Renews the leases of the objects `(kind, name)` in `ns` every third of `lease`, forever: run

@@ -13,7 +13,7 @@ pub mod app;
 mod commands;
 mod config;
 pub mod data;
-mod replicate;
+pub mod replicate;
 pub mod report;
 mod verify;
 

@@ -24,6 +24,32 @@ fn shuffle<T>(v: &mut [T], mut seed: u64) {
     }
 }
 
+/// Copies every object of `from` for which `keep` holds to `to`, in a random order (seeded, so
+/// an order can be replayed), as Azure replicates: no ordering guarantee. Returns how many; an
+/// error names the key.
+pub async fn copy_shuffled(
+    from: &Reader,
+    to: &Writer,
+    seed: u64,
+    keep: impl Fn(&str) -> bool,
+) -> Result<usize, (String, crate::storage::StorageError)> {
+    let mut keys: Vec<String> = from
+        .list("")
+        .map_ok(|m| m.key)
+        .try_collect()
+        .await
+        .map_err(|e| (String::new(), e))?;
+    keys.retain(|k| keep(k));
+    shuffle(&mut keys, seed | 1);
+    for k in &keys {
+        let bytes = from.get(k).await.map_err(|e| (k.clone(), e))?;
+        to.put_if_absent(k, bytes)
+            .await
+            .map_err(|e| (k.clone(), e))?;
+    }
+    Ok(keys.len())
+}
+
 /// Copies every object of `from` to `to` except about half of the objects only `newer` needs
 /// (never its manifest, which arrives first here to show that a manifest alone does not make
 /// a restore point).
@@ -67,36 +93,15 @@ pub(super) async fn lagging(
         .map(|k| (*k).to_owned())
         .collect();
 
-    let mut keys: Vec<String> = reader
-        .list("")
-        .map_ok(|m| m.key)
-        .try_collect()
+    let copied = copy_shuffled(&reader, &writer, 0x5eed_1a66, |k| !held.contains(k))
         .await
-        .map_err(|source| DemoError::Replicate {
-            key: String::new(),
-            source,
-        })?;
-    keys.retain(|k| !held.contains(k));
-    shuffle(&mut keys, 0x5eed_1a66);
-    for k in &keys {
-        let bytes = reader.get(k).await.map_err(|source| DemoError::Replicate {
-            key: k.clone(),
-            source,
-        })?;
-        writer
-            .put_if_absent(k, bytes)
-            .await
-            .map_err(|source| DemoError::Replicate {
-                key: k.clone(),
-                source,
-            })?;
-    }
+        .map_err(|(key, source)| DemoError::Replicate { key, source })?;
     Ok(Replication {
         mode: "simulated",
-        objects_copied: keys.len(),
+        objects_copied: copied,
         note: format!(
             "{} objects copied in random order; {} of the {} objects only {newer} needs held back (its manifest arrived), as RA-GRS lag would",
-            keys.len(),
+            copied,
             held.len(),
             only_newer.len()
         ),

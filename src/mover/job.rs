@@ -29,6 +29,20 @@ pub struct VolumeJobs {
 /// Where the volume is mounted in the mover pod.
 pub const MOUNT_PATH: &str = "/data";
 
+/// Selects lifeboat's temporary objects (what a sweep looks at).
+pub fn temporary_selector() -> String {
+    format!("{TEMPORARY_LABEL}=true")
+}
+
+/// `selector` (a user's label selector, if any) narrowed to objects that are not lifeboat's
+/// temporary ones: they never belong in a backup.
+pub fn excluding_temporary(selector: Option<&str>) -> String {
+    match selector {
+        Some(s) => format!("{s},!{TEMPORARY_LABEL}"),
+        None => format!("!{TEMPORARY_LABEL}"),
+    }
+}
+
 /// The labels of a temporary object of `backup`.
 pub fn temporary_labels(backup: &str, role: &str) -> BTreeMap<String, String> {
     BTreeMap::from([

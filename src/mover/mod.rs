@@ -21,6 +21,7 @@ pub mod chunker;
 pub mod index;
 pub mod job;
 pub mod known;
+pub mod mounts;
 pub mod pack;
 pub mod report;
 pub mod restore;

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{BackupStats, RestoreStats};
-use crate::repo::ObjectEntry;
+use crate::repo::{ObjectEntry, VolumeFigures};
 
 /// The report's version marker: lines without it are log lines, not reports.
 const MARKER: u32 = 1;
@@ -24,25 +24,9 @@ pub struct JobReport {
     /// The index written (backup) or read (restore).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<ObjectEntry>,
-    /// Regular files.
-    pub files: u64,
-    /// File bytes (apparent size) backed up or written.
-    pub bytes: u64,
-    /// Files taken over from the parent without reading (backup).
-    #[serde(default)]
-    pub files_unchanged: u64,
-    /// Chunks stored by this backup.
-    #[serde(default)]
-    pub new_chunks: u64,
-    /// Their plaintext bytes.
-    #[serde(default)]
-    pub new_bytes: u64,
-    /// Their stored (compressed) bytes.
-    #[serde(default)]
-    pub stored_bytes: u64,
-    /// Chunk references served by chunks the repository already had.
-    #[serde(default)]
-    pub reused_chunks: u64,
+    /// Files, bytes and chunks.
+    #[serde(flatten)]
+    pub figures: VolumeFigures,
     /// Packs uploaded (backup) or bytes fetched from packs (restore: `fetchedBytes`).
     #[serde(default)]
     pub packs_written: u64,
@@ -65,13 +49,15 @@ impl JobReport {
             backup: backup.into(),
             volume: volume.into(),
             index: Some(index),
-            files: s.files,
-            bytes: s.bytes_total,
-            files_unchanged: s.files_unchanged,
-            new_chunks: s.new_chunks,
-            new_bytes: s.new_bytes,
-            stored_bytes: s.new_stored_bytes,
-            reused_chunks: s.reused_chunks,
+            figures: VolumeFigures {
+                files: s.files,
+                bytes: s.bytes_total,
+                files_unchanged: s.files_unchanged,
+                new_chunks: s.new_chunks,
+                new_bytes: s.new_bytes,
+                stored_bytes: s.new_stored_bytes,
+                reused_chunks: s.reused_chunks,
+            },
             packs_written: s.packs_written.len() as u64,
             skipped: s.skipped.clone(),
             seconds: s.seconds,
@@ -87,8 +73,11 @@ impl JobReport {
             backup: backup.into(),
             volume: volume.into(),
             index: Some(index),
-            files: s.files,
-            bytes: s.bytes_written,
+            figures: VolumeFigures {
+                files: s.files,
+                bytes: s.bytes_written,
+                ..VolumeFigures::default()
+            },
             fetched_bytes: s.bytes_fetched,
             seconds: s.seconds,
             ..Self::default()

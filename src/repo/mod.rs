@@ -33,7 +33,7 @@ pub use names::{BackupName, NameError};
 pub use prune::{BackupSelector, PruneError, PruneOptions, PruneReport, prune};
 pub use reader::{BackupListing, Completeness, RepoReader, VerifyOptions};
 pub use retention::{RetentionError, RetentionPolicy};
-pub use volumes::{VolumeRecord, VolumeStatus};
+pub use volumes::{VolumeFigures, VolumeRecord, VolumeStatus};
 pub use writer::{BackupWriter, RepoWriter};
 
 use crate::storage::StorageError;

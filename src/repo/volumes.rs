@@ -17,6 +17,34 @@ pub enum VolumeStatus {
     NotSnapshottable,
 }
 
+/// What moving one volume's data amounted to: kept in the manifest's volume record and sent by
+/// the mover in its report, under the same JSON names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeFigures {
+    /// Regular files.
+    #[serde(default)]
+    pub files: u64,
+    /// File bytes (apparent size) backed up or written.
+    #[serde(default)]
+    pub bytes: u64,
+    /// Files taken over from the parent without reading (backup).
+    #[serde(default)]
+    pub files_unchanged: u64,
+    /// Chunks stored by this backup.
+    #[serde(default)]
+    pub new_chunks: u64,
+    /// Their plaintext bytes.
+    #[serde(default)]
+    pub new_bytes: u64,
+    /// Their stored (compressed) bytes.
+    #[serde(default)]
+    pub stored_bytes: u64,
+    /// Chunk references served by chunks the repository already had.
+    #[serde(default)]
+    pub reused_chunks: u64,
+}
+
 /// One PersistentVolumeClaim of a backup.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -51,27 +79,9 @@ pub struct VolumeRecord {
     /// The backup whose index served as parent (incremental), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
-    /// Regular files.
-    #[serde(default)]
-    pub files: u64,
-    /// File bytes (apparent size).
-    #[serde(default)]
-    pub bytes: u64,
-    /// Files taken over from the parent without reading.
-    #[serde(default)]
-    pub files_unchanged: u64,
-    /// Chunks stored by this backup.
-    #[serde(default)]
-    pub new_chunks: u64,
-    /// Their plaintext bytes.
-    #[serde(default)]
-    pub new_bytes: u64,
-    /// Their stored (compressed) bytes.
-    #[serde(default)]
-    pub stored_bytes: u64,
-    /// Chunks the repository already had.
-    #[serde(default)]
-    pub reused_chunks: u64,
+    /// Files, bytes and chunks, as the mover reported them.
+    #[serde(flatten)]
+    pub figures: VolumeFigures,
     /// Hooks run around the snapshot, with their outcome.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<String>,
@@ -95,13 +105,7 @@ impl VolumeRecord {
             snapshot_time: None,
             index: None,
             parent: None,
-            files: 0,
-            bytes: 0,
-            files_unchanged: 0,
-            new_chunks: 0,
-            new_bytes: 0,
-            stored_bytes: 0,
-            reused_chunks: 0,
+            figures: VolumeFigures::default(),
             hooks: Vec::new(),
             seconds: 0.0,
         }

@@ -14,9 +14,7 @@ use crate::cluster::job::{self, short_name};
 use crate::cluster::lease;
 use crate::cluster::objects::JOBS;
 use crate::mover::JobReport;
-use crate::mover::job::{
-    Direction, MOUNT_PATH, MoverJob, TEMPORARY_LABEL, VolumeJobs, temporary_labels,
-};
+use crate::mover::job::{Direction, MOUNT_PATH, MoverJob, VolumeJobs, temporary_labels};
 use crate::repo::{VolumeRecord, VolumeStatus};
 use crate::transform::Mappings;
 
@@ -65,8 +63,8 @@ pub fn plan_volumes(
                 namespace: ns.to_owned(),
                 pvc: r.pvc.clone(),
                 index: index.clone(),
-                bytes: r.bytes,
-                files: r.files,
+                bytes: r.figures.bytes,
+                files: r.figures.files,
             }),
             (VolumeStatus::Completed, Some(_), Action::SkipExists | Action::Update) => {
                 notes.push(format!(
@@ -114,7 +112,7 @@ pub async fn fill(
     fills: &[&VolumeFill],
     jobs: &VolumeJobs,
 ) -> Vec<VolumeResult> {
-    let selector = format!("{TEMPORARY_LABEL}=true");
+    let selector = crate::mover::job::temporary_selector();
     if let Err(e) = lease::sweep(client, &selector, &[JOBS]).await {
         tracing::warn!(error = %e, "could not sweep leftover mover Jobs of interrupted runs");
     }
@@ -155,32 +153,19 @@ async fn fill_one(
     }
     .to_object();
     job["metadata"]["annotations"] = lease::lease_annotations(lease_for);
-    let renew = lease::renew(
-        client.clone(),
-        f.namespace.clone(),
+    let run = lease::holding(
+        client,
+        &f.namespace,
         vec![(JOBS, name.clone())],
         lease_for,
-    );
-    let run = tokio::select! {
-        r = job::run_to_completion(client, &f.namespace, &job, Duration::from_secs(jobs.settings.timeout_seconds)) => r,
-        _ = renew => unreachable!("lease renewal runs until cancelled"),
-    };
-    let gone = match crate::cluster::objects::delete(client, JOBS, &f.namespace, &name).await {
-        Ok(_) => {
-            crate::cluster::objects::wait_gone(
-                client,
-                JOBS,
-                &f.namespace,
-                &name,
-                lease::GONE_TIMEOUT,
-            )
-            .await
-        }
-        Err(e) => Err(e),
-    };
-    if !matches!(gone, Ok(true)) {
-        tracing::warn!(ns = %f.namespace, job = %name, "could not delete the mover Job; the next restore sweeps it");
-    }
+        job::run_to_completion(
+            client,
+            &f.namespace,
+            &job,
+            Duration::from_secs(jobs.settings.timeout_seconds),
+        ),
+    )
+    .await;
     let outcome = match run {
         Err(e) => Err(format!("running the mover Job: {e}")),
         Ok(run) if !run.succeeded => Err(format!(
@@ -206,8 +191,8 @@ async fn fill_one(
     };
     match outcome {
         Ok(report) => {
-            r.files = report.files;
-            r.bytes = report.bytes;
+            r.files = report.figures.files;
+            r.bytes = report.figures.bytes;
         }
         Err(e) => {
             tracing::warn!(ns = %f.namespace, pvc = %f.pvc, error = %e, "restoring volume data failed");

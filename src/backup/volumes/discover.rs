@@ -92,11 +92,7 @@ pub async fn claims(
         return Ok(Discovered::default());
     }
     // Never lifeboat's own temporary claims (of this run, or of a killed one being swept).
-    let not_temporary = format!("!{}", crate::mover::job::TEMPORARY_LABEL);
-    let selector = match &filters.selector {
-        Some(s) => format!("{s},{not_temporary}"),
-        None => not_temporary,
-    };
+    let selector = crate::mover::job::excluding_temporary(filters.selector.as_deref());
     let pvcs = objects::list(client, PVCS, "", Some(&selector)).await?;
     let pvs: BTreeMap<String, Value> = objects::list(client, PVS, "", None)
         .await?

@@ -85,7 +85,12 @@ pub async fn back_up(
     filters: &Filters,
     repo: &RepoReader,
 ) -> Result<VolumesOutcome, ClusterError> {
-    let swept = lease::sweep(ctx.client, &temporary_selector(), &TEMPORARY_KINDS).await?;
+    let swept = lease::sweep(
+        ctx.client,
+        &crate::mover::job::temporary_selector(),
+        &TEMPORARY_KINDS,
+    )
+    .await?;
     let found = discover::claims(ctx.client, filters, ctx.settings).await?;
     let parents = parents(repo).await;
     tracing::info!(
@@ -114,9 +119,4 @@ pub async fn back_up(
     out.records
         .sort_by(|a, b| (&a.namespace, &a.pvc).cmp(&(&b.namespace, &b.pvc)));
     Ok(out)
-}
-
-/// Selects lifeboat's temporary objects.
-pub fn temporary_selector() -> String {
-    format!("{}=true", crate::mover::job::TEMPORARY_LABEL)
 }

@@ -32,20 +32,16 @@ pub async fn back_up(ctx: &VolumeContext<'_>, claim: &Claim, parent: Option<Stri
         &claim.name,
     );
     let lease = Duration::from_secs(ctx.settings.lease_seconds);
-    let renew = sweep::renew(
-        ctx.client.clone(),
-        claim.namespace.clone(),
+    let mut hook_log = Vec::new();
+    // Job first: its pod holds the claim, and the claim holds the snapshot.
+    let result = sweep::holding(
+        ctx.client,
+        &claim.namespace,
         TEMPORARY_KINDS.iter().map(|k| (*k, name.clone())).collect(),
         lease,
-    );
-    let mut hook_log = Vec::new();
-    let steps = steps(ctx, claim, &name, parent.clone(), &mut hook_log);
-    // The lease renewal runs beside the steps and ends with them.
-    let result = tokio::select! {
-        r = steps => r,
-        _ = renew => unreachable!("lease renewal runs until cancelled"),
-    };
-    cleanup(ctx.client, &claim.namespace, &name).await;
+        steps(ctx, claim, &name, parent.clone(), &mut hook_log),
+    )
+    .await;
 
     let mut record = VolumeRecord::new(&claim.namespace, &claim.name, VolumeStatus::Completed);
     record.storage_class = claim.storage_class.clone();
@@ -59,13 +55,7 @@ pub async fn back_up(ctx: &VolumeContext<'_>, claim: &Claim, parent: Option<Stri
             record.snapshot_time = snapshot_time;
             record.index = report.index.as_ref().map(|i| i.key.clone());
             record.parent = parent;
-            record.files = report.files;
-            record.bytes = report.bytes;
-            record.files_unchanged = report.files_unchanged;
-            record.new_chunks = report.new_chunks;
-            record.new_bytes = report.new_bytes;
-            record.stored_bytes = report.stored_bytes;
-            record.reused_chunks = report.reused_chunks;
+            record.figures = report.figures.clone();
             VolumeRun {
                 record,
                 report: Some(report),
@@ -231,25 +221,4 @@ async fn take_snapshot(
     .await
     .map_err(|e| format!("waiting for the VolumeSnapshot: {e}"))?
     .map_err(|w| format!("VolumeSnapshot {ns}/{name}: {w}"))?
-}
-
-/// Deletes the volume's temporary objects; failures are logged (the next run's sweep retries).
-async fn cleanup(client: &kube::Client, ns: &str, name: &str) {
-    for kind in TEMPORARY_KINDS {
-        // Waiting for each to be gone keeps the order meaningful (the Job's pod releases the
-        // claim, the claim releases the snapshot) and leaves nothing once the backup returns.
-        let gone = match objects::delete(client, kind, ns, name).await {
-            Ok(_) => objects::wait_gone(client, kind, ns, name, sweep::GONE_TIMEOUT).await,
-            Err(e) => Err(e),
-        };
-        match gone {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(kind = kind.plural, %ns, %name, "a temporary object is still terminating; the next backup sweeps it")
-            }
-            Err(e) => {
-                tracing::warn!(kind = kind.plural, %ns, %name, error = %e, "could not delete a temporary object; the next backup sweeps it")
-            }
-        }
-    }
 }

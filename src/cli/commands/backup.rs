@@ -132,9 +132,9 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> anyhow::Result<Exit> {
                     "  {} of {} volumes: {} of data, {} new ({} stored)",
                     done.len(),
                     volumes.len(),
-                    output::human_bytes(done.iter().map(|v| v.bytes).sum()),
-                    output::human_bytes(done.iter().map(|v| v.new_bytes).sum()),
-                    output::human_bytes(done.iter().map(|v| v.stored_bytes).sum()),
+                    output::human_bytes(done.iter().map(|v| v.figures.bytes).sum()),
+                    output::human_bytes(done.iter().map(|v| v.figures.new_bytes).sum()),
+                    output::human_bytes(done.iter().map(|v| v.figures.stored_bytes).sum()),
                 );
             }
             for w in &manifest.warnings {

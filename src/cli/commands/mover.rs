@@ -2,7 +2,6 @@
 //! Normally run by the mover Jobs that `backup` and `restore` create; the last line on stdout is
 //! a [`JobReport`] they read back from the pod's log.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -46,23 +45,6 @@ fn location(ctx: &Context, a: &MoverLocationArgs) -> anyhow::Result<(String, Loc
     Ok((name.to_owned(), loc.clone()))
 }
 
-/// The host path of an in-pod path. The simulated cluster's kubelet runs mover pods as host
-/// processes and passes their mount table in `LIFEBOAT_SIM_MOUNTS`; in a real pod the variable
-/// is absent and paths are used as they are.
-fn host_path(path: &Path) -> anyhow::Result<(PathBuf, bool)> {
-    let Ok(json) = std::env::var(crate::sim::controllers::kubelet::MOUNTS_ENV) else {
-        return Ok((path.to_owned(), false));
-    };
-    let mounts: crate::sim::controllers::kubelet::SimMounts =
-        serde_json::from_str(&json).context("reading the simulated kubelet's mount table")?;
-    crate::sim::controllers::kubelet::translate(&mounts, path).with_context(|| {
-        format!(
-            "{} is not on a volume mounted into this pod",
-            path.display()
-        )
-    })
-}
-
 fn volume_name(namespace: &str, pvc: &str) -> String {
     format!("{namespace}/{pvc}")
 }
@@ -76,7 +58,7 @@ async fn backup(ctx: &Context, a: MoverBackupArgs) -> anyhow::Result<Exit> {
         .transpose()
         .map_err(|e| UsageError(format!("--parent: {e}")))?;
     let volume = volume_name(&a.namespace, &a.pvc);
-    let (source, _) = host_path(&a.source)?;
+    let (source, _) = mover::mounts::host_path(&a.source)?;
     let (loc_name, loc) = location(ctx, &a.location)?;
     let store = storage::open_writer(&loc_name, &loc)
         .with_context(|| format!("opening location {loc_name} for writing"))?;
@@ -147,7 +129,7 @@ async fn backup(ctx: &Context, a: MoverBackupArgs) -> anyhow::Result<Exit> {
 async fn restore(ctx: &Context, a: MoverRestoreArgs) -> anyhow::Result<Exit> {
     let name = BackupName::new(&a.backup).map_err(|e| UsageError(format!("--backup: {e}")))?;
     let volume = volume_name(&a.namespace, &a.pvc);
-    let (target, read_only) = host_path(&a.target)?;
+    let (target, read_only) = mover::mounts::host_path(&a.target)?;
     if read_only {
         return Err(UsageError(format!(
             "{} is mounted read-only: a restore must write it",

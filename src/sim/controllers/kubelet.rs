@@ -29,14 +29,13 @@
 //! - Deleting the pod kills its processes; so does shutting the instance down. A pod found
 //!   Running at start (the simulator was restarted while it ran) is marked Failed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -46,38 +45,8 @@ use super::{
     uid,
 };
 
-/// The environment variable that carries a lifeboat container's volume mounts: a JSON object
-/// from each in-pod mount path to a [`SimMount`], e.g.
-/// `{"/data": {"path": "/tmp/sim/volumes/pvc-1b2c…", "readOnly": false}}`.
-pub const MOUNTS_ENV: &str = "LIFEBOAT_SIM_MOUNTS";
-
-/// Where one in-pod mount path lives on the host, as [`MOUNTS_ENV`] carries it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SimMount {
-    /// The host directory (with the mount's `subPath` already joined).
-    pub path: PathBuf,
-    /// Returns true if and only if the mount is read-only. The host directory itself stays
-    /// writable (other pods may mount it read-write), so the program must honour this.
-    #[serde(rename = "readOnly", default)]
-    pub read_only: bool,
-}
-
-/// The mounts of one container: in-pod mount path → host directory.
-pub type SimMounts = BTreeMap<String, SimMount>;
-
-/// Translates an in-pod path through `mounts`: the longest mount path that is a prefix of
-/// `path` (on a component boundary) is replaced by its host directory. Returns the host path
-/// and whether the mount is read-only, or None when no mount covers `path`.
-pub fn translate(mounts: &SimMounts, path: &Path) -> Option<(PathBuf, bool)> {
-    mounts
-        .iter()
-        .filter_map(|(mount, m)| {
-            let rest = path.strip_prefix(mount).ok()?;
-            Some((mount.len(), m.path.join(rest), m.read_only))
-        })
-        .max_by_key(|(len, _, _)| *len)
-        .map(|(_, p, ro)| (p, ro))
-}
+// The mount table protocol is the mover's (it reads it); the kubelet only writes it.
+pub use crate::mover::mounts::{MOUNTS_ENV, SimMount, SimMounts, translate};
 
 const COMPONENT: &str = "kubelet";
 
