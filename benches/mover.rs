@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use lifeboat::mover::{
-    BackupOptions, ChunkId, ChunkerConfig, KnownChunks, RestoreOptions, VolumeIndex, backup_volume,
-    restore_volume,
+    BackupOptions, ChunkId, ChunkerConfig, KnownChunks, ParentIndex, RestoreOptions, VolumeIndex,
+    backup_volume, restore_index_file,
 };
 use lifeboat::repo::RepoConfig;
 use lifeboat::storage::Writer;
@@ -162,6 +162,10 @@ fn print_rows(data_bytes: u64, rows: &[Row]) {
 /// `--child backup SRC REPO PARENT|- OUT` or `--child restore REPO INDEX DST`: one lifeboat phase
 /// in its own process, so its peak RSS is its own. Stats go to `OUT.stats.json` / `DST.stats.json`.
 fn child(args: &[String]) {
+    // As `lifeboat mover` does; LIFEBOAT_BENCH_ARENAS=default measures glibc's default instead.
+    if std::env::var("LIFEBOAT_BENCH_ARENAS").as_deref() != Ok("default") {
+        lifeboat::mover::limit_malloc_arenas();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -171,14 +175,21 @@ fn child(args: &[String]) {
             let (src, repo, parent, out) = (&args[1], &args[2], &args[3], &args[4]);
             let store = Writer::new(Arc::new(LocalBackend::new(repo)));
             let mut opts = BackupOptions::for_repo(&RepoConfig::new_default());
+            if let Ok(sizes) = std::env::var("LIFEBOAT_BENCH_CHUNKER") {
+                let n: Vec<u32> = sizes.split(',').map(|v| v.parse().unwrap()).collect();
+                (
+                    opts.chunker.min_size,
+                    opts.chunker.avg_size,
+                    opts.chunker.max_size,
+                ) = (n[0], n[1], n[2]);
+            }
             if let Some(level) = std::env::var("LIFEBOAT_BENCH_ZSTD")
                 .ok()
                 .and_then(|v| v.parse().ok())
             {
                 opts.zstd_level = Some(level);
             }
-            let parent = (parent != "-")
-                .then(|| VolumeIndex::from_json(&std::fs::read(parent).unwrap()).unwrap());
+            let parent = (parent != "-").then(|| ParentIndex::from_file(parent));
             let done = rt
                 .block_on(backup_volume(
                     PathBuf::from(src),
@@ -188,18 +199,17 @@ fn child(args: &[String]) {
                     KnownChunks::new(),
                 ))
                 .unwrap();
-            std::fs::write(out, done.index.to_json()).unwrap();
+            std::fs::copy(&done.index.path, out).unwrap();
             let stats = serde_json::to_vec(&done.stats).unwrap();
             std::fs::write(format!("{out}.stats.json"), stats).unwrap();
         }
         "restore" => {
             let (repo, index, dst) = (&args[1], &args[2], &args[3]);
             let store = Writer::new(Arc::new(LocalBackend::new(repo)));
-            let index = VolumeIndex::from_json(&std::fs::read(index).unwrap()).unwrap();
             let done = rt
-                .block_on(restore_volume(
+                .block_on(restore_index_file(
                     store.reader(),
-                    Arc::new(index),
+                    PathBuf::from(index),
                     PathBuf::from(dst),
                     RestoreOptions::default(),
                 ))
@@ -273,6 +283,10 @@ fn main() {
     }
     if args.iter().any(|a| a == "--sweep") {
         sweep();
+        return;
+    }
+    if args.iter().any(|a| a == "--scale") {
+        scale();
         return;
     }
     let gb: f64 = std::env::var("LIFEBOAT_BENCH_GB")
@@ -482,5 +496,90 @@ fn main() {
     }
     if std::env::var_os("LIFEBOAT_BENCH_KEEP").is_some() {
         println!("kept {}", work.keep().display());
+    }
+}
+
+/// `--scale`: peak RSS of lifeboat's full backup, incremental backup and restore as the number
+/// of chunk references grows 8-fold. Chunks of ~1 KiB (FastCDC 256/1024/4096) give a volume of
+/// N GB the index of a 64·N GB volume at the default 64 KiB: 1 GB here is ~1 M references, the
+/// index load of a 64 GB volume. Memory that grows with the index shows up as a slope.
+fn scale() {
+    let base =
+        std::env::var_os("LIFEBOAT_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let exe = std::env::current_exe().unwrap();
+    println!(
+        "{:>8} {:>10} {:>9} | {:>8} {:>8} | {:>8} {:>8} | {:>8} {:>8}",
+        "data MB",
+        "chunk refs",
+        "index MB",
+        "full s",
+        "RSS MiB",
+        "incr s",
+        "RSS MiB",
+        "rest s",
+        "RSS MiB"
+    );
+    for mb in [128usize, 512, 2048] {
+        let work = tempfile::Builder::new()
+            .prefix("lifeboat-mover-scale")
+            .tempdir_in(&base)
+            .unwrap();
+        let w = |name: &str| work.path().join(name);
+        let src = w("src");
+        std::fs::create_dir(&src).unwrap();
+        // Incompressible data in 64 files, so restore writes several files in parallel.
+        let mut rng = Rng::new(mb as u64);
+        for i in 0..64 {
+            std::fs::write(src.join(format!("f{i:02}")), rng.bytes(mb * 1_000_000 / 64)).unwrap();
+        }
+        let child = |args: &[&Path]| {
+            let mut c = Command::new(&exe);
+            c.arg("--child").args(args);
+            c.env("LIFEBOAT_BENCH_CHUNKER", "256,1024,4096");
+            c.env("LIFEBOAT_BENCH_ZSTD", "1");
+            c.env("TMPDIR", work.path());
+            c
+        };
+        let (repo, i1, i2, dst) = (w("repo"), w("full.json"), w("incr.json"), w("dst"));
+        let full = measure(&mut child(&[
+            Path::new("backup"),
+            &src,
+            &repo,
+            Path::new("-"),
+            &i1,
+        ]));
+        // Rewrite 1 % of each file in place (same size, new mtime): every file is read again
+        // and looked up in the known set built from the parent.
+        for i in 0..64 {
+            let p = src.join(format!("f{i:02}"));
+            let mut data = std::fs::read(&p).unwrap();
+            let at = rng.below(data.len() as u64 - 20_000) as usize;
+            let new = rng.bytes(data.len() / 100);
+            let end = (at + new.len()).min(data.len());
+            data[at..end].copy_from_slice(&new[..end - at]);
+            std::fs::write(&p, data).unwrap();
+        }
+        let incr = measure(&mut child(&[Path::new("backup"), &src, &repo, &i1, &i2]));
+        std::fs::create_dir(&dst).unwrap();
+        let rest = measure(&mut child(&[Path::new("restore"), &repo, &i2, &dst]));
+        let index = VolumeIndex::from_json(&std::fs::read(&i2).unwrap()).unwrap();
+        let refs: usize = index.files().map(|f| f.chunks.len()).sum();
+        println!(
+            "{:>8} {:>10} {:>9.1} | {:>8.2} {:>8.0} | {:>8.2} {:>8.0} | {:>8.2} {:>8.0}",
+            mb,
+            refs,
+            std::fs::metadata(&i2).unwrap().len() as f64 / MB,
+            full.wall,
+            full.rss,
+            incr.wall,
+            incr.rss,
+            rest.wall,
+            rest.rss,
+        );
+        assert_eq!(
+            std::fs::read(src.join("f00")).unwrap(),
+            std::fs::read(dst.join("f00")).unwrap(),
+            "restored data differs"
+        );
     }
 }

@@ -263,18 +263,24 @@ pub async fn run(
                 .key
                 .strip_prefix(&crate::repo::Layout::backup_dir(&req.name))
                 .unwrap_or(&index.key);
-            let (_, bytes) = writer
+            let (_, file) = writer
                 .adopt(relative, &index.sha256)
                 .await
                 .map_err(repo_err)?;
-            let parsed = crate::mover::VolumeIndex::from_json(&bytes).map_err(|source| {
-                BackupError::VolumeIndex {
+            // Only the pack table, at the head of the index, is needed here.
+            let header = std::fs::File::open(file.path())
+                .map_err(crate::mover::IndexError::Io)
+                .and_then(|f| crate::mover::index::read_header(std::io::BufReader::new(f)))
+                .map_err(|source| BackupError::VolumeIndex {
                     key: index.key.clone(),
                     source,
-                }
-            })?;
-            for pack in parsed.pack_entries() {
-                writer.reference_pack(pack);
+                })?;
+            for pack in &header.packs {
+                writer.reference_pack(crate::repo::ObjectEntry {
+                    key: pack.key(),
+                    size: pack.size,
+                    sha256: pack.id.clone(),
+                });
             }
         }
         for r in &outcome.records {

@@ -116,6 +116,8 @@ impl MoverJob<'_> {
             "value": serde_json::to_string(&location).expect("locations serialize"),
         })];
         env.push(json!({"name": "HOME", "value": "/tmp"}));
+        // Indexes and the known-chunk set are spooled there (about 5 GB per TB of data).
+        env.push(json!({"name": "TMPDIR", "value": "/tmp"}));
         let mut container = json!({
             "name": "mover",
             "image": self.settings.mover_image,

@@ -32,15 +32,17 @@ pub mod verify;
 mod tests;
 
 pub use backup::{
-    BackupOptions, BackupOutcome, BackupStats, Progress, UnchangedRule, backup_volume,
+    BackupOptions, BackupOutcome, BackupStats, ParentIndex, Progress, UnchangedRule, backup_volume,
 };
 pub use chunker::{ChunkId, ChunkIter, ChunkerConfig, ChunkerParamsError};
 pub use index::{Entry, IndexError, VolumeIndex};
 pub use known::KnownChunks;
 pub use report::JobReport;
-pub use restore::{RestoreOptions, RestoreStats, check_index, restore_volume};
+pub use restore::{RestoreOptions, RestoreStats, check_index, restore_index_file, restore_volume};
 pub use retire::{RetireOptions, RetireReport, retire_sparse_packs, retired_packs};
-pub use verify::{DamagedChunk, VerifyReport, verify_index, verify_packs, verify_volumes};
+pub use verify::{
+    DamagedChunk, VerifyReport, verify_index, verify_index_files, verify_packs, verify_volumes,
+};
 
 use crate::storage::StorageError;
 
@@ -92,6 +94,18 @@ pub enum MoverError {
     /// The upload side stopped (its error is reported instead where known).
     #[error("backup: uploads stopped")]
     UploadStopped,
+    /// The local temporary directory (where indexes and the known-chunk set are spooled) failed.
+    #[error(
+        "cannot use the temporary directory for {what}; set TMPDIR to a writable directory with \
+         room for about 5 GB per TB of volume data"
+    )]
+    Spool {
+        /// What was being spooled.
+        what: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A pipeline thread could not be started.
     #[error("backup: cannot start a pipeline thread")]
     Thread {
@@ -243,5 +257,72 @@ pub async fn load_index(
         Ok(bytes) => Ok(Some(VolumeIndex::from_json(&bytes)?)),
         Err(StorageError::NotFound { .. }) => Ok(None),
         Err(source) => Err(MoverError::FetchIndex { key, source }),
+    }
+}
+
+/// A volume index downloaded into a temporary file (deleted when this is dropped): a large
+/// volume's index is gigabytes, so it is read as a stream from disk, never held in memory.
+#[derive(Debug)]
+pub struct LocalIndex {
+    _dir: tempfile::TempDir,
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// sha256 of its bytes (lowercase hex), to check against the manifest.
+    pub sha256: String,
+}
+
+/// Downloads the index object `key` (parallel ranged reads) into a temporary file under
+/// `TMPDIR`; `Ok(None)` if there is no such object.
+pub async fn download_index(
+    store: &crate::storage::Reader,
+    key: &str,
+) -> Result<Option<LocalIndex>> {
+    let spool = |source| MoverError::Spool {
+        what: "a downloaded volume index",
+        source,
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("lifeboat-index-")
+        .tempdir()
+        .map_err(spool)?;
+    let path = dir.path().join("index.json");
+    let size = match store
+        .get_to_file(key, &path, &crate::storage::TransferOptions::default())
+        .await
+    {
+        Ok(size) => size,
+        Err(StorageError::NotFound { .. }) => return Ok(None),
+        Err(source) => {
+            return Err(MoverError::FetchIndex {
+                key: key.to_owned(),
+                source,
+            });
+        }
+    };
+    let sha256 = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || crate::repo::sha256_file(&path)
+    })
+    .await
+    .expect("hashing does not panic")
+    .map_err(spool)?;
+    Ok(Some(LocalIndex {
+        _dir: dir,
+        path,
+        size,
+        sha256,
+    }))
+}
+
+/// Caps glibc's malloc at two arenas. Its default (eight per core) lets every thread that
+/// touches a multi-MiB pack or range buffer keep its own heap; measured on a 1.6 M-reference
+/// restore, peak RSS 146 MiB with the default, 110 MiB with two. A no-op elsewhere (musl).
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator tunable; called before the pipeline's threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use futures::TryStreamExt;
 use serde::Serialize;
 
-use super::{MoverError, Result, VolumeIndex};
+use super::{MoverError, Result};
 use crate::repo::{Layout, RepoReader};
 use crate::storage::{Reader, StorageError, Writer};
 
@@ -55,28 +55,6 @@ pub async fn retired_packs(store: &Reader) -> Result<HashSet<String>> {
         })
 }
 
-impl VolumeIndex {
-    /// This index without the files that have a chunk in a retired pack: as a parent, it then
-    /// neither lets those files be taken over unread nor offers their chunks as known.
-    pub fn without_packs(mut self, retired: &HashSet<String>) -> Self {
-        if retired.is_empty() {
-            return self;
-        }
-        let gone: HashSet<u32> = self
-            .packs
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| retired.contains(&p.id))
-            .map(|(i, _)| i as u32)
-            .collect();
-        self.entries.retain(|e| match e {
-            super::Entry::File(f) => !f.chunks.iter().any(|c| gone.contains(&c.pack)),
-            _ => true,
-        });
-        self
-    }
-}
-
 /// Judges every referenced pack older than the cutoff and retires the sparse ones; clears
 /// markers of packs that are gone. Reads every committed backup's volume indexes.
 pub async fn retire_sparse_packs(store: &Writer, opts: &RetireOptions) -> Result<RetireReport> {
@@ -103,23 +81,20 @@ pub async fn retire_sparse_packs(store: &Writer, opts: &RetireOptions) -> Result
             if v.index.is_none() {
                 continue;
             }
-            let Some(index) =
-                super::load_index(repo.store(), &m.name, &v.namespace, &v.pvc).await?
-            else {
+            // Streamed from a local copy: an index of a large volume is gigabytes.
+            let key = Layout::volume_index(&m.name, &v.namespace, &v.pvc);
+            let Some(parent) = super::ParentIndex::download(repo.store(), &key).await? else {
                 continue;
             };
-            let keys: Vec<String> = index.packs.iter().map(|p| p.key()).collect();
-            for f in index.files() {
-                for c in &f.chunks {
-                    let Some(key) = keys.get(c.pack as usize) else {
-                        continue;
-                    };
-                    let slot = live.entry(key.clone()).or_default();
-                    if slot.0.insert(c.offset) {
-                        slot.1 += u64::from(c.length);
-                    }
-                }
-            }
+            let file = std::fs::File::open(parent.path()).map_err(|source| MoverError::Spool {
+                what: "a volume index",
+                source,
+            })?;
+            let mut tally = Tally {
+                keys: Vec::new(),
+                live: &mut live,
+            };
+            super::index::read_index(std::io::BufReader::new(file), &mut tally)?;
         }
     }
     let retired = retired_packs(&store.reader()).await?;
@@ -161,4 +136,29 @@ pub async fn retire_sparse_packs(store: &Writer, opts: &RetireOptions) -> Result
         }
     }
     Ok(report)
+}
+
+/// Adds each chunk reference of an index to its pack's live bytes (each stored chunk once).
+struct Tally<'a> {
+    keys: Vec<String>,
+    live: &'a mut HashMap<String, (HashSet<u32>, u64)>,
+}
+
+impl super::index::IndexVisitor for Tally<'_> {
+    type Error = MoverError;
+    fn header(&mut self, h: &super::index::IndexHeader) -> Result<super::index::Flow> {
+        self.keys = h.packs.iter().map(|p| p.key()).collect();
+        Ok(super::index::Flow::Continue)
+    }
+    fn event(&mut self, e: super::index::IndexEvent) -> Result<()> {
+        if let super::index::IndexEvent::Chunk(c) = e
+            && let Some(key) = self.keys.get(c.pack as usize)
+        {
+            let slot = self.live.entry(key.clone()).or_default();
+            if slot.0.insert(c.offset) {
+                slot.1 += u64::from(c.length);
+            }
+        }
+        Ok(())
+    }
 }

@@ -40,21 +40,65 @@ fn memory() -> Writer {
     Writer::new(Arc::new(MemoryBackend::new("mover-test")))
 }
 
+/// A finished backup with its index read back into memory.
+struct Done {
+    index: VolumeIndex,
+    stats: BackupStats,
+}
+
+/// Loads the streamed index, checking it is byte for byte the serde form of what it holds.
+fn done(o: BackupOutcome) -> Done {
+    let index = o.load_index().unwrap();
+    assert_eq!(o.index.read_all().unwrap(), index.to_json());
+    let mut listed: Vec<_> = index.pack_entries();
+    listed.sort_by(|a, b| a.key.cmp(&b.key));
+    listed.dedup();
+    assert_eq!(o.pack_entries(), listed);
+    Done {
+        index,
+        stats: o.stats,
+    }
+}
+
+fn parent_of(index: &VolumeIndex) -> ParentIndex {
+    ParentIndex::from_index(index).unwrap()
+}
+
 async fn backup(
     src: &Path,
     store: &Writer,
     level: Option<i32>,
     parent: Option<&VolumeIndex>,
-) -> BackupOutcome {
-    backup_volume(
-        src.to_owned(),
-        store.clone(),
-        options(level),
-        parent.cloned(),
-        KnownChunks::new(),
+) -> Done {
+    backup_from(src, store, options(level), parent.map(parent_of)).await
+}
+
+/// A full backup that references the chunks `known` lists instead of storing them.
+async fn backup_known(src: &Path, store: &Writer, known: KnownChunks) -> Done {
+    done(
+        backup_volume(src.to_owned(), store.clone(), options(Some(3)), None, known)
+            .await
+            .unwrap(),
     )
-    .await
-    .unwrap()
+}
+
+async fn backup_from(
+    src: &Path,
+    store: &Writer,
+    opts: BackupOptions,
+    parent: Option<ParentIndex>,
+) -> Done {
+    done(
+        backup_volume(
+            src.to_owned(),
+            store.clone(),
+            opts,
+            parent,
+            KnownChunks::new(),
+        )
+        .await
+        .unwrap(),
+    )
 }
 
 async fn restore(store: &Writer, index: &VolumeIndex, target: &Path) -> Result<RestoreStats> {
@@ -246,6 +290,11 @@ async fn round_trip(store: Writer) {
     // The index survives its JSON form.
     let index = VolumeIndex::from_json(&out.index.to_json()).unwrap();
     assert_eq!(index, out.index);
+    assert_eq!(
+        index.pack_entries().len(),
+        index.packs.len(),
+        "each pack listed once"
+    );
     let sparse = index.files().find(|f| f.path == "data/sparse.img").unwrap();
     assert!(!sparse.holes.is_empty(), "holes recorded");
     let stored: u64 = sparse.chunks.iter().map(|c| u64::from(c.size)).sum();
@@ -368,6 +417,87 @@ async fn second_backup_after_changing_one_percent_of_pages_uploads_little() {
     assert_eq!(tree(dst.path()), tree(src.path()));
 }
 
+/// The parent index is followed alongside the walk, whose order is depth first with sorted
+/// names: `a/…` comes before `a.txt` although `"a.txt" < "a/b"` as strings. Every unchanged file
+/// is found and taken over, none is read.
+#[tokio::test]
+async fn the_parent_is_followed_in_walk_order_so_every_unchanged_file_is_taken_over() {
+    let src = tempfile::tempdir().unwrap();
+    for (path, n) in [
+        ("a/b", 1u64),
+        ("a/c/d", 2),
+        ("a.txt", 3),
+        ("a-b", 4),
+        ("b", 5),
+        ("a/c.d", 6),
+    ] {
+        let p = src.path().join(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, Rng::new(n).bytes(100_000 + n as usize)).unwrap();
+    }
+    let store = memory();
+    let first = backup(src.path(), &store, Some(3), None).await;
+    let second = backup(src.path(), &store, Some(3), Some(&first.index)).await;
+    assert_eq!(second.stats.files, 6);
+    assert_eq!(second.stats.files_unchanged, 6, "{:?}", second.stats);
+    assert_eq!(second.stats.bytes_read, 0);
+    assert_eq!(second.index.entries, first.index.entries);
+}
+
+/// Bounded memory changes cost, never content: a run cache of a few entries forgets repeated
+/// chunks (so they are stored again), a known set of a few kilobytes spills to disk, and both
+/// backups restore the tree exactly, with the same chunks per file.
+#[tokio::test]
+async fn a_tiny_run_cache_and_a_spilled_known_set_change_cost_not_content() {
+    let spec = Spec::small();
+    let src = tempfile::tempdir().unwrap();
+    dataset::generate(src.path(), &spec).unwrap();
+    // Repeated content far apart: the same 600 KB three times, between other files.
+    let repeated = Rng::new(77).bytes(600_000);
+    for name in ["aa-copy", "mm-copy", "zz-copy"] {
+        fs::write(src.path().join(name), &repeated).unwrap();
+    }
+    let roomy = backup(src.path(), &memory(), Some(3), None).await;
+    let store = memory();
+    let mut opts = options(Some(3));
+    opts.run_cache_bytes = 0;
+    let tight = backup_from(src.path(), &store, opts, None).await;
+    assert_eq!(chunk_ids(&tight.index), chunk_ids(&roomy.index));
+    assert!(
+        tight.stats.new_chunks > roomy.stats.new_chunks,
+        "a forgetful cache stores repeats again: {} vs {}",
+        tight.stats.new_chunks,
+        roomy.stats.new_chunks
+    );
+    let dst = tempfile::tempdir().unwrap();
+    restore(&store, &tight.index, dst.path()).await.unwrap();
+    assert_eq!(tree(dst.path()), tree(src.path()));
+
+    // Incremental with the known set spilled to disk in runs of 4096 rows.
+    dataset::touch_db_pages(src.path(), spec.db_pages, 1, 12).unwrap();
+    let spilled = KnownChunks::with_budget(4096 * 48);
+    let next = done(
+        backup_volume(
+            src.path().to_owned(),
+            store.clone(),
+            options(Some(3)),
+            Some(parent_of(&tight.index)),
+            spilled,
+        )
+        .await
+        .unwrap(),
+    );
+    let db_size = (spec.db_pages * dataset::PAGE) as u64;
+    assert_eq!(
+        next.stats.bytes_read, db_size,
+        "only the changed file is read"
+    );
+    assert!(next.stats.new_bytes <= 8 * 256 * 1024, "{:?}", next.stats);
+    let dst = tempfile::tempdir().unwrap();
+    restore(&store, &next.index, dst.path()).await.unwrap();
+    assert_eq!(tree(dst.path()), tree(src.path()));
+}
+
 /// Chunks known from another volume's index are referenced, not stored again.
 #[tokio::test]
 async fn known_chunks_from_another_index_are_not_uploaded() {
@@ -376,19 +506,11 @@ async fn known_chunks_from_another_index_are_not_uploaded() {
     let store = memory();
     let first = backup(src.path(), &store, Some(3), None).await;
     let mut known = KnownChunks::new();
-    known.add_index(&first.index);
+    known.add_index(&first.index).unwrap();
     // A copy of the tree has new inodes, so every file is read, yet nothing is new.
     let copy = tempfile::tempdir().unwrap();
     dataset::generate(copy.path(), &Spec::small()).unwrap();
-    let second = backup_volume(
-        copy.path().to_owned(),
-        store.clone(),
-        options(Some(3)),
-        None,
-        known,
-    )
-    .await
-    .unwrap();
+    let second = backup_known(copy.path(), &store, known).await;
     assert_eq!(second.stats.new_chunks, 0);
     assert!(second.stats.packs_written.is_empty());
     assert_eq!(second.stats.bytes_read, first.stats.bytes_read);
@@ -412,15 +534,7 @@ async fn unchanged_rule_decides_whether_copied_files_are_read() {
     assert_eq!(strict.stats.bytes_read, first.stats.bytes_read);
     let mut opts = options(Some(3));
     opts.unchanged = UnchangedRule::SizeMtime;
-    let loose = backup_volume(
-        copy.path().to_owned(),
-        store.clone(),
-        opts,
-        Some(first.index.clone()),
-        KnownChunks::new(),
-    )
-    .await
-    .unwrap();
+    let loose = backup_from(copy.path(), &store, opts, Some(parent_of(&first.index))).await;
     assert_eq!(loose.stats.bytes_read, 0);
     assert_eq!(loose.stats.files_unchanged, loose.stats.files);
     assert_eq!(chunk_ids(&loose.index), chunk_ids(&first.index));
@@ -667,17 +781,8 @@ async fn verify_volumes_names_every_volume_holding_a_damaged_chunk() {
     dataset::generate(b.path(), &Spec::small()).unwrap();
     let va = backup(a.path(), &store, Some(3), None).await.index;
     let mut known = KnownChunks::new();
-    known.add_index(&va);
-    let vb = backup_volume(
-        b.path().to_owned(),
-        store.clone(),
-        options(Some(3)),
-        None,
-        known,
-    )
-    .await
-    .unwrap()
-    .index;
+    known.add_index(&va).unwrap();
+    let vb = backup_known(b.path(), &store, known).await.index;
     let c = va
         .files()
         .find(|f| f.path == "data/secret.key")
@@ -749,18 +854,18 @@ fn known_chunks_lookup_is_exact() {
         }],
     }));
     let mut k = KnownChunks::new();
-    k.add_index(&index);
-    k.add_index(&index);
-    k.seal();
+    k.add_index(&index).unwrap();
+    k.add_index(&index).unwrap();
+    k.seal().unwrap();
     assert_eq!(k.len(), 1);
-    let loc = k.get(&id).unwrap();
+    let loc = k.get(&id).unwrap().unwrap();
     assert_eq!(
         (loc.pack.id.as_str(), loc.offset),
         ("ab".repeat(32).as_str(), 5)
     );
     let mut other = id;
     other.0[31] ^= 1;
-    assert!(!k.contains(&other));
+    assert!(!k.contains(&other).unwrap());
 }
 
 // --- repacking forward ---------------------------------------------------------------------
@@ -845,8 +950,8 @@ async fn a_mostly_garbage_pack_is_retired_and_later_backups_store_its_live_chunk
     );
 
     // The next backup neither references a retired pack nor loses data.
-    let parent = b2.index.clone().without_packs(&retired);
-    let b3 = backup(src.path(), &store, Some(3), Some(&parent)).await;
+    let parent = parent_of(&b2.index).without_packs(&retired);
+    let b3 = backup_from(src.path(), &store, options(Some(3)), Some(parent)).await;
     assert!(b3.stats.new_chunks > 0, "{:?}", b3.stats);
     assert!(
         b3.index.packs.iter().all(|p| !retired.contains(&p.id)),

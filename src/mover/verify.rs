@@ -1,11 +1,20 @@
 //! Deep verification: read packs, check every chunk's digest, name what is damaged.
+//!
+//! [`verify_index`] and [`verify_volumes`] take indexes in memory (and gather every reference
+//! they make, by pack); [`verify_index_files`] streams index files instead, in batches of packs,
+//! so its memory does not grow with the volumes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 
+use super::IndexError;
 use super::chunker::ChunkId;
-use super::index::VolumeIndex;
+use super::index::{Flow, IndexEvent, IndexHeader, IndexVisitor, VolumeIndex, read_index};
 use super::pack::{PackEntry, decode_chunk, read_trailer};
 use super::{MoverError, Result};
 use crate::storage::{Reader, StorageError};
@@ -54,6 +63,19 @@ type Expected = Vec<(ChunkId, u32, u32, u32)>;
 
 /// Packs read at once (each is held whole, ~24 MiB).
 const CONCURRENCY: usize = 4;
+
+impl DamagedChunk {
+    /// A pack that is gone, before the volumes and files using it are named.
+    fn missing_pack(key: &str) -> Self {
+        Self {
+            chunk: String::new(),
+            pack: key.to_owned(),
+            problem: "pack missing".into(),
+            volumes: Vec::new(),
+            files: Vec::new(),
+        }
+    }
+}
 
 /// Reads every pack `index` references and checks every chunk in it, plus that each reference
 /// of the index matches its pack's trailer. Damage is reported, not returned as an error;
@@ -116,13 +138,7 @@ pub async fn verify_volumes(
         }
     }
     for key in report.missing_packs.clone() {
-        let mut d = DamagedChunk {
-            chunk: String::new(),
-            pack: key.clone(),
-            problem: "pack missing".into(),
-            volumes: Vec::new(),
-            files: Vec::new(),
-        };
+        let mut d = DamagedChunk::missing_pack(&key);
         for (label, index) in volumes {
             let Some(row) = index.packs.iter().position(|p| p.key() == key) else {
                 continue;
@@ -139,6 +155,296 @@ pub async fn verify_volumes(
         report.damaged.push(d);
     }
     Ok(report)
+}
+
+/// Distinct chunk references [`verify_index_files`] holds at once (44 bytes each, ~46 MB): the
+/// packs are verified in batches whose references fit, each batch one more pass over the index
+/// files.
+const BATCH_REFS: u64 = 1 << 20;
+
+/// [`verify_volumes`] over index files, streamed: memory does not grow with the indexes' size.
+/// Each pack is read once however many volumes share it. The packs are verified in batches of
+/// at most ~1 Mi chunk references, each batch a pass over the index files (a 1 TB volume, ~17 M
+/// references, takes ~17 passes), then one more pass names the files of what is damaged.
+///
+/// The report is [`verify_volumes`]'s, except that a missing pack names the files with a
+/// reference into it (not also those holding the same chunks through another pack).
+pub async fn verify_index_files(store: &Reader, volumes: &[(&str, &Path)]) -> Result<VerifyReport> {
+    verify_files_in_batches(store, volumes, BATCH_REFS).await
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("verify task does not panic")
+}
+
+/// Streams the index file at `path` through `on_event`, which also gets the pack table's keys;
+/// returns them.
+fn stream_index(path: &Path, on_event: impl FnMut(&[String], IndexEvent)) -> Result<Vec<String>> {
+    struct Visit<E> {
+        keys: Vec<String>,
+        on_event: E,
+    }
+    impl<E: FnMut(&[String], IndexEvent)> IndexVisitor for Visit<E> {
+        type Error = MoverError;
+        fn header(&mut self, h: &IndexHeader) -> Result<Flow> {
+            self.keys = h.packs.iter().map(|p| p.key()).collect();
+            Ok(Flow::Continue)
+        }
+        fn event(&mut self, e: IndexEvent) -> Result<()> {
+            (self.on_event)(&self.keys, e);
+            Ok(())
+        }
+    }
+    let file = File::open(path).map_err(|e| MoverError::Index(IndexError::Io(e)))?;
+    let mut v = Visit {
+        keys: Vec::new(),
+        on_event,
+    };
+    read_index(BufReader::with_capacity(256 << 10, file), &mut v)?;
+    Ok(v.keys)
+}
+
+/// References of one pack being collected; sorted and deduplicated whenever it doubles, so a
+/// chunk referenced a million times takes little room.
+#[derive(Default)]
+struct Collected {
+    refs: Expected,
+    dedup_at: usize,
+}
+
+impl Collected {
+    fn push(&mut self, r: (ChunkId, u32, u32, u32)) {
+        self.refs.push(r);
+        if self.refs.len() >= self.dedup_at {
+            self.finish();
+            self.dedup_at = (self.refs.len() * 2).max(1024);
+        }
+    }
+    fn finish(&mut self) {
+        self.refs.sort_unstable_by_key(|r| (r.1, r.2, r.0));
+        self.refs.dedup();
+    }
+}
+
+async fn verify_files_in_batches(
+    store: &Reader,
+    volumes: &[(&str, &Path)],
+    batch_refs: u64,
+) -> Result<VerifyReport> {
+    let paths: Arc<Vec<PathBuf>> = Arc::new(volumes.iter().map(|(_, p)| p.to_path_buf()).collect());
+    // Every volume's pack table, and how many references go into each pack.
+    let (tables, counts) = blocking({
+        let paths = paths.clone();
+        move || {
+            let mut tables = Vec::new();
+            let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+            for path in paths.iter() {
+                let mut per_row: Vec<u64> = Vec::new();
+                let keys = stream_index(path, |keys, e| {
+                    if let IndexEvent::Chunk(c) = e {
+                        per_row.resize(keys.len(), 0);
+                        if let Some(n) = per_row.get_mut(c.pack as usize) {
+                            *n += 1;
+                        }
+                    }
+                })?;
+                for (k, n) in keys.iter().zip(per_row) {
+                    *counts.entry(k.clone()).or_default() += n;
+                }
+                tables.push(keys);
+            }
+            Ok((tables, counts))
+        }
+    })
+    .await?;
+    // Batches of packs in key order, each with at most `batch_refs` references (or one pack).
+    let mut batch_of: HashMap<String, usize> = HashMap::new();
+    let (mut batches, mut in_batch) = (0usize, 0u64);
+    for (key, n) in &counts {
+        if in_batch > 0 && in_batch + n > batch_refs {
+            batches += 1;
+            in_batch = 0;
+        }
+        in_batch += n;
+        batch_of.insert(key.clone(), batches);
+    }
+    let rows: Arc<Vec<Vec<usize>>> = Arc::new(
+        tables
+            .iter()
+            .map(|keys| keys.iter().map(|k| batch_of[k]).collect())
+            .collect(),
+    );
+    let tables = Arc::new(tables);
+    let mut report = VerifyReport::default();
+    for b in 0..=batches {
+        let mine: Vec<String> = counts
+            .keys()
+            .filter(|k| batch_of[*k] == b)
+            .cloned()
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let expected = blocking({
+            let (paths, tables, rows) = (paths.clone(), tables.clone(), rows.clone());
+            move || {
+                let mut expected: BTreeMap<String, Collected> = mine
+                    .into_iter()
+                    .map(|k| (k, Collected::default()))
+                    .collect();
+                for (v, path) in paths.iter().enumerate() {
+                    stream_index(path, |_, e| {
+                        if let IndexEvent::Chunk(c) = e
+                            && rows[v].get(c.pack as usize) == Some(&b)
+                            && let Some(col) = expected.get_mut(&tables[v][c.pack as usize])
+                        {
+                            col.push((c.id, c.offset, c.length, c.size));
+                        }
+                    })?;
+                }
+                Ok(expected
+                    .into_iter()
+                    .map(|(k, mut c)| {
+                        c.finish();
+                        (k, c.refs)
+                    })
+                    .collect::<Vec<_>>())
+            }
+        })
+        .await?;
+        let part = verify_keys(store, expected).await?;
+        report.packs += part.packs;
+        report.chunks += part.chunks;
+        report.bytes += part.bytes;
+        report.missing_packs.extend(part.missing_packs);
+        report.damaged.extend(part.damaged);
+    }
+    report.missing_packs.sort();
+    report
+        .damaged
+        .sort_by(|a, b| (&a.pack, &a.chunk).cmp(&(&b.pack, &b.chunk)));
+    if report.damaged.is_empty() && report.missing_packs.is_empty() {
+        return Ok(report);
+    }
+    // One more pass names the files (and their hard links) holding what is damaged.
+    let damaged_ids: Arc<BTreeSet<ChunkId>> = Arc::new(
+        report
+            .damaged
+            .iter()
+            .filter_map(|d| ChunkId::from_hex(&d.chunk))
+            .collect(),
+    );
+    let missing: Arc<Vec<String>> = Arc::new(report.missing_packs.clone());
+    let hits = blocking({
+        let (paths, tables, damaged_ids, missing) = (
+            paths.clone(),
+            tables.clone(),
+            damaged_ids.clone(),
+            missing.clone(),
+        );
+        move || {
+            let mut all = Vec::new();
+            for (v, path) in paths.iter().enumerate() {
+                let row_missing: Vec<Option<usize>> = tables[v]
+                    .iter()
+                    .map(|k| missing.iter().position(|m| m == k))
+                    .collect();
+                all.push(files_hit(path, &row_missing, &damaged_ids, missing.len())?);
+            }
+            Ok(all)
+        }
+    })
+    .await?;
+    let name = |label: &str, path: &str| {
+        if label.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{label}:{path}")
+        }
+    };
+    let attribute = |d: &mut DamagedChunk, label: &str, files: Option<&BTreeSet<String>>| {
+        if let Some(files) = files.filter(|f| !f.is_empty()) {
+            d.volumes.push(label.to_owned());
+            d.files.extend(files.iter().map(|p| name(label, p)));
+        }
+    };
+    for d in &mut report.damaged {
+        let Some(id) = ChunkId::from_hex(&d.chunk) else {
+            continue;
+        };
+        for ((label, _), h) in volumes.iter().zip(&hits) {
+            attribute(d, label, h.by_chunk.get(&id));
+        }
+    }
+    for (m, key) in missing.iter().enumerate() {
+        let mut d = DamagedChunk::missing_pack(key);
+        for ((label, _), h) in volumes.iter().zip(&hits) {
+            attribute(&mut d, label, h.by_missing.get(m));
+        }
+        tracing::warn!(pack = %key, files = d.files.len(), "pack missing");
+        report.damaged.push(d);
+    }
+    Ok(report)
+}
+
+/// Files of one volume holding damaged chunks or references into missing packs.
+struct Hits {
+    /// Files (and hard links to them) containing each damaged chunk.
+    by_chunk: BTreeMap<ChunkId, BTreeSet<String>>,
+    /// Files (and hard links to them) with a reference into each missing pack.
+    by_missing: Vec<BTreeSet<String>>,
+}
+
+fn files_hit(
+    path: &Path,
+    row_missing: &[Option<usize>],
+    damaged: &BTreeSet<ChunkId>,
+    missing: usize,
+) -> Result<Hits> {
+    let mut out = Hits {
+        by_chunk: BTreeMap::new(),
+        by_missing: vec![BTreeSet::new(); missing],
+    };
+    // What each hit file holds, for its hard links listed later: bounded by the damage.
+    let mut hit_files: HashMap<String, (BTreeSet<ChunkId>, BTreeSet<usize>)> = HashMap::new();
+    let mut current: Option<(String, BTreeSet<ChunkId>, BTreeSet<usize>)> = None;
+    stream_index(path, |_, e| match e {
+        IndexEvent::FileStart(f) => current = Some((f.path, BTreeSet::new(), BTreeSet::new())),
+        IndexEvent::Chunk(c) => {
+            if let Some((_, ids, packs)) = current.as_mut() {
+                if damaged.contains(&c.id) {
+                    ids.insert(c.id);
+                }
+                if let Some(Some(m)) = row_missing.get(c.pack as usize) {
+                    packs.insert(*m);
+                }
+            }
+        }
+        IndexEvent::FileEnd => {
+            if let Some((path, ids, packs)) = current.take()
+                && !(ids.is_empty() && packs.is_empty())
+            {
+                hit_files.insert(path, (ids, packs));
+            }
+        }
+        IndexEvent::HardLink(h) => {
+            if let Some(hit) = hit_files.get(&h.target).cloned() {
+                hit_files.insert(h.path, hit);
+            }
+        }
+        IndexEvent::Dir(_) | IndexEvent::Symlink(_) => {}
+    })?;
+    for (path, (ids, packs)) in hit_files {
+        for id in ids {
+            out.by_chunk.entry(id).or_default().insert(path.clone());
+        }
+        for m in packs {
+            out.by_missing[m].insert(path.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// Reads the given packs and checks every chunk their trailers list.
@@ -261,4 +567,147 @@ fn check_pack(key: &str, bytes: &[u8], expected: &Expected) -> Checked {
     }
     out.damaged.extend(mismatched);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::mover::index::{ChunkRef, Entry, FileNode, HardLinkNode, Meta, Mtime, PackRef};
+    use crate::mover::pack::{PackBuilder, encode_chunk};
+    use crate::repo::RepoConfig;
+    use crate::storage::Writer;
+    use crate::storage::memory::MemoryBackend;
+
+    fn noise(seed: u32, len: usize) -> Vec<u8> {
+        (0..len as u32)
+            .map(|i| (i.wrapping_add(seed << 20).wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect()
+    }
+
+    /// Builds a pack of `chunks`; stores it (with chunk `corrupt` damaged) unless `missing`.
+    async fn pack(
+        store: &Writer,
+        chunks: &[Vec<u8>],
+        corrupt: Option<usize>,
+        missing: bool,
+    ) -> (PackRef, Vec<ChunkRef>) {
+        let mut b = PackBuilder::with_capacity(1 << 16);
+        let entries: Vec<_> = chunks
+            .iter()
+            .map(|c| b.add(ChunkId::of(c), c.len() as u32, &encode_chunk(c, 3)))
+            .collect();
+        let p = b.finish();
+        let pack = PackRef {
+            id: p.id.clone(),
+            size: p.bytes.len() as u64,
+        };
+        let mut bytes = p.bytes.to_vec();
+        if let Some(i) = corrupt {
+            bytes[(entries[i].offset + entries[i].length / 2) as usize] ^= 0x55;
+        }
+        if !missing {
+            store
+                .put_if_absent(&pack.key(), bytes.into())
+                .await
+                .unwrap();
+        }
+        let refs = entries
+            .iter()
+            .map(|e| ChunkRef {
+                id: e.id,
+                pack: 0,
+                offset: e.offset,
+                length: e.length,
+                size: e.size,
+            })
+            .collect();
+        (pack, refs)
+    }
+
+    fn index(packs: &[&PackRef], files: Vec<(&str, Vec<(usize, ChunkRef)>)>) -> VolumeIndex {
+        let mut ix = VolumeIndex::new(RepoConfig::new_default().chunker);
+        ix.packs = packs.iter().map(|p| (*p).clone()).collect();
+        for (path, chunks) in files {
+            if let Some(target) = path.strip_prefix("link:") {
+                let (path, target) = target.split_once("->").unwrap();
+                ix.entries.push(Entry::HardLink(HardLinkNode {
+                    path: path.into(),
+                    target: target.into(),
+                }));
+                continue;
+            }
+            let chunks: Vec<ChunkRef> = chunks
+                .into_iter()
+                .map(|(row, c)| ChunkRef {
+                    pack: row as u32,
+                    ..c
+                })
+                .collect();
+            ix.entries.push(Entry::File(FileNode {
+                path: path.into(),
+                meta: Meta {
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                    mtime: Mtime(1, 0),
+                },
+                size: chunks.iter().map(|c| u64::from(c.size)).sum(),
+                inode: 1,
+                holes: vec![],
+                chunks,
+            }));
+        }
+        ix
+    }
+
+    #[tokio::test]
+    async fn streamed_verification_in_any_batch_size_reports_what_the_in_memory_one_does() {
+        let store = Writer::new(Arc::new(MemoryBackend::new("verify-test")));
+        let c: Vec<Vec<u8>> = (0..8).map(|n| noise(n, 2000 + 100 * n as usize)).collect();
+        let (p1, r1) = pack(&store, &c[0..3], Some(1), false).await;
+        let (p2, r2) = pack(&store, &c[3..5], None, false).await;
+        let (p3, r3) = pack(&store, &c[5..6], None, true).await;
+        let (p4, _) = pack(&store, &c[6..8], None, false).await;
+        let a = index(
+            &[&p1, &p2, &p3],
+            vec![
+                ("a/x", vec![(0, r1[0]), (0, r1[1])]),
+                ("a/y", vec![(1, r2[0])]),
+                ("link:a/hl->a/x", vec![]),
+                ("a/z", vec![(2, r3[0]), (1, r2[0])]),
+            ],
+        );
+        let b = index(
+            &[&p2, &p1, &p4],
+            vec![
+                ("b", vec![(1, r1[1]), (0, r2[1]), (1, r1[1])]),
+                ("b2", vec![(1, r1[2])]),
+            ],
+        );
+        let reader = store.reader();
+        let want = verify_volumes(&reader, &[("ns/a", &a), ("ns/b", &b)])
+            .await
+            .unwrap();
+        assert_eq!(want.missing_packs, vec![p3.key()]);
+        assert_eq!(want.damaged.len(), 2, "{want:?}");
+        assert_eq!(
+            want.damaged[0].files,
+            ["ns/a:a/hl", "ns/a:a/x", "ns/b:b"],
+            "{want:?}"
+        );
+        assert_eq!(want.damaged[1].files, ["ns/a:a/z"], "{want:?}");
+        let (fa, fb) = (a.write_file().unwrap(), b.write_file().unwrap());
+        let files = [("ns/a", fa.path.as_path()), ("ns/b", fb.path.as_path())];
+        let json = |r: &VerifyReport| serde_json::to_value(r).unwrap();
+        for batch in [1, 2, 3, BATCH_REFS] {
+            let got = verify_files_in_batches(&reader, &files, batch)
+                .await
+                .unwrap();
+            assert_eq!(json(&got), json(&want), "batches of {batch}");
+        }
+        let clean = verify_index_files(&reader, &[("", fb.path.as_path())]).await;
+        assert_eq!(clean.unwrap().damaged.len(), 1, "b holds the damaged chunk");
+    }
 }

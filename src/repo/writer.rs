@@ -131,11 +131,37 @@ impl BackupWriter {
     }
 
     /// Records `backups/<name>/<relative>`, written by another process (a mover Job), after
-    /// reading it back and checking the sha256 that process reported. Returns its bytes.
-    pub async fn adopt(&mut self, relative: &str, sha256: &str) -> Result<(ObjectEntry, Bytes)> {
+    /// downloading it into a temporary file and checking the sha256 that process reported.
+    /// Returns the file (a volume index of a large volume is gigabytes: never held in memory).
+    pub async fn adopt(
+        &mut self,
+        relative: &str,
+        sha256: &str,
+    ) -> Result<(ObjectEntry, tempfile::NamedTempFile)> {
         let key = format!("{}{relative}", Layout::backup_dir(&self.name));
-        let data = self.store.get(&key).await?;
-        let actual = hex::encode(Sha256::digest(&data));
+        let file = tempfile::Builder::new()
+            .prefix("lifeboat-adopt-")
+            .tempfile()
+            .map_err(|source| RepoError::File {
+                path: std::env::temp_dir().display().to_string(),
+                source,
+            })?;
+        let size = self
+            .store
+            .get_to_file(
+                &key,
+                file.path(),
+                &crate::storage::TransferOptions::default(),
+            )
+            .await?;
+        let path = file.path().to_owned();
+        let actual = tokio::task::spawn_blocking(move || sha256_file(&path))
+            .await
+            .expect("hashing does not panic")
+            .map_err(|source| RepoError::File {
+                path: file.path().display().to_string(),
+                source,
+            })?;
         if actual != sha256 {
             return Err(RepoError::DigestMismatch {
                 key,
@@ -145,11 +171,11 @@ impl BackupWriter {
         }
         let entry = ObjectEntry {
             key,
-            size: data.len() as u64,
+            size,
             sha256: actual,
         };
         self.objects.push(entry.clone());
-        Ok((entry, data))
+        Ok((entry, file))
     }
 
     /// Records a pack the backup references (written by the volume mover, possibly by an
@@ -229,4 +255,19 @@ async fn hash_file(path: &Path) -> Result<(u64, String)> {
         path: shown,
         source,
     })
+}
+
+/// sha256 of a local file's bytes (lowercase hex), read in 1 MiB blocks.
+pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(h.finalize()));
+        }
+        h.update(&buf[..n]);
+    }
 }

@@ -5,13 +5,12 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use sha2::Digest as _;
 
 use crate::cli::args::{MoverBackupArgs, MoverCommand, MoverLocationArgs, MoverRestoreArgs};
 use crate::cli::progress::MoverProgress;
 use crate::cli::{Context, Exit, UsageError};
 use crate::config::Location;
-use crate::mover::{self, BackupOptions, JobReport, KnownChunks, RestoreOptions, VolumeIndex};
+use crate::mover::{self, BackupOptions, JobReport, KnownChunks, RestoreOptions};
 use crate::repo::{BackupName, Layout, ObjectEntry, RepoReader, RepoWriter};
 use crate::storage::{self, PutOutcome};
 
@@ -20,6 +19,7 @@ pub const LOCATION_ENV: &str = "LIFEBOAT_LOCATION";
 
 /// Runs a mover subcommand.
 pub async fn run(ctx: &Context, cmd: MoverCommand) -> anyhow::Result<Exit> {
+    mover::limit_malloc_arenas();
     match cmd {
         MoverCommand::Backup(a) => backup(ctx, a).await,
         MoverCommand::Restore(a) => restore(ctx, a).await,
@@ -67,9 +67,12 @@ async fn backup(ctx: &Context, a: MoverBackupArgs) -> anyhow::Result<Exit> {
         .with_context(|| format!("opening the repository in {loc_name}"))?;
     let repo = writer.reader();
     let parent_index = match &parent {
-        Some(p) => mover::load_index(repo.store(), p, &a.namespace, &a.pvc)
-            .await
-            .with_context(|| format!("reading the index of {volume} in parent backup {p}"))?,
+        Some(p) => {
+            let key = Layout::volume_index(p, &a.namespace, &a.pvc);
+            mover::ParentIndex::download(repo.store(), &key)
+                .await
+                .with_context(|| format!("reading the index of {volume} in parent backup {p}"))?
+        }
         None => None,
     };
     // Files touching a retired (mostly garbage) pack are read and stored again, not referenced.
@@ -96,15 +99,19 @@ async fn backup(ctx: &Context, a: MoverBackupArgs) -> anyhow::Result<Exit> {
     let outcome =
         result.with_context(|| format!("backing up {volume} from {}", a.source.display()))?;
 
+    // The index streams from its local file: a 1 TB volume's index is gigabytes.
     let key = Layout::volume_index(&name, &a.namespace, &a.pvc);
-    let json = bytes::Bytes::from(outcome.index.to_json());
     let entry = ObjectEntry {
         key: key.clone(),
-        size: json.len() as u64,
-        sha256: hex::encode(sha2::Sha256::digest(&json)),
+        size: outcome.index.size,
+        sha256: outcome.index.sha256.clone(),
     };
     match store
-        .put_if_absent(&key, json)
+        .put_file_if_absent(
+            &key,
+            &outcome.index.path,
+            &storage::TransferOptions::default(),
+        )
         .await
         .with_context(|| format!("writing the volume index {key}"))?
     {
@@ -156,18 +163,20 @@ async fn restore(ctx: &Context, a: MoverRestoreArgs) -> anyhow::Result<Exit> {
         .with_context(|| {
             format!("backup {name} holds no data of volume {volume} ({key} is not in its manifest)")
         })?;
-    let bytes = repo
-        .get(&key)
+    // Downloaded to a local file and streamed from there: a 1 TB volume's index is gigabytes.
+    let index = mover::download_index(repo.store(), &key)
         .await
-        .with_context(|| format!("reading the volume index {key}"))?;
-    let digest = hex::encode(sha2::Sha256::digest(&bytes));
-    if digest != entry.sha256 {
+        .with_context(|| format!("reading the volume index {key}"))?
+        .with_context(|| {
+            format!("the volume index {key} is listed in the manifest but missing from {loc_name}")
+        })?;
+    if index.sha256 != entry.sha256 {
         anyhow::bail!(
-            "the volume index {key} is corrupted: sha256 {digest}, the manifest says {}",
+            "the volume index {key} is corrupted: sha256 {}, the manifest says {}",
+            index.sha256,
             entry.sha256
         );
     }
-    let index = VolumeIndex::from_json(&bytes).with_context(|| format!("parsing {key}"))?;
     let counters = Arc::new(mover::Progress::default());
     let opts = RestoreOptions {
         concurrency: a.concurrency.max(1),
@@ -175,7 +184,8 @@ async fn restore(ctx: &Context, a: MoverRestoreArgs) -> anyhow::Result<Exit> {
         ..RestoreOptions::default()
     };
     let progress = MoverProgress::start(format!("restore {volume}"), counters);
-    let result = mover::restore_volume(repo.store().clone(), Arc::new(index), target, opts).await;
+    let result =
+        mover::restore_index_file(repo.store().clone(), index.path.clone(), target, opts).await;
     progress.finish().await;
     let stats = result.with_context(|| {
         format!(

@@ -94,7 +94,8 @@ async fn verify_volume_data(
             continue;
         }
         let label = format!("{}/{}", v.namespace, v.pvc);
-        match crate::mover::load_index(repo.store(), &manifest.name, &v.namespace, &v.pvc).await {
+        let key = crate::repo::Layout::volume_index(&manifest.name, &v.namespace, &v.pvc);
+        match crate::mover::download_index(repo.store(), &key).await {
             Ok(Some(index)) => indexes.push((label, index)),
             // A missing index is already reported by the completeness check.
             Ok(None) => {}
@@ -105,9 +106,12 @@ async fn verify_volume_data(
             }
         }
     }
-    let refs: Vec<(&str, &crate::mover::VolumeIndex)> =
-        indexes.iter().map(|(l, i)| (l.as_str(), i)).collect();
-    crate::mover::verify_volumes(repo.store(), &refs)
+    // Streamed from local files, in batches of bounded memory.
+    let refs: Vec<(&str, &std::path::Path)> = indexes
+        .iter()
+        .map(|(l, i)| (l.as_str(), i.path.as_path()))
+        .collect();
+    crate::mover::verify_index_files(repo.store(), &refs)
         .await
         .context("verifying volume data")
 }

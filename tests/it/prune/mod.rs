@@ -55,15 +55,14 @@ pub async fn write_volume(
         src.path().to_owned(),
         store.clone(),
         opts,
-        parent.cloned(),
+        parent.map(|p| lifeboat::mover::ParentIndex::from_index(p).unwrap()),
         KnownChunks::new(),
     )
     .await
     .unwrap();
-    store_index(bw, "shop", "data-db-0", &out.index)
-        .await
-        .unwrap();
-    out.index
+    let index = out.load_index().unwrap();
+    store_index(bw, "shop", "data-db-0", &index).await.unwrap();
+    index
 }
 
 /// Writes and commits backup `name` taken at `started`.

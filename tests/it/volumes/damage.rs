@@ -149,8 +149,10 @@ async fn a_corrupted_chunk_is_named_by_volume_and_file_in_verify_deep_and_restor
         KnownChunks::new(),
     )
     .await
+    .unwrap()
+    .load_index()
     .unwrap();
-    commit_with_index(&repo, "c1", &outcome.index).await;
+    commit_with_index(&repo, "c1", &outcome).await;
 
     let out = lifeboat(dir.path(), &["verify", "c1", "--deep", "-o", "json"]);
     assert_eq!(
@@ -163,7 +165,6 @@ async fn a_corrupted_chunk_is_named_by_volume_and_file_in_verify_deep_and_restor
 
     // Flip one byte in the middle of the stored chunk of data/secret.key.
     let f = outcome
-        .index
         .files()
         .find(|f| f.path == "data/secret.key")
         .unwrap()
@@ -172,7 +173,7 @@ async fn a_corrupted_chunk_is_named_by_volume_and_file_in_verify_deep_and_restor
     let pack = dir
         .path()
         .join("repo")
-        .join(outcome.index.packs[chunk.pack as usize].key());
+        .join(outcome.packs[chunk.pack as usize].key());
     let mut bytes = std::fs::read(&pack).unwrap();
     bytes[(chunk.offset + chunk.length / 2) as usize] ^= 0x5a;
     std::fs::write(&pack, bytes).unwrap();

@@ -6,12 +6,19 @@
 //! a chunk reference is the compact array `[chunk id, pack, offset, length, size]` where `pack`
 //! indexes the index's own `packs` table (one pack key per table row instead of per chunk).
 
+mod read;
+mod write;
+
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
 use super::chunker::ChunkId;
 use crate::repo::{ChunkerParams, Layout, ObjectEntry};
+
+pub use read::{Flow, IndexEvent, IndexHeader, IndexStream, IndexVisitor, read_header, read_index};
+pub(crate) use write::{CHUNK_RECORD, decode_record, encode_record};
+pub use write::{IndexWriter, WrittenIndex};
 
 /// Format tag of a volume index.
 pub const INDEX_FORMAT: &str = "lifeboat-volume-index";
@@ -182,6 +189,12 @@ pub enum IndexError {
     /// Not JSON of a volume index.
     #[error("not a volume index")]
     Parse(#[source] serde_json::Error),
+    /// Not in the order lifeboat writes, so it cannot be streamed.
+    #[error("volume index is not in the order lifeboat writes: {0}")]
+    Order(&'static str),
+    /// The index file cannot be read.
+    #[error("cannot read the volume index file")]
+    Io(#[source] std::io::Error),
     /// Written by a newer lifeboat.
     #[error(
         "volume index {format} v{version} is not supported (this build reads v{INDEX_VERSION}); upgrade lifeboat"
@@ -221,6 +234,54 @@ impl VolumeIndex {
             });
         }
         Ok(index)
+    }
+
+    /// Reads an index from a stream of JSON (the whole index ends up in memory: for small
+    /// indexes and tests; large ones are taken event by event with [`read_index`]).
+    pub fn from_reader(reader: impl std::io::Read) -> Result<Self, IndexError> {
+        struct Collect {
+            entries: Vec<Entry>,
+        }
+        impl IndexVisitor for Collect {
+            type Error = IndexError;
+            fn header(&mut self, _: &IndexHeader) -> Result<Flow, IndexError> {
+                Ok(Flow::Continue)
+            }
+            fn event(&mut self, e: IndexEvent) -> Result<(), IndexError> {
+                match e {
+                    IndexEvent::Dir(d) => self.entries.push(Entry::Dir(d)),
+                    IndexEvent::Symlink(s) => self.entries.push(Entry::Symlink(s)),
+                    IndexEvent::HardLink(h) => self.entries.push(Entry::HardLink(h)),
+                    IndexEvent::FileStart(f) => self.entries.push(Entry::File(f)),
+                    IndexEvent::Chunk(c) => match self.entries.last_mut() {
+                        Some(Entry::File(f)) => f.chunks.push(c),
+                        _ => return Err(IndexError::Order("a chunk outside a file")),
+                    },
+                    IndexEvent::FileEnd => {}
+                }
+                Ok(())
+            }
+        }
+        let mut c = Collect {
+            entries: Vec::new(),
+        };
+        let header = read_index(reader, &mut c)?;
+        Ok(Self {
+            format: INDEX_FORMAT.into(),
+            version: INDEX_VERSION,
+            chunker: header.chunker,
+            packs: header.packs,
+            entries: c.entries,
+        })
+    }
+
+    /// Writes the index to a local file through an [`IndexWriter`].
+    pub fn write_file(&self) -> std::io::Result<WrittenIndex> {
+        let mut w = IndexWriter::new()?;
+        for e in &self.entries {
+            w.push(e.clone())?;
+        }
+        w.finish(&self.chunker, &self.packs)
     }
 
     /// The regular files.
@@ -268,3 +329,6 @@ impl VolumeIndex {
         self.files().map(|f| f.size).sum()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,458 @@
+//! The backup pipeline: numbered jobs from the walker, hashed and compressed on all cores, put
+//! back in walk order by the packer, which places new chunks into packs and writes the index
+//! spool as it goes, so each chunk reference is final the moment it is placed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use super::super::chunker::{ChunkId, ChunkerConfig};
+use super::super::index::{ChunkRef, Entry, FileNode, IndexWriter, PackRef, WrittenIndex};
+use super::super::known::{KnownChunks, PackTable};
+use super::super::pack::{FinishedPack, PackBuilder, encode_chunk};
+use super::super::{MoverError, Result};
+use super::parent::ParentCursor;
+use super::walk::Walker;
+use super::{BackupOptions, BackupStats};
+
+/// What the walker hands on, numbered in walk order.
+pub(super) struct Job {
+    pub(super) seq: u64,
+    pub(super) work: Work,
+}
+
+pub(super) enum Work {
+    /// File data to hash (and compress if new).
+    Chunk(Vec<u8>),
+    /// Passed through the workers untouched; batched, so a run of unchanged files costs one
+    /// hand-over per batch instead of three per file.
+    Events(Vec<Event>),
+}
+
+/// Index events, in walk order.
+pub(super) enum Event {
+    /// A directory, symlink or hard link.
+    Entry(Entry),
+    /// A regular file begins; its chunks follow.
+    FileStart(FileNode),
+    /// Chunks of an unchanged file, taken over from the parent (pack rows of the parent).
+    Adopt(Vec<ChunkRef>),
+    /// The file ends, with its size if it changed while read.
+    FileEnd(Option<u64>),
+}
+
+enum Hashed {
+    /// In the repository already.
+    Known {
+        id: ChunkId,
+        size: u32,
+        pack_row: u32,
+        offset: u32,
+        length: u32,
+    },
+    /// Not seen before: stored form attached.
+    New {
+        id: ChunkId,
+        size: u32,
+        stored: Vec<u8>,
+    },
+    /// Stored earlier in this run, as far as the worker saw: raw data kept in case the cache
+    /// has forgotten it by the time the packer places it.
+    Dup {
+        id: ChunkId,
+        data: Vec<u8>,
+    },
+    Events(Vec<Event>),
+    Failed(MoverError),
+}
+
+/// Chunks stored earlier in this run and where: two generations of a fixed size, the older
+/// dropped when the newer fills, so memory is bounded and recent chunks (the likeliest repeats)
+/// are remembered.
+pub(super) struct RunCache {
+    young: HashMap<ChunkId, (u32, u32, u32)>,
+    old: HashMap<ChunkId, (u32, u32, u32)>,
+    cap: usize,
+}
+
+impl RunCache {
+    pub(super) fn new(budget: usize) -> Self {
+        // A hashbrown slot: 32 + 12 bytes, one control byte; two tables of 2^k slots each,
+        // filled to 7/8.
+        let slots = ((budget / 2 / 45).max(16) + 1).next_power_of_two() / 2;
+        let cap = slots / 8 * 7;
+        Self {
+            young: HashMap::with_capacity(cap),
+            old: HashMap::new(),
+            cap,
+        }
+    }
+
+    fn get(&self, id: &ChunkId) -> Option<(u32, u32, u32)> {
+        self.young.get(id).or_else(|| self.old.get(id)).copied()
+    }
+
+    fn insert(&mut self, id: ChunkId, at: (u32, u32, u32)) {
+        if self.young.len() >= self.cap {
+            let mut fresh = std::mem::take(&mut self.old);
+            fresh.clear();
+            self.old = std::mem::replace(&mut self.young, fresh);
+        }
+        self.young.insert(id, at);
+    }
+}
+
+/// Runs walker, workers and packer; returns the written index, its pack table and the figures.
+pub(super) fn run(
+    source: &Path,
+    opts: &BackupOptions,
+    chunker: ChunkerConfig,
+    parent: Option<ParentCursor>,
+    known: &KnownChunks,
+    pack_tx: tokio::sync::mpsc::Sender<FinishedPack>,
+) -> Result<(WrittenIndex, Vec<PackRef>, BackupStats)> {
+    let workers = opts.workers.max(1);
+    let (job_tx, job_rx) = sync_channel::<Job>(workers * 2);
+    let (hashed_tx, hashed_rx) = sync_channel::<(u64, Hashed)>(workers * 2);
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let cache = Mutex::new(RunCache::new(opts.run_cache_bytes));
+    let parent_packs: Vec<PackRef> = parent
+        .as_ref()
+        .map(|p| p.packs().to_vec())
+        .unwrap_or_default();
+    let index = IndexWriter::new().map_err(|source| MoverError::Spool {
+        what: "the new volume index",
+        source,
+    })?;
+    std::thread::scope(|s| {
+        // Owned by this closure, so an early return drops it and idle workers end before the
+        // scope joins them.
+        let job_tx = job_tx;
+        for _ in 0..workers {
+            let job_rx = job_rx.clone();
+            let hashed_tx = hashed_tx.clone();
+            let cache = &cache;
+            let level = opts.zstd_level;
+            std::thread::Builder::new()
+                .name("mover-hash".into())
+                .spawn_scoped(s, move || {
+                    hash_worker(&job_rx, hashed_tx, known, cache, level)
+                })
+                .map_err(|source| MoverError::Thread { source })?;
+        }
+        // Only workers may hold the job receiver: if they stop, the walker's send must fail.
+        drop(job_rx);
+        drop(hashed_tx);
+        let packer = Packer {
+            index,
+            table: PackTable::default(),
+            known,
+            known_rows: HashMap::new(),
+            parent_packs: &parent_packs,
+            parent_rows: HashMap::new(),
+            cache: &cache,
+            level: opts.zstd_level,
+            current: None,
+            target: opts.pack_target,
+            tx: pack_tx,
+        };
+        let packer = std::thread::Builder::new()
+            .name("mover-pack".into())
+            .spawn_scoped(s, move || packer.run(hashed_rx))
+            .map_err(|source| MoverError::Thread { source })?;
+        let walked = Walker::new(source, opts, chunker, parent, job_tx).walk();
+        let packed = packer.join().expect("packer does not panic");
+        let mut stats = walked?;
+        let (index, packs, p) = packed?;
+        stats.new_chunks = p.new_chunks;
+        stats.new_bytes = p.new_bytes;
+        stats.new_stored_bytes = p.new_stored_bytes;
+        stats.reused_chunks = p.reused_chunks;
+        stats.reused_bytes = p.reused_bytes;
+        let written = index
+            .finish(&opts.chunker, &packs)
+            .map_err(|source| MoverError::Spool {
+                what: "the new volume index",
+                source,
+            })?;
+        Ok((written, packs, stats))
+    })
+}
+
+fn hash_worker(
+    jobs: &Mutex<Receiver<Job>>,
+    out: SyncSender<(u64, Hashed)>,
+    known: &KnownChunks,
+    cache: &Mutex<RunCache>,
+    level: Option<i32>,
+) {
+    loop {
+        // The lock is held only to take one job, not while hashing.
+        let job = match jobs.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+            Ok(j) => j,
+            Err(_) => return,
+        };
+        let msg = match job.work {
+            Work::Events(e) => Hashed::Events(e),
+            Work::Chunk(data) => classify(data, known, cache, level),
+        };
+        if out.send((job.seq, msg)).is_err() {
+            return;
+        }
+    }
+}
+
+fn classify(
+    data: Vec<u8>,
+    known: &KnownChunks,
+    cache: &Mutex<RunCache>,
+    level: Option<i32>,
+) -> Hashed {
+    let id = ChunkId::of(&data);
+    let size = data.len() as u32;
+    match known.get(&id) {
+        Ok(Some(loc)) => {
+            return Hashed::Known {
+                id,
+                size,
+                pack_row: loc.pack_row,
+                offset: loc.offset,
+                length: loc.length,
+            };
+        }
+        Ok(None) => {}
+        Err(source) => {
+            return Hashed::Failed(MoverError::Spool {
+                what: "the known-chunk set",
+                source,
+            });
+        }
+    }
+    if cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&id)
+        .is_some()
+    {
+        return Hashed::Dup { id, data };
+    }
+    let stored = match level {
+        Some(l) => encode_chunk(&data, l),
+        None => data,
+    };
+    Hashed::New { id, size, stored }
+}
+
+#[derive(Default)]
+struct Placed {
+    new_chunks: u64,
+    new_bytes: u64,
+    new_stored_bytes: u64,
+    reused_chunks: u64,
+    reused_bytes: u64,
+}
+
+struct Packer<'a> {
+    index: IndexWriter,
+    table: PackTable,
+    known: &'a KnownChunks,
+    /// Known-set pack row → this index's pack row.
+    known_rows: HashMap<u32, u32>,
+    parent_packs: &'a [PackRef],
+    /// Parent pack row → this index's pack row.
+    parent_rows: HashMap<u32, u32>,
+    cache: &'a Mutex<RunCache>,
+    level: Option<i32>,
+    /// The pack being filled and its reserved row.
+    current: Option<(PackBuilder, u32)>,
+    target: usize,
+    tx: tokio::sync::mpsc::Sender<FinishedPack>,
+}
+
+impl Packer<'_> {
+    /// Takes hashed jobs in any order and handles them in walk order.
+    fn run(mut self, rx: Receiver<(u64, Hashed)>) -> Result<(IndexWriter, Vec<PackRef>, Placed)> {
+        let mut placed = Placed::default();
+        let mut pending: BTreeMap<u64, Hashed> = BTreeMap::new();
+        let mut next = 0u64;
+        for (seq, h) in rx {
+            pending.insert(seq, h);
+            while let Some(h) = pending.remove(&next) {
+                next += 1;
+                self.handle(h, &mut placed)?;
+            }
+        }
+        if !pending.is_empty() {
+            return Err(MoverError::UploadStopped);
+        }
+        if let Some((b, row)) = self.current.take() {
+            self.ship(b, row)?;
+        }
+        Ok((self.index, self.table.packs, placed))
+    }
+
+    fn spool<T>(r: std::io::Result<T>) -> Result<T> {
+        r.map_err(|source| MoverError::Spool {
+            what: "the new volume index",
+            source,
+        })
+    }
+
+    fn handle(&mut self, h: Hashed, placed: &mut Placed) -> Result<()> {
+        match h {
+            Hashed::Failed(e) => return Err(e),
+            Hashed::Events(events) => {
+                for e in events {
+                    self.event(e, placed)?;
+                }
+            }
+            Hashed::Known {
+                id,
+                size,
+                pack_row,
+                offset,
+                length,
+            } => {
+                let pack = match self.known_rows.get(&pack_row) {
+                    Some(&row) => row,
+                    None => {
+                        let p = self
+                            .known
+                            .pack(pack_row)
+                            .ok_or_else(|| MoverError::Internal {
+                                what: format!("known chunk {id} names no pack"),
+                            })?;
+                        let row = self.table.intern(p);
+                        self.known_rows.insert(pack_row, row);
+                        row
+                    }
+                };
+                self.reuse(
+                    ChunkRef {
+                        id,
+                        pack,
+                        offset,
+                        length,
+                        size,
+                    },
+                    placed,
+                )?;
+            }
+            Hashed::New { id, size, stored } => self.place(id, size, stored, placed)?,
+            Hashed::Dup { id, data } => {
+                let size = data.len() as u32;
+                // Forgotten since the worker looked: store it (again), compressed here.
+                let stored = match self.level {
+                    Some(l) => encode_chunk(&data, l),
+                    None => data,
+                };
+                self.place(id, size, stored, placed)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, e: Event, placed: &mut Placed) -> Result<()> {
+        match e {
+            Event::Entry(e) => Self::spool(self.index.push(e))?,
+            Event::FileStart(f) => Self::spool(self.index.begin_file(f))?,
+            Event::FileEnd(size) => Self::spool(self.index.end_file(size))?,
+            Event::Adopt(chunks) => {
+                for c in chunks {
+                    let pack = match self.parent_rows.get(&c.pack) {
+                        Some(&row) => row,
+                        None => {
+                            let p = self.parent_packs.get(c.pack as usize).ok_or_else(|| {
+                                MoverError::Internal {
+                                    what: format!("parent chunk {} names no pack", c.id),
+                                }
+                            })?;
+                            let row = self.table.intern(p);
+                            self.parent_rows.insert(c.pack, row);
+                            row
+                        }
+                    };
+                    self.reuse(ChunkRef { pack, ..c }, placed)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn reuse(&mut self, c: ChunkRef, placed: &mut Placed) -> Result<()> {
+        placed.reused_chunks += 1;
+        placed.reused_bytes += u64::from(c.size);
+        Self::spool(self.index.chunk(&c))
+    }
+
+    /// Places a chunk unless this run stored it already (then it is referenced).
+    fn place(
+        &mut self,
+        id: ChunkId,
+        size: u32,
+        stored: Vec<u8>,
+        placed: &mut Placed,
+    ) -> Result<()> {
+        let seen = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id);
+        if let Some((pack, offset, length)) = seen {
+            return self.reuse(
+                ChunkRef {
+                    id,
+                    pack,
+                    offset,
+                    length,
+                    size,
+                },
+                placed,
+            );
+        }
+        let (builder, row) = match &mut self.current {
+            Some(c) => c,
+            None => {
+                let row = self.table.reserve();
+                self.current
+                    .insert((PackBuilder::with_capacity(self.target + (1 << 20)), row))
+            }
+        };
+        let row = *row;
+        let e = builder.add(id, size, &stored);
+        let full = builder.len() >= self.target;
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, (row, e.offset, e.length));
+        placed.new_chunks += 1;
+        placed.new_bytes += u64::from(size);
+        placed.new_stored_bytes += stored.len() as u64;
+        Self::spool(self.index.chunk(&ChunkRef {
+            id,
+            pack: row,
+            offset: e.offset,
+            length: e.length,
+            size,
+        }))?;
+        if full && let Some((b, row)) = self.current.take() {
+            self.ship(b, row)?;
+        }
+        Ok(())
+    }
+
+    fn ship(&mut self, b: PackBuilder, row: u32) -> Result<()> {
+        let p = b.finish();
+        self.table.fill(
+            row,
+            PackRef {
+                id: p.id.clone(),
+                size: p.bytes.len() as u64,
+            },
+        );
+        self.tx
+            .blocking_send(p)
+            .map_err(|_| MoverError::UploadStopped)
+    }
+}
