@@ -268,7 +268,7 @@ pub async fn run(
                 .await
                 .map_err(repo_err)?;
             // Only the pack table, at the head of the index, is needed here.
-            let header = std::fs::File::open(file.path())
+            let header = std::fs::File::open(&file.path)
                 .map_err(crate::mover::IndexError::Io)
                 .and_then(|f| crate::mover::index::read_header(std::io::BufReader::new(f)))
                 .map_err(|source| BackupError::VolumeIndex {
@@ -276,11 +276,7 @@ pub async fn run(
                     source,
                 })?;
             for pack in &header.packs {
-                writer.reference_pack(crate::repo::ObjectEntry {
-                    key: pack.key(),
-                    size: pack.size,
-                    sha256: pack.id.clone(),
-                });
+                writer.reference_pack(pack.object_entry());
             }
         }
         for r in &outcome.records {

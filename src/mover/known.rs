@@ -57,8 +57,7 @@ enum Sealed {
 /// A sorted, deduplicated table of known chunks.
 #[derive(Debug)]
 pub struct KnownChunks {
-    packs: Vec<PackRef>,
-    pack_rows: HashMap<String, u32>,
+    packs: PackTable,
     rows: Vec<ChunkRef>,
     budget_rows: usize,
     spill: Option<tempfile::TempDir>,
@@ -81,8 +80,7 @@ impl KnownChunks {
     /// An empty set that holds at most `budget` bytes of rows in memory before spilling.
     pub fn with_budget(budget: usize) -> Self {
         Self {
-            packs: Vec::new(),
-            pack_rows: HashMap::new(),
+            packs: PackTable::default(),
             rows: Vec::new(),
             budget_rows: (budget / std::mem::size_of::<ChunkRef>()).max(BLOCK_ROWS),
             spill: None,
@@ -107,13 +105,7 @@ impl KnownChunks {
 
     /// The row of `p` in this set's pack table, added if new.
     pub fn intern(&mut self, p: &PackRef) -> u32 {
-        if let Some(&row) = self.pack_rows.get(&p.id) {
-            return row;
-        }
-        let row = self.packs.len() as u32;
-        self.packs.push(p.clone());
-        self.pack_rows.insert(p.id.clone(), row);
-        row
+        self.packs.intern(p)
     }
 
     /// Adds one chunk; `c.pack` is a row of this set's pack table ([`KnownChunks::intern`]).
@@ -195,7 +187,7 @@ impl KnownChunks {
 
     /// The pack at `row` of this set's pack table.
     pub fn pack(&self, row: u32) -> Option<&PackRef> {
-        self.packs.get(row as usize)
+        self.packs.packs.get(row as usize)
     }
 
     /// Where `id` lies, if known. Requires [`KnownChunks::seal`]; a failing read of the sealed
@@ -214,7 +206,7 @@ impl KnownChunks {
             Sealed::Disk { file, fences, rows } => lookup_disk(file, fences, *rows, id)?,
         };
         Ok(row.map(|r| KnownLocation {
-            pack: &self.packs[r.pack as usize],
+            pack: &self.packs.packs[r.pack as usize],
             pack_row: r.pack,
             offset: r.offset,
             length: r.length,
@@ -235,7 +227,7 @@ impl KnownChunks {
         };
         self.rows.capacity() * std::mem::size_of::<ChunkRef>()
             + fences
-            + self.packs.len() * (std::mem::size_of::<PackRef>() + 64 + 48)
+            + self.packs.packs.len() * (std::mem::size_of::<PackRef>() + 64 + 48)
     }
 }
 

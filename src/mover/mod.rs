@@ -260,60 +260,24 @@ pub async fn load_index(
     }
 }
 
-/// A volume index downloaded into a temporary file (deleted when this is dropped): a large
-/// volume's index is gigabytes, so it is read as a stream from disk, never held in memory.
-#[derive(Debug)]
-pub struct LocalIndex {
-    _dir: tempfile::TempDir,
-    /// The file.
-    pub path: std::path::PathBuf,
-    /// Its size in bytes.
-    pub size: u64,
-    /// sha256 of its bytes (lowercase hex), to check against the manifest.
-    pub sha256: String,
-}
+/// A volume index downloaded into a temporary file: a large volume's index is gigabytes, so it
+/// is read as a stream from disk, never held in memory.
+pub type LocalIndex = crate::storage::LocalCopy;
 
-/// Downloads the index object `key` (parallel ranged reads) into a temporary file under
-/// `TMPDIR`; `Ok(None)` if there is no such object.
+/// Downloads the index object `key` into a temporary file, with its sha256; `Ok(None)` if there
+/// is no such object.
 pub async fn download_index(
     store: &crate::storage::Reader,
     key: &str,
 ) -> Result<Option<LocalIndex>> {
-    let spool = |source| MoverError::Spool {
-        what: "a downloaded volume index",
-        source,
-    };
-    let dir = tempfile::Builder::new()
-        .prefix("lifeboat-index-")
-        .tempdir()
-        .map_err(spool)?;
-    let path = dir.path().join("index.json");
-    let size = match store
-        .get_to_file(key, &path, &crate::storage::TransferOptions::default())
-        .await
-    {
-        Ok(size) => size,
-        Err(StorageError::NotFound { .. }) => return Ok(None),
-        Err(source) => {
-            return Err(MoverError::FetchIndex {
-                key: key.to_owned(),
-                source,
-            });
-        }
-    };
-    let sha256 = tokio::task::spawn_blocking({
-        let path = path.clone();
-        move || crate::repo::sha256_file(&path)
-    })
-    .await
-    .expect("hashing does not panic")
-    .map_err(spool)?;
-    Ok(Some(LocalIndex {
-        _dir: dir,
-        path,
-        size,
-        sha256,
-    }))
+    match crate::storage::download_to_temp(&**store, key).await {
+        Ok(copy) => Ok(Some(copy)),
+        Err(StorageError::NotFound { .. }) => Ok(None),
+        Err(source) => Err(MoverError::FetchIndex {
+            key: key.to_owned(),
+            source,
+        }),
+    }
 }
 
 /// Caps glibc's malloc at two arenas. Its default (eight per core) lets every thread that

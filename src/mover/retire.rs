@@ -83,10 +83,10 @@ pub async fn retire_sparse_packs(store: &Writer, opts: &RetireOptions) -> Result
             }
             // Streamed from a local copy: an index of a large volume is gigabytes.
             let key = Layout::volume_index(&m.name, &v.namespace, &v.pvc);
-            let Some(parent) = super::ParentIndex::download(repo.store(), &key).await? else {
+            let Some(local) = super::download_index(repo.store(), &key).await? else {
                 continue;
             };
-            let file = std::fs::File::open(parent.path()).map_err(|source| MoverError::Spool {
+            let file = std::fs::File::open(&local.path).map_err(|source| MoverError::Spool {
                 what: "a volume index",
                 source,
             })?;

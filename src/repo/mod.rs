@@ -34,7 +34,7 @@ pub use prune::{BackupSelector, PruneError, PruneOptions, PruneReport, prune};
 pub use reader::{BackupListing, Completeness, RepoReader, VerifyOptions};
 pub use retention::{RetentionError, RetentionPolicy};
 pub use volumes::{VolumeFigures, VolumeRecord, VolumeStatus};
-pub use writer::{BackupWriter, RepoWriter, sha256_file};
+pub use writer::{BackupWriter, RepoWriter};
 
 use crate::storage::StorageError;
 

@@ -137,45 +137,23 @@ impl BackupWriter {
         &mut self,
         relative: &str,
         sha256: &str,
-    ) -> Result<(ObjectEntry, tempfile::NamedTempFile)> {
+    ) -> Result<(ObjectEntry, crate::storage::LocalCopy)> {
         let key = format!("{}{relative}", Layout::backup_dir(&self.name));
-        let file = tempfile::Builder::new()
-            .prefix("lifeboat-adopt-")
-            .tempfile()
-            .map_err(|source| RepoError::File {
-                path: std::env::temp_dir().display().to_string(),
-                source,
-            })?;
-        let size = self
-            .store
-            .get_to_file(
-                &key,
-                file.path(),
-                &crate::storage::TransferOptions::default(),
-            )
-            .await?;
-        let path = file.path().to_owned();
-        let actual = tokio::task::spawn_blocking(move || sha256_file(&path))
-            .await
-            .expect("hashing does not panic")
-            .map_err(|source| RepoError::File {
-                path: file.path().display().to_string(),
-                source,
-            })?;
-        if actual != sha256 {
+        let copy = crate::storage::download_to_temp(&*self.store, &key).await?;
+        if copy.sha256 != sha256 {
             return Err(RepoError::DigestMismatch {
                 key,
                 expected: sha256.to_owned(),
-                actual,
+                actual: copy.sha256,
             });
         }
         let entry = ObjectEntry {
             key,
-            size,
-            sha256: actual,
+            size: copy.size,
+            sha256: copy.sha256.clone(),
         };
         self.objects.push(entry.clone());
-        Ok((entry, file))
+        Ok((entry, copy))
     }
 
     /// Records a pack the backup references (written by the volume mover, possibly by an
@@ -255,19 +233,4 @@ async fn hash_file(path: &Path) -> Result<(u64, String)> {
         path: shown,
         source,
     })
-}
-
-/// sha256 of a local file's bytes (lowercase hex), read in 1 MiB blocks.
-pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hex::encode(h.finalize()));
-        }
-        h.update(&buf[..n]);
-    }
 }

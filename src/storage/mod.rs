@@ -44,7 +44,7 @@ use futures::stream::BoxStream;
 
 pub use lease::{Lease, LeaseAttempt, LeaseHolder};
 pub use open::{open_reader, open_writer, probe_write};
-pub use transfer::TransferOptions;
+pub use transfer::{LocalCopy, TransferOptions, download_to_temp, sha256_file};
 
 /// What a listing or a `head` tells about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]

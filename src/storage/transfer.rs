@@ -170,3 +170,66 @@ mod tests {
         assert_eq!((o.block_size(), o.concurrency()), (1, 1));
     }
 }
+
+/// An object downloaded into a temporary file (deleted when this is dropped), with its sha256.
+#[derive(Debug)]
+pub struct LocalCopy {
+    _dir: tempfile::TempDir,
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// sha256 of its bytes (lowercase hex).
+    pub sha256: String,
+}
+
+/// Downloads `key` into a temporary file under `TMPDIR` (parallel ranged reads) and hashes it:
+/// for objects too large to hold in memory, such as a large volume's index.
+pub async fn download_to_temp<R: ObjectRead + ?Sized>(reader: &R, key: &str) -> Result<LocalCopy> {
+    let tmp_err = |source| StorageError::Io {
+        op: "create a temporary file in",
+        path: std::env::temp_dir().display().to_string(),
+        source,
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("lifeboat-download-")
+        .tempdir()
+        .map_err(tmp_err)?;
+    let path = dir.path().join("object");
+    let size = reader
+        .get_to_file(key, &path, &TransferOptions::default())
+        .await?;
+    let sha256 = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || sha256_file(&path)
+    })
+    .await
+    .expect("hashing does not panic")
+    .map_err(|source| StorageError::Io {
+        op: "read downloaded object",
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(LocalCopy {
+        _dir: dir,
+        path,
+        size,
+        sha256,
+    })
+}
+
+/// sha256 of a local file's bytes (lowercase hex), read in 1 MiB blocks.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(h.finalize()));
+        }
+        h.update(&buf[..n]);
+    }
+}

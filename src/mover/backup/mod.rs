@@ -147,15 +147,7 @@ pub struct BackupOutcome {
 impl BackupOutcome {
     /// Every pack the index references, as the manifest lists them (each once).
     pub fn pack_entries(&self) -> Vec<ObjectEntry> {
-        let mut entries: Vec<ObjectEntry> = self
-            .packs
-            .iter()
-            .map(|p| ObjectEntry {
-                key: p.key(),
-                size: p.size,
-                sha256: p.id.clone(),
-            })
-            .collect();
+        let mut entries: Vec<ObjectEntry> = self.packs.iter().map(PackRef::object_entry).collect();
         entries.sort_by(|a, b| a.key.cmp(&b.key));
         entries.dedup_by(|a, b| a.key == b.key);
         entries

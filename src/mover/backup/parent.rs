@@ -210,9 +210,9 @@ pub(super) fn walk_order(a: &str, b: &str) -> CmpOrdering {
 }
 
 impl ParentCursor {
-    /// The parent's pack table.
-    pub(super) fn packs(&self) -> &[PackRef] {
-        &self.packs
+    /// The parent's pack table, handed over to the packer (the cursor needs only rows).
+    pub(super) fn take_packs(&mut self) -> Vec<PackRef> {
+        std::mem::take(&mut self.packs)
     }
 
     /// Moves to the parent's file at `path`, if it has one: its entry, and whether it may be

@@ -108,7 +108,7 @@ pub(super) fn run(
     source: &Path,
     opts: &BackupOptions,
     chunker: ChunkerConfig,
-    parent: Option<ParentCursor>,
+    mut parent: Option<ParentCursor>,
     known: &KnownChunks,
     pack_tx: tokio::sync::mpsc::Sender<FinishedPack>,
 ) -> Result<(WrittenIndex, Vec<PackRef>, BackupStats)> {
@@ -117,9 +117,9 @@ pub(super) fn run(
     let (hashed_tx, hashed_rx) = sync_channel::<(u64, Hashed)>(workers * 2);
     let job_rx = Arc::new(Mutex::new(job_rx));
     let cache = Mutex::new(RunCache::new(opts.run_cache_bytes));
-    let parent_packs: Vec<PackRef> = parent
-        .as_ref()
-        .map(|p| p.packs().to_vec())
+    let parent_packs = parent
+        .as_mut()
+        .map(ParentCursor::take_packs)
         .unwrap_or_default();
     let index = IndexWriter::new().map_err(|source| MoverError::Spool {
         what: "the new volume index",
@@ -314,20 +314,15 @@ impl Packer<'_> {
                 offset,
                 length,
             } => {
-                let pack = match self.known_rows.get(&pack_row) {
-                    Some(&row) => row,
-                    None => {
-                        let p = self
-                            .known
-                            .pack(pack_row)
-                            .ok_or_else(|| MoverError::Internal {
-                                what: format!("known chunk {id} names no pack"),
-                            })?;
-                        let row = self.table.intern(p);
-                        self.known_rows.insert(pack_row, row);
-                        row
-                    }
-                };
+                let pack = row_in(
+                    &mut self.table,
+                    &mut self.known_rows,
+                    pack_row,
+                    self.known.pack(pack_row),
+                )
+                .ok_or_else(|| MoverError::Internal {
+                    what: format!("known chunk {id} names no pack"),
+                })?;
                 self.reuse(
                     ChunkRef {
                         id,
@@ -360,19 +355,15 @@ impl Packer<'_> {
             Event::FileEnd(size) => Self::spool(self.index.end_file(size))?,
             Event::Adopt(chunks) => {
                 for c in chunks {
-                    let pack = match self.parent_rows.get(&c.pack) {
-                        Some(&row) => row,
-                        None => {
-                            let p = self.parent_packs.get(c.pack as usize).ok_or_else(|| {
-                                MoverError::Internal {
-                                    what: format!("parent chunk {} names no pack", c.id),
-                                }
-                            })?;
-                            let row = self.table.intern(p);
-                            self.parent_rows.insert(c.pack, row);
-                            row
-                        }
-                    };
+                    let pack = row_in(
+                        &mut self.table,
+                        &mut self.parent_rows,
+                        c.pack,
+                        self.parent_packs.get(c.pack as usize),
+                    )
+                    .ok_or_else(|| MoverError::Internal {
+                        what: format!("parent chunk {} names no pack", c.id),
+                    })?;
                     self.reuse(ChunkRef { pack, ..c }, placed)?;
                 }
             }
@@ -455,4 +446,19 @@ impl Packer<'_> {
             .blocking_send(p)
             .map_err(|_| MoverError::UploadStopped)
     }
+}
+
+/// The row in `table` of pack `row` of another table (`pack`), remembered in `seen`.
+fn row_in(
+    table: &mut PackTable,
+    seen: &mut HashMap<u32, u32>,
+    row: u32,
+    pack: Option<&PackRef>,
+) -> Option<u32> {
+    if let Some(&r) = seen.get(&row) {
+        return Some(r);
+    }
+    let r = table.intern(pack?);
+    seen.insert(row, r);
+    Some(r)
 }

@@ -55,6 +55,15 @@ impl PackRef {
     pub fn key(&self) -> String {
         Layout::pack(&self.id)
     }
+
+    /// The pack as a manifest lists it (the sha256 of a pack is its id).
+    pub fn object_entry(&self) -> ObjectEntry {
+        ObjectEntry {
+            key: self.key(),
+            size: self.size,
+            sha256: self.id.clone(),
+        }
+    }
 }
 
 /// Modification time: seconds and nanoseconds since the Unix epoch, serialized `[s, ns]`.
@@ -295,14 +304,7 @@ impl VolumeIndex {
     /// Every pack the index references, as the manifest lists them (the sha256 of a pack is
     /// its id).
     pub fn pack_entries(&self) -> Vec<ObjectEntry> {
-        self.packs
-            .iter()
-            .map(|p| ObjectEntry {
-                key: p.key(),
-                size: p.size,
-                sha256: p.id.clone(),
-            })
-            .collect()
+        self.packs.iter().map(PackRef::object_entry).collect()
     }
 
     /// Files (and their hard links) that contain any of `chunks`, sorted.
