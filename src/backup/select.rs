@@ -38,6 +38,11 @@ const NEVER: &[(&str, &str, &str)] = &[
         "volumeattachments",
         "node-level storage state",
     ),
+    (
+        "networking.k8s.io",
+        "ipaddresses",
+        "the API server's record of the Service IPs it allocated",
+    ),
     ("", "componentstatuses", "read-only health view"),
     ("", "bindings", "create-only"),
     (

@@ -429,6 +429,44 @@ pub struct MoverRestoreArgs {
 pub enum SimCommand {
     /// Run a simulated cluster until interrupted (Ctrl-C / SIGTERM).
     Serve(SimServeArgs),
+    /// Run the node agent and the `disk.csi.sim` CSI driver against a real control plane
+    /// (e.g. one of `.ci/controlplane start`) until interrupted: Nodes with zone labels and
+    /// heartbeats, pods marked Running (lifeboat's own pods really run, with in-cluster
+    /// credentials), claims provisioned as directories, snapshots as copies. Needs root to give
+    /// lifeboat pods their service-account mount.
+    Agent(SimAgentArgs),
+}
+
+/// `lifeboat sim agent`
+#[derive(Debug, Args)]
+pub struct SimAgentArgs {
+    /// The kubeconfig of the control plane (an admin's: the agent writes Nodes, pod statuses,
+    /// PersistentVolumes and snapshot contents).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: PathBuf,
+    /// The kubeconfig context (default: its current context).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Node name prefix: nodes are `<prefix>-<zone>`.
+    #[arg(long, default_value = "node")]
+    pub node_prefix: String,
+    /// Zones, one node each, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "eastus2-1,eastus2-2,eastus2-3"
+    )]
+    pub zones: Vec<String>,
+    /// The region label of the nodes.
+    #[arg(long, default_value = "eastus2")]
+    pub region: String,
+    /// Directory for volumes, snapshots, pod directories and container logs.
+    #[arg(long, value_name = "DIR")]
+    pub state: PathBuf,
+    /// Image name whose pods the agent really runs (with this lifeboat binary), besides any
+    /// `…/lifeboat` image.
+    #[arg(long, default_value = "lifeboat:dev")]
+    pub lifeboat_image: String,
 }
 
 /// `lifeboat sim serve`

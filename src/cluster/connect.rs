@@ -48,6 +48,11 @@ pub async fn connect(name: &str, cluster: Option<&Cluster>) -> Result<Connected,
             }
         }
     };
+    // kube's own retry layer retries 503s up to 15 times with back-off of up to 1000 s: one
+    // aggregated API that is down (metrics-server, often) then held every discovery for almost
+    // four minutes. lifeboat's requests retry with bounds of their own (`request::send`).
+    let mut config = config;
+    config.default_retry = false;
     let api_host = config.cluster_url.host().map(str::to_owned);
     let client = kube::Client::try_from(config).map_err(|source| ClusterError::Client {
         cluster: name.to_owned(),

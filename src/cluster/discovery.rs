@@ -3,7 +3,9 @@
 use std::collections::BTreeSet;
 
 use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList;
+use http::Method;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIGroupList, APIResourceList, APIVersions};
+use k8s_openapi::apimachinery::pkg::version::Info;
 use serde::Serialize;
 
 use super::ClusterError;
@@ -87,23 +89,37 @@ pub struct Discovered {
     pub group_versions: BTreeSet<String>,
 }
 
+/// How many times one discovery request is retried (429, 5xx): a few quick tries, so that a
+/// passing fault does not drop a group while an aggregated API that is down (a common state)
+/// costs about a second and a half, not minutes.
+const DISCOVERY_RETRIES: u32 = 4;
+
+/// GETs one discovery document.
+async fn get<T: serde::de::DeserializeOwned>(
+    client: &kube::Client,
+    path: &str,
+) -> Result<T, ClusterError> {
+    let bytes = super::request::send_retrying(
+        client,
+        "discover",
+        Method::GET,
+        path,
+        None,
+        DISCOVERY_RETRIES,
+    )
+    .await?;
+    serde_json::from_slice(&bytes).map_err(|source| ClusterError::Decode {
+        op: "discover",
+        path: path.to_owned(),
+        source,
+    })
+}
+
 /// Discovers every resource the cluster serves. `/api` and `/apis` must answer; a group-version
 /// that fails is reported in [`Discovered::failed`], not fatal.
 pub async fn discover(client: &kube::Client) -> Result<Discovered, ClusterError> {
-    let core = client
-        .list_core_api_versions()
-        .await
-        .map_err(|source| ClusterError::Discovery {
-            path: "/api".into(),
-            source,
-        })?;
-    let groups = client
-        .list_api_groups()
-        .await
-        .map_err(|source| ClusterError::Discovery {
-            path: "/apis".into(),
-            source,
-        })?;
+    let core: APIVersions = get(client, "/api").await?;
+    let groups: APIGroupList = get(client, "/apis").await?;
 
     // (group, version) pairs in preference order: the group's preferred version first.
     let mut wanted: Vec<(String, String)> = core
@@ -125,21 +141,21 @@ pub async fn discover(client: &kube::Client) -> Result<Discovered, ClusterError>
 
     let lists: Vec<_> = futures::stream::iter(wanted.iter().cloned())
         .map(|(group, version)| async move {
-            let res = if group.is_empty() {
-                client.list_core_api_resources(&version).await
+            let path = if group.is_empty() {
+                format!("/api/{version}")
             } else {
-                client
-                    .list_api_group_resources(&format!("{group}/{version}"))
-                    .await
+                format!("/apis/{group}/{version}")
             };
+            let res = get::<APIResourceList>(client, &path).await;
             (group, version, res)
         })
         .buffered(DISCOVERY_CONCURRENCY)
         .collect()
         .await;
 
+    let version: Option<Info> = get(client, "/version").await.ok();
     let mut out = Discovered {
-        server_version: client.apiserver_version().await.ok().map(|i| i.git_version),
+        server_version: version.map(|i| i.git_version),
         ..Default::default()
     };
     let mut seen = BTreeSet::new();

@@ -35,15 +35,6 @@ pub enum ClusterError {
         #[source]
         source: kube::Error,
     },
-    /// Discovery (`/api`, `/apis`) failed.
-    #[error("API discovery failed at {path}")]
-    Discovery {
-        /// The discovery path.
-        path: String,
-        /// Why.
-        #[source]
-        source: kube::Error,
-    },
     /// A request failed in transport.
     #[error("{op} {path} failed")]
     Request {

@@ -32,6 +32,18 @@ pub async fn send(
     uri: &str,
     body: Option<(&'static str, Vec<u8>)>,
 ) -> Result<Bytes, ClusterError> {
+    send_retrying(client, op, method, uri, body, RETRY_LIMIT).await
+}
+
+/// [`send`] with at most `retries` retries of a throttled or failing answer.
+pub async fn send_retrying(
+    client: &kube::Client,
+    op: &'static str,
+    method: Method,
+    uri: &str,
+    body: Option<(&'static str, Vec<u8>)>,
+    retries: u32,
+) -> Result<Bytes, ClusterError> {
     let path = uri.split('?').next().unwrap_or(uri).to_owned();
     let mut attempt = 0;
     loop {
@@ -73,7 +85,7 @@ pub async fn send(
             return Ok(bytes);
         }
         let retryable = status.as_u16() == 429 || status.is_server_error();
-        if retryable && attempt < RETRY_LIMIT {
+        if retryable && attempt < retries {
             let backoff = match retry_after {
                 Some(s) => Duration::from_secs(s),
                 None => Duration::from_millis(100 << attempt.min(8)),

@@ -65,7 +65,7 @@ pub(crate) async fn handle(
         }
     }
     let objects = Objects::new(&ctx);
-    let pod = match objects.get(Kind::Pod, Some(&ns), &pod_name) {
+    let pod = match objects.get(Kind::Pod, Some(&ns), &pod_name).await {
         Ok(Some(p)) => p,
         _ => {
             return plain(
@@ -134,14 +134,16 @@ pub(crate) async fn handle(
     let fails = pod["metadata"]["annotations"][EXEC_FAIL]
         .as_str()
         .is_some_and(|needle| !needle.is_empty() && joined.contains(needle));
-    let _ = objects.event(
-        Kind::Pod,
-        &pod,
-        fails,
-        "Exec",
-        &format!("exec in container {container}: {joined}"),
-        "kubelet",
-    );
+    let _ = objects
+        .event(
+            Kind::Pod,
+            &pod,
+            fails,
+            "Exec",
+            &format!("exec in container {container}: {joined}"),
+            "kubelet",
+        )
+        .await;
     tracing::info!(pod = %format!("{ns}/{pod_name}"), %container, command = %joined, fails, "sim exec");
 
     let upgrade = hyper::upgrade::on(req);

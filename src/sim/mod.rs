@@ -3,6 +3,7 @@
 //! [`SimCluster::start`] runs an API server on 127.0.0.1 that `kube::Client` and real `kubectl`
 //! talk to, backed by the in-process [`store::Store`] that the controllers and kubelet use.
 
+pub mod agent;
 pub mod catalogue;
 pub mod controllers;
 pub mod exec;

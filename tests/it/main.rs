@@ -2,6 +2,7 @@ mod backup;
 mod cli;
 mod demo;
 mod prune;
+mod real;
 mod restore;
 mod schedule;
 mod seed;

@@ -13,7 +13,6 @@ use serde_json::{Value, json};
 use crate::sim::{Sim, WAIT, start_with};
 use crate::support::{lifeboat_cmd, stderr, stdout};
 
-const KUBECTL: &str = "/usr/bin/kubectl";
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
 /// Runs lifeboat in `dir` with no in-cluster hints leaking in from the test's environment.
@@ -26,23 +25,11 @@ fn lifeboat(dir: &Path, args: &[&str]) -> Output {
         .expect("lifeboat runs")
 }
 
-fn kubectl_present() -> bool {
-    if Path::new(KUBECTL).exists() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{KUBECTL} is required under CI=true"
-    );
-    eprintln!("skipping: {KUBECTL} not found");
-    false
-}
-
 /// Runs kubectl against `sim` with `stdin` piped in; bounded by [`WAIT`].
 async fn kubectl(sim: &Sim, args: &[&str], stdin: &[u8]) -> Output {
     use tokio::io::AsyncWriteExt as _;
     let home = sim._dir.path().join("kubectl-home");
-    let mut child = tokio::process::Command::new(KUBECTL)
+    let mut child = tokio::process::Command::new(crate::support::kubectl_path())
         .args(args)
         .arg("--kubeconfig")
         .arg(sim.cluster.kubeconfig_path())
@@ -86,7 +73,7 @@ async fn create_namespace(sim: &Sim, name: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn render_is_accepted_by_kubectl_server_dry_run_against_the_simulator() {
-    if !kubectl_present() {
+    if !crate::support::kubectl_present() {
         return;
     }
     let sim = start_with(|_| {}).await;
@@ -354,7 +341,7 @@ async fn schedule_run_takes_a_labelled_backup_named_after_now_and_records_status
     assert_eq!(events[0].type_.as_deref(), Some("Normal"));
     assert!(events[0].message.as_deref().unwrap().contains(name));
 
-    if kubectl_present() {
+    if crate::support::kubectl_present() {
         let described = kubectl(
             &env.sim,
             &["describe", "configmap", "lifeboat-status", "-n", "ops"],

@@ -45,3 +45,29 @@ pub fn require_tool(name: &str) -> bool {
     }
     found
 }
+
+/// The kubectl the tests use: `$LIFEBOAT_TEST_KUBECTL` (the pinned build of `.ci/controlplane`,
+/// which `.ci/test` also puts first on PATH), else whichever `kubectl` is on PATH.
+pub fn kubectl_path() -> std::path::PathBuf {
+    std::env::var_os("LIFEBOAT_TEST_KUBECTL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "kubectl".into())
+}
+
+/// Returns true if and only if the tests' kubectl runs. Under `CI=true` a missing one fails the
+/// test instead of skipping it.
+pub fn kubectl_present() -> bool {
+    let found = Command::new(kubectl_path())
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "kubectl ({}) is required under CI=true",
+            kubectl_path().display()
+        );
+        eprintln!("skipping: no kubectl ({})", kubectl_path().display());
+    }
+    found
+}

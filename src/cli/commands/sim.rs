@@ -25,5 +25,17 @@ pub async fn run(_ctx: &Context, cmd: SimCommand) -> anyhow::Result<Exit> {
             sim::serve(opts).await?;
             Ok(Exit::Ok)
         }
+        SimCommand::Agent(a) => {
+            let opts = sim::agent::AgentOptions {
+                node_prefix: a.node_prefix,
+                zones: a.zones,
+                region: a.region,
+                state_dir: a.state,
+                lifeboat_image: a.lifeboat_image,
+                lifeboat_bin: std::env::current_exe()?,
+            };
+            sim::agent::serve(&a.kubeconfig, a.context, opts).await?;
+            Ok(Exit::Ok)
+        }
     }
 }

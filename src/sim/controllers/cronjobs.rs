@@ -23,15 +23,15 @@ impl Controller for CronJobController {
     }
 
     async fn pass(&mut self, objects: &Objects) -> Result<(), Error> {
-        let cronjobs = objects.list(Kind::CronJob, None)?;
+        let cronjobs = objects.list(Kind::CronJob, None).await?;
         if cronjobs.is_empty() {
             return Ok(());
         }
-        let jobs = objects.list(Kind::Job, None)?;
+        let jobs = objects.list(Kind::Job, None).await?;
         let mut result = Ok(());
         for cj in cronjobs {
             if !is_deleting(&cj)
-                && let Err(e) = reconcile_cronjob(objects, &cj, &jobs)
+                && let Err(e) = reconcile_cronjob(objects, &cj, &jobs).await
             {
                 result = Err(e);
             }
@@ -180,7 +180,7 @@ fn finished(job: &Value) -> bool {
     has_condition(job, "Complete") || has_condition(job, "Failed")
 }
 
-fn reconcile_cronjob(objects: &Objects, cj: &Value, jobs: &[Value]) -> Result<(), Error> {
+async fn reconcile_cronjob(objects: &Objects, cj: &Value, jobs: &[Value]) -> Result<(), Error> {
     let ns = namespace(cj).unwrap_or("default");
     let spec = &cj["spec"];
     let mut mine: Vec<&Value> = jobs
@@ -203,7 +203,7 @@ fn reconcile_cronjob(objects: &Objects, cj: &Value, jobs: &[Value]) -> Result<()
     ] {
         let done: Vec<&&Value> = mine.iter().filter(|j| has_condition(j, ty)).collect();
         for old in done.iter().take(done.len().saturating_sub(limit)) {
-            objects.delete(Kind::Job, Some(ns), name(old))?;
+            objects.delete(Kind::Job, Some(ns), name(old)).await?;
         }
     }
 
@@ -211,14 +211,16 @@ fn reconcile_cronjob(objects: &Objects, cj: &Value, jobs: &[Value]) -> Result<()
     let schedule = match Schedule::parse(spec["schedule"].as_str().unwrap_or("")) {
         Ok(s) => Some(s),
         Err(why) => {
-            objects.event(
-                Kind::CronJob,
-                cj,
-                true,
-                "UnparseableSchedule",
-                &format!("unparseable schedule: {why}"),
-                COMPONENT,
-            )?;
+            objects
+                .event(
+                    Kind::CronJob,
+                    cj,
+                    true,
+                    "UnparseableSchedule",
+                    &format!("unparseable schedule: {why}"),
+                    COMPONENT,
+                )
+                .await?;
             None
         }
     };
@@ -246,7 +248,7 @@ fn reconcile_cronjob(objects: &Objects, cj: &Value, jobs: &[Value]) -> Result<()
             } else {
                 if policy == "Replace" {
                     for job in &active {
-                        objects.delete(Kind::Job, Some(ns), name(job))?;
+                        objects.delete(Kind::Job, Some(ns), name(job)).await?;
                     }
                 }
                 let stamp = t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
@@ -270,23 +272,25 @@ fn reconcile_cronjob(objects: &Objects, cj: &Value, jobs: &[Value]) -> Result<()
                     },
                     "spec": template["spec"],
                 });
-                if objects.create(Kind::Job, job)?.is_some() {
+                if objects.create(Kind::Job, job).await?.is_some() {
                     tracing::info!(cronjob = %format!("{ns}/{}", name(cj)), job = %job_name, "cronjob started job");
-                    objects.event(
-                        Kind::CronJob,
-                        cj,
-                        false,
-                        "SuccessfulCreate",
-                        &format!("Created job {job_name}"),
-                        COMPONENT,
-                    )?;
+                    objects
+                        .event(
+                            Kind::CronJob,
+                            cj,
+                            false,
+                            "SuccessfulCreate",
+                            &format!("Created job {job_name}"),
+                            COMPONENT,
+                        )
+                        .await?;
                 }
                 last_schedule = Some(stamp);
             }
         }
     }
 
-    let fresh = objects.list(Kind::Job, Some(ns))?;
+    let fresh = objects.list(Kind::Job, Some(ns)).await?;
     let active: Vec<Value> = fresh
         .iter()
         .filter(|j| controller_uid(j) == Some(uid(cj)) && !finished(j) && !is_deleting(j))
@@ -317,7 +321,7 @@ fn reconcile_cronjob(objects: &Objects, cj: &Value, jobs: &[Value]) -> Result<()
         // Optimistic: a status someone else just wrote (lastScheduleTime) must not be lost.
         let mut cj = cj.clone();
         cj["status"] = status;
-        objects.update_status(Kind::CronJob, cj)?;
+        objects.update_status(Kind::CronJob, cj).await?;
     }
     Ok(())
 }

@@ -27,11 +27,12 @@ impl Controller for Scheduler {
 
     async fn pass(&mut self, objects: &Objects) -> Result<(), Error> {
         let nodes: Vec<Value> = objects
-            .list(Kind::Node, None)?
+            .list(Kind::Node, None)
+            .await?
             .into_iter()
             .filter(|n| n["spec"]["unschedulable"] != true && !is_deleting(n))
             .collect();
-        let pods = objects.list(Kind::Pod, None)?;
+        let pods = objects.list(Kind::Pod, None).await?;
         let mut load: HashMap<String, usize> = HashMap::new();
         for pod in &pods {
             if let Some(node) = pod["spec"]["nodeName"].as_str()
@@ -46,7 +47,7 @@ impl Controller for Scheduler {
             if !unbound || is_deleting(pod) || pod_finished(pod) {
                 continue;
             }
-            match schedule(objects, pod, &nodes, &mut load) {
+            match schedule(objects, pod, &nodes, &mut load).await {
                 Ok(()) => {}
                 Err(e) => result = Err(e),
             }
@@ -55,15 +56,15 @@ impl Controller for Scheduler {
     }
 }
 
-fn schedule(
+async fn schedule(
     objects: &Objects,
     pod: &Value,
     nodes: &[Value],
     load: &mut HashMap<String, usize>,
 ) -> Result<(), Error> {
-    let zones = match volume_constraint(objects, pod)? {
+    let zones = match volume_constraint(objects, pod).await? {
         Ok(zones) => zones,
-        Err(why) => return unschedulable(objects, pod, &why),
+        Err(why) => return unschedulable(objects, pod, &why).await,
     };
     let fitting: Vec<&Value> = nodes
         .iter()
@@ -93,23 +94,25 @@ fn schedule(
                 nodes.len()
             ),
         };
-        return unschedulable(objects, pod, &why);
+        return unschedulable(objects, pod, &why).await;
     };
     let node_name = name(node).to_owned();
     let mut bound = pod.clone();
     bound["spec"]["nodeName"] = json!(node_name);
-    let bound = objects.update(Kind::Pod, bound)?;
+    let bound = objects.update(Kind::Pod, bound).await?;
     *load.entry(node_name.clone()).or_default() += 1;
     objects.modify_status(Kind::Pod, pod, |p| {
         set_scheduled(
             p,
             json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": super::now()}),
         );
-    })?;
+    }).await?;
     let ns = namespace(pod).unwrap_or("default");
     let msg = format!("Successfully assigned {ns}/{} to {node_name}", name(pod));
     tracing::debug!("{msg}");
-    objects.event(Kind::Pod, &bound, false, "Scheduled", &msg, COMPONENT)
+    objects
+        .event(Kind::Pod, &bound, false, "Scheduled", &msg, COMPONENT)
+        .await
 }
 
 /// Replaces the PodScheduled condition in a pod's status.
@@ -131,26 +134,30 @@ fn set_scheduled(pod: &mut Value, cond: Value) {
 
 /// Records why a pod cannot be scheduled: its PodScheduled condition and a FailedScheduling
 /// Event (each written once per distinct reason).
-fn unschedulable(objects: &Objects, pod: &Value, why: &str) -> Result<(), Error> {
+async fn unschedulable(objects: &Objects, pod: &Value, why: &str) -> Result<(), Error> {
     let already = pod["status"]["conditions"].as_array().is_some_and(|cs| {
         cs.iter()
             .any(|c| c["type"] == "PodScheduled" && c["message"] == why)
     });
     if !already {
-        objects.modify_status(Kind::Pod, pod, |p| {
-            set_scheduled(
-                p,
-                json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        objects
+            .modify_status(Kind::Pod, pod, |p| {
+                set_scheduled(
+                    p,
+                    json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                        "message": why, "lastTransitionTime": super::now()}),
-            );
-        })?;
+                );
+            })
+            .await?;
     }
-    objects.event(Kind::Pod, pod, true, "FailedScheduling", why, COMPONENT)
+    objects
+        .event(Kind::Pod, pod, true, "FailedScheduling", why, COMPONENT)
+        .await
 }
 
 /// The zones the pod's volumes allow: Ok(None) when they do not restrict it, Err(reason) when the
 /// pod cannot be scheduled yet.
-fn volume_constraint(
+async fn volume_constraint(
     objects: &Objects,
     pod: &Value,
 ) -> Result<Result<Option<Vec<String>>, String>, Error> {
@@ -166,7 +173,7 @@ fn volume_constraint(
         let Some(claim) = vol["persistentVolumeClaim"]["claimName"].as_str() else {
             continue;
         };
-        let Some(pvc) = objects.get(Kind::Pvc, Some(ns), claim)? else {
+        let Some(pvc) = objects.get(Kind::Pvc, Some(ns), claim).await? else {
             return Ok(Err(format!("persistentvolumeclaim {claim:?} not found")));
         };
         if is_deleting(&pvc) {
@@ -175,14 +182,14 @@ fn volume_constraint(
             )));
         }
         if let Some(volume) = pvc["spec"]["volumeName"].as_str().filter(|v| !v.is_empty()) {
-            if let Some(pv) = objects.get(Kind::Pv, None, volume)?
+            if let Some(pv) = objects.get(Kind::Pv, None, volume).await?
                 && let Some(z) = volume_zones(&pv)
             {
                 restrict(z);
             }
             continue;
         }
-        match claim_class(objects, &pvc)? {
+        match claim_class(objects, &pvc).await? {
             Ok(Some(class)) if waits_for_consumer(&class) => {
                 match class_zones(&class, &objects.config().zones) {
                     Ok(z) => restrict(z),

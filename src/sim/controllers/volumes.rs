@@ -36,7 +36,7 @@ impl Controller for PvController {
 
     async fn pass(&mut self, objects: &Objects) -> Result<(), Error> {
         let mut result = Ok(());
-        let claims = objects.list(Kind::Pvc, None)?;
+        let claims = objects.list(Kind::Pvc, None).await?;
         for pvc in &claims {
             if let Err(e) = reconcile_claim(objects, pvc).await {
                 result = Err(e);
@@ -52,7 +52,7 @@ impl Controller for PvController {
                 )
             })
             .collect();
-        for pv in objects.list(Kind::Pv, None)? {
+        for pv in objects.list(Kind::Pv, None).await? {
             if let Err(e) = reconcile_volume(objects, pv, &live).await {
                 result = Err(e);
             }
@@ -130,18 +130,20 @@ pub(crate) fn volume_zones(pv: &Value) -> Option<Vec<String>> {
 /// The StorageClass a claim uses: its `storageClassName`, or the default class when the field is
 /// absent. Ok(None) when the claim asks for no class (`""`) or no default exists; Err(name) when
 /// it names a class that does not exist.
-pub(crate) fn claim_class(
+pub(crate) async fn claim_class(
     objects: &Objects,
     pvc: &Value,
 ) -> Result<Result<Option<Value>, String>, Error> {
     match pvc["spec"]["storageClassName"].as_str() {
         Some("") => Ok(Ok(None)),
         Some(class) => Ok(objects
-            .get(Kind::StorageClass, None, class)?
+            .get(Kind::StorageClass, None, class)
+            .await?
             .map(Some)
             .ok_or_else(|| class.to_owned())),
         None => Ok(Ok(objects
-            .list(Kind::StorageClass, None)?
+            .list(Kind::StorageClass, None)
+            .await?
             .into_iter()
             .find(|c| {
                 c["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"]
@@ -167,19 +169,22 @@ fn requested(pvc: &Value) -> String {
 pub(crate) const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
 
 async fn reconcile_claim(objects: &Objects, pvc: &Value) -> Result<(), Error> {
+    if objects.is_real() {
+        return provision(objects, pvc).await;
+    }
     let finalizers = super::str_list(&pvc["metadata"]["finalizers"]);
     let protected = finalizers.contains(&PVC_PROTECTION);
     if is_deleting(pvc) {
         // A deleted claim stays (Terminating) until no unfinished pod uses it.
         let ns = namespace(pvc).unwrap_or("default");
-        if protected && !claim_in_use(objects, ns, name(pvc))? {
+        if protected && !claim_in_use(objects, ns, name(pvc)).await? {
             let mut released = pvc.clone();
             let rest: Vec<&str> = finalizers
                 .into_iter()
                 .filter(|f| *f != PVC_PROTECTION)
                 .collect();
             released["metadata"]["finalizers"] = json!(rest);
-            objects.update(Kind::Pvc, released)?;
+            objects.update(Kind::Pvc, released).await?;
         }
         return Ok(());
     }
@@ -192,24 +197,48 @@ async fn reconcile_claim(objects: &Objects, pvc: &Value) -> Result<(), Error> {
         let mut list: Vec<&str> = finalizers;
         list.push(PVC_PROTECTION);
         with["metadata"]["finalizers"] = json!(list);
-        updated = objects.update(Kind::Pvc, with)?;
+        updated = objects.update(Kind::Pvc, with).await?;
         &updated
     };
-    let ns = namespace(pvc).unwrap_or("default");
     if let Some(volume) = pvc["spec"]["volumeName"].as_str().filter(|v| !v.is_empty()) {
-        return reconcile_bound_claim(objects, pvc, volume);
+        return reconcile_bound_claim(objects, pvc, volume).await;
     }
     // A PV provisioned before a crash, whose claim update was lost: finish the binding.
     let pv_name = format!("pvc-{}", uid(pvc));
-    if let Some(pv) = objects.get(Kind::Pv, None, &pv_name)? {
-        return bind(objects, pvc, &pv, None);
+    if let Some(pv) = objects.get(Kind::Pv, None, &pv_name).await? {
+        return bind(objects, pvc, &pv, None).await;
     }
-    let class = match claim_class(objects, pvc)? {
+    provision(objects, pvc).await
+}
+
+/// The external provisioner's part: a volume directory and a PV for a claim of a
+/// `disk.csi.sim` class, in the selected node's zone for WaitForFirstConsumer classes. In the
+/// simulator it then binds the two as the PV controller would; on a real control plane it
+/// provisions only claims the PV controller handed to this driver, and leaves the binding to it.
+async fn provision(objects: &Objects, pvc: &Value) -> Result<(), Error> {
+    let ns = namespace(pvc).unwrap_or("default");
+    let pv_name = format!("pvc-{}", uid(pvc));
+    if objects.is_real() {
+        let annotations = &pvc["metadata"]["annotations"];
+        let bound = pvc["spec"]["volumeName"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty());
+        if is_deleting(pvc)
+            || bound
+            || annotations["volume.kubernetes.io/storage-provisioner"] != DRIVER
+            || objects.get(Kind::Pv, None, &pv_name).await?.is_some()
+        {
+            return Ok(());
+        }
+    }
+    let class = match claim_class(objects, pvc).await? {
         Ok(Some(class)) => class,
         Ok(None) => return Ok(()),
         Err(missing) => {
             let msg = format!("storageclass.storage.k8s.io {missing:?} not found");
-            return objects.event(Kind::Pvc, pvc, true, "ProvisioningFailed", &msg, COMPONENT);
+            return objects
+                .event(Kind::Pvc, pvc, true, "ProvisioningFailed", &msg, COMPONENT)
+                .await;
         }
     };
     if class["provisioner"] != DRIVER {
@@ -219,30 +248,43 @@ async fn reconcile_claim(objects: &Objects, pvc: &Value) -> Result<(), Error> {
     let allowed = match class_zones(&class, cluster) {
         Ok(z) => z,
         Err(msg) => {
-            return objects.event(
-                Kind::Pvc,
-                pvc,
-                true,
-                "ProvisioningFailed",
-                &msg,
-                PROVISIONER,
-            );
+            return objects
+                .event(
+                    Kind::Pvc,
+                    pvc,
+                    true,
+                    "ProvisioningFailed",
+                    &msg,
+                    PROVISIONER,
+                )
+                .await;
         }
     };
     let mut selected_node = None;
     let zone = if waits_for_consumer(&class) {
-        let Some(node) = consumer_node(objects, ns, name(pvc))? else {
-            return objects.event(
-                Kind::Pvc,
-                pvc,
-                false,
-                "WaitForFirstConsumer",
-                "waiting for first consumer to be created before binding",
-                COMPONENT,
-            );
+        let node = if objects.is_real() {
+            // The real scheduler names the node it picked for the claim's first consumer.
+            pvc["metadata"]["annotations"]["volume.kubernetes.io/selected-node"]
+                .as_str()
+                .map(str::to_owned)
+        } else {
+            consumer_node(objects, ns, name(pvc)).await?
+        };
+        let Some(node) = node else {
+            return objects
+                .event(
+                    Kind::Pvc,
+                    pvc,
+                    false,
+                    "WaitForFirstConsumer",
+                    "waiting for first consumer to be created before binding",
+                    COMPONENT,
+                )
+                .await;
         };
         let zone = objects
-            .get(Kind::Node, None, &node)?
+            .get(Kind::Node, None, &node)
+            .await?
             .and_then(|n| {
                 n["metadata"]["labels"][ZONE_LABEL]
                     .as_str()
@@ -254,14 +296,16 @@ async fn reconcile_claim(objects: &Objects, pvc: &Value) -> Result<(), Error> {
                 "failed to provision volume with StorageClass {:?}: the selected node {node} is in zone {zone:?}, which allowedTopologies does not allow",
                 name(&class)
             );
-            return objects.event(
-                Kind::Pvc,
-                pvc,
-                true,
-                "ProvisioningFailed",
-                &msg,
-                PROVISIONER,
-            );
+            return objects
+                .event(
+                    Kind::Pvc,
+                    pvc,
+                    true,
+                    "ProvisioningFailed",
+                    &msg,
+                    PROVISIONER,
+                )
+                .await;
         }
         selected_node = Some(node);
         zone
@@ -271,17 +315,19 @@ async fn reconcile_claim(objects: &Objects, pvc: &Value) -> Result<(), Error> {
         let h = Sha256::digest(format!("{ns}/{}", name(pvc)).as_bytes());
         allowed[h[0] as usize % allowed.len()].clone()
     };
-    let source = match data_source(objects, pvc)? {
+    let source = match data_source(objects, pvc).await? {
         Ok(source) => source,
         Err(msg) => {
-            return objects.event(
-                Kind::Pvc,
-                pvc,
-                true,
-                "ProvisioningFailed",
-                &msg,
-                PROVISIONER,
-            );
+            return objects
+                .event(
+                    Kind::Pvc,
+                    pvc,
+                    true,
+                    "ProvisioningFailed",
+                    &msg,
+                    PROVISIONER,
+                )
+                .await;
         }
     };
 
@@ -325,17 +371,24 @@ async fn reconcile_claim(objects: &Objects, pvc: &Value) -> Result<(), Error> {
             ]}},
         },
     });
-    let pv = match objects.create(Kind::Pv, pv)? {
+    let pv = match objects.create(Kind::Pv, pv).await? {
         Some(pv) => pv,
-        None => objects.get(Kind::Pv, None, &pv_name)?.unwrap_or_default(),
+        None => objects
+            .get(Kind::Pv, None, &pv_name)
+            .await?
+            .unwrap_or_default(),
     };
-    bind(objects, pvc, &pv, selected_node.as_deref())
+    if objects.is_real() {
+        return Ok(()); // the PV controller binds the claim to the PV that names it
+    }
+    bind(objects, pvc, &pv, selected_node.as_deref()).await
 }
 
 /// The unfinished pods in `ns` that mount claim `claim`.
-fn pods_using(objects: &Objects, ns: &str, claim: &str) -> Result<Vec<Value>, Error> {
+async fn pods_using(objects: &Objects, ns: &str, claim: &str) -> Result<Vec<Value>, Error> {
     Ok(objects
-        .list(Kind::Pod, Some(ns))?
+        .list(Kind::Pod, Some(ns))
+        .await?
         .into_iter()
         .filter(|pod| {
             let uses = pod["spec"]["volumes"].as_array().is_some_and(|vs| {
@@ -348,23 +401,29 @@ fn pods_using(objects: &Objects, ns: &str, claim: &str) -> Result<Vec<Value>, Er
 }
 
 /// Returns true if and only if an unfinished pod in `ns` mounts claim `claim`.
-fn claim_in_use(objects: &Objects, ns: &str, claim: &str) -> Result<bool, Error> {
-    Ok(!pods_using(objects, ns, claim)?.is_empty())
+async fn claim_in_use(objects: &Objects, ns: &str, claim: &str) -> Result<bool, Error> {
+    Ok(!pods_using(objects, ns, claim).await?.is_empty())
 }
 
 /// The node of a scheduled, unfinished pod in `ns` that mounts claim `claim`, if there is one.
-fn consumer_node(objects: &Objects, ns: &str, claim: &str) -> Result<Option<String>, Error> {
-    Ok(pods_using(objects, ns, claim)?.into_iter().find_map(|pod| {
-        let node = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty());
-        (!is_deleting(&pod))
-            .then(|| node.map(str::to_owned))
-            .flatten()
-    }))
+async fn consumer_node(objects: &Objects, ns: &str, claim: &str) -> Result<Option<String>, Error> {
+    Ok(pods_using(objects, ns, claim)
+        .await?
+        .into_iter()
+        .find_map(|pod| {
+            let node = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty());
+            (!is_deleting(&pod))
+                .then(|| node.map(str::to_owned))
+                .flatten()
+        }))
 }
 
 /// The directory a claim's data source provides: Ok(None) for an empty volume, Err(reason) when
 /// the source is not usable (yet).
-fn data_source(objects: &Objects, pvc: &Value) -> Result<Result<Option<PathBuf>, String>, Error> {
+async fn data_source(
+    objects: &Objects,
+    pvc: &Value,
+) -> Result<Result<Option<PathBuf>, String>, Error> {
     let spec = &pvc["spec"];
     let src = if spec["dataSourceRef"].is_object() {
         &spec["dataSourceRef"]
@@ -379,7 +438,10 @@ fn data_source(objects: &Objects, pvc: &Value) -> Result<Result<Option<PathBuf>,
     let group = src["apiGroup"].as_str().unwrap_or("");
     match (group, src["kind"].as_str().unwrap_or("")) {
         ("snapshot.storage.k8s.io", "VolumeSnapshot") => {
-            let Some(vs) = objects.get(Kind::VolumeSnapshot, Some(ns), src_name)? else {
+            let Some(vs) = objects
+                .get(Kind::VolumeSnapshot, Some(ns), src_name)
+                .await?
+            else {
                 return Ok(Err(format!(
                     "error getting handle for DataSource Type VolumeSnapshot by Name {src_name}: snapshot {src_name} not found"
                 )));
@@ -392,7 +454,10 @@ fn data_source(objects: &Objects, pvc: &Value) -> Result<Result<Option<PathBuf>,
                     "error getting handle for DataSource Type VolumeSnapshot by Name {src_name}: snapshot {src_name} is not Ready"
                 )));
             }
-            let Some(vsc) = objects.get(Kind::VolumeSnapshotContent, None, content)? else {
+            let Some(vsc) = objects
+                .get(Kind::VolumeSnapshotContent, None, content)
+                .await?
+            else {
                 return Ok(Err(format!(
                     "error getting handle for DataSource Type VolumeSnapshot by Name {src_name}: content {content} not found"
                 )));
@@ -420,7 +485,8 @@ fn data_source(objects: &Objects, pvc: &Value) -> Result<Result<Option<PathBuf>,
         }
         ("", "PersistentVolumeClaim") => {
             let source_pv = objects
-                .get(Kind::Pvc, Some(ns), src_name)?
+                .get(Kind::Pvc, Some(ns), src_name)
+                .await?
                 .filter(|c| c["status"]["phase"] == "Bound")
                 .and_then(|c| c["spec"]["volumeName"].as_str().map(str::to_owned));
             let Some(pv) = source_pv else {
@@ -428,7 +494,7 @@ fn data_source(objects: &Objects, pvc: &Value) -> Result<Result<Option<PathBuf>,
                     "error getting handle for DataSource Type PersistentVolumeClaim by Name {src_name}: claim {src_name} is not bound"
                 )));
             };
-            let handle = objects.get(Kind::Pv, None, &pv)?.and_then(|pv| {
+            let handle = objects.get(Kind::Pv, None, &pv).await?.and_then(|pv| {
                 pv["spec"]["csi"]["volumeHandle"]
                     .as_str()
                     .map(PathBuf::from)
@@ -456,7 +522,7 @@ fn claim_ref(pvc: &Value) -> Value {
 
 /// Binds `pvc` to `pv`: the PV's claimRef and phase, then the claim's volumeName, binding
 /// annotations and status, in the order the real PV controller writes them.
-fn bind(
+async fn bind(
     objects: &Objects,
     pvc: &Value,
     pv: &Value,
@@ -466,11 +532,11 @@ fn bind(
     if pv["spec"]["claimRef"]["uid"] != uid(pvc) {
         pv["spec"]["claimRef"] = claim_ref(pvc);
         pv["metadata"]["annotations"]["pv.kubernetes.io/bound-by-controller"] = json!("yes");
-        pv = objects.update(Kind::Pv, pv)?;
+        pv = objects.update(Kind::Pv, pv).await?;
     }
     if pv["status"]["phase"] != "Bound" {
         pv["status"] = json!({"phase": "Bound", "lastPhaseTransitionTime": now()});
-        objects.update_status(Kind::Pv, pv.clone())?;
+        objects.update_status(Kind::Pv, pv.clone()).await?;
     }
     let mut pvc = pvc.clone();
     if pvc["spec"]["volumeName"] != pv["metadata"]["name"]
@@ -488,7 +554,7 @@ fn bind(
         if let Some(node) = selected_node {
             ann["volume.kubernetes.io/selected-node"] = json!(node);
         }
-        pvc = objects.update(Kind::Pvc, pvc)?;
+        pvc = objects.update(Kind::Pvc, pvc).await?;
     }
     pvc["status"] = json!({
         "phase": "Bound",
@@ -496,26 +562,28 @@ fn bind(
         "capacity": pv["spec"]["capacity"],
     });
     tracing::debug!(pvc = %format!("{}/{}", namespace(&pvc).unwrap_or(""), name(&pvc)), pv = name(&pv), "bound");
-    objects.update_status(Kind::Pvc, pvc)?;
+    objects.update_status(Kind::Pvc, pvc).await?;
     Ok(())
 }
 
 /// A claim that names its volume: finish a half-done binding, grow the volume when the claim
 /// asks for more, or mark the claim Lost when its volume is gone.
-fn reconcile_bound_claim(objects: &Objects, pvc: &Value, volume: &str) -> Result<(), Error> {
-    let Some(mut pv) = objects.get(Kind::Pv, None, volume)? else {
+async fn reconcile_bound_claim(objects: &Objects, pvc: &Value, volume: &str) -> Result<(), Error> {
+    let Some(mut pv) = objects.get(Kind::Pv, None, volume).await? else {
         if pvc["status"]["phase"] == "Bound" {
             let mut lost = pvc.clone();
             lost["status"]["phase"] = json!("Lost");
-            objects.update_status(Kind::Pvc, lost)?;
-            objects.event(
-                Kind::Pvc,
-                pvc,
-                true,
-                "ClaimLost",
-                "Bound claim has lost its PersistentVolume. Data on the volume is lost!",
-                COMPONENT,
-            )?;
+            objects.update_status(Kind::Pvc, lost).await?;
+            objects
+                .event(
+                    Kind::Pvc,
+                    pvc,
+                    true,
+                    "ClaimLost",
+                    "Bound claim has lost its PersistentVolume. Data on the volume is lost!",
+                    COMPONENT,
+                )
+                .await?;
         }
         return Ok(());
     };
@@ -523,10 +591,12 @@ fn reconcile_bound_claim(objects: &Objects, pvc: &Value, volume: &str) -> Result
     if pvc["status"]["phase"] != "Bound" {
         // Static binding by name, or a binding interrupted before the claim's status was written.
         if claimed_by.is_empty() || claimed_by == uid(pvc) {
-            return bind(objects, pvc, &pv, None);
+            return bind(objects, pvc, &pv, None).await;
         }
         let msg = format!("volume {volume:?} already bound to a different claim.");
-        return objects.event(Kind::Pvc, pvc, true, "FailedBinding", &msg, COMPONENT);
+        return objects
+            .event(Kind::Pvc, pvc, true, "FailedBinding", &msg, COMPONENT)
+            .await;
     }
     // Expansion: the volume of a directory grows for free; record the new size.
     let want = requested(pvc);
@@ -538,10 +608,10 @@ fn reconcile_bound_claim(objects: &Objects, pvc: &Value, volume: &str) -> Result
         super::parse_quantity(&want).unwrap_or(0) > super::parse_quantity(&have).unwrap_or(0);
     if bigger && pv["spec"]["csi"]["driver"] == DRIVER {
         pv["spec"]["capacity"]["storage"] = json!(want);
-        objects.update(Kind::Pv, pv)?;
+        objects.update(Kind::Pv, pv).await?;
         let mut pvc = pvc.clone();
         pvc["status"]["capacity"]["storage"] = json!(want);
-        objects.update_status(Kind::Pvc, pvc)?;
+        objects.update_status(Kind::Pvc, pvc).await?;
     }
     Ok(())
 }
@@ -556,11 +626,14 @@ async fn reconcile_volume(
     if is_deleting(&pv) {
         return Ok(());
     }
+    if objects.is_real() && pv["status"]["phase"] != "Released" {
+        return Ok(()); // the PV controller releases a volume whose claim is gone
+    }
     let claim = &pv["spec"]["claimRef"];
     if !claim.is_object() {
         if matches!(pv["status"]["phase"].as_str(), None | Some("Pending")) {
             pv["status"] = json!({"phase": "Available", "lastPhaseTransitionTime": now()});
-            objects.update_status(Kind::Pv, pv)?;
+            objects.update_status(Kind::Pv, pv).await?;
         }
         return Ok(());
     }
@@ -590,11 +663,11 @@ async fn reconcile_volume(
                 })?;
         }
         tracing::info!(pv = name(&pv), "claim deleted; deleted its volume");
-        return objects.delete(Kind::Pv, None, name(&pv));
+        return objects.delete(Kind::Pv, None, name(&pv)).await;
     }
     if phase != "Released" && phase != "Failed" {
         pv["status"] = json!({"phase": "Released", "lastPhaseTransitionTime": now()});
-        objects.update_status(Kind::Pv, pv)?;
+        objects.update_status(Kind::Pv, pv).await?;
     }
     Ok(())
 }

@@ -17,14 +17,14 @@ use super::{
 };
 
 /// Writes `status` as the object's status unless it already is.
-fn write_status(objects: &Objects, k: Kind, obj: &Value, status: Value) -> Result<(), Error> {
+async fn write_status(objects: &Objects, k: Kind, obj: &Value, status: Value) -> Result<(), Error> {
     if obj["status"] == status {
         return Ok(());
     }
     // Optimistic: computed from `obj`, so it must not overwrite a newer status.
     let mut obj = obj.clone();
     obj["status"] = status;
-    objects.update_status(k, obj)?;
+    objects.update_status(k, obj).await?;
     Ok(())
 }
 
@@ -112,11 +112,11 @@ impl Controller for StatefulSetController {
     }
 
     async fn pass(&mut self, objects: &Objects) -> Result<(), Error> {
-        let pods = objects.list(Kind::Pod, None)?;
+        let pods = objects.list(Kind::Pod, None).await?;
         let mut result = Ok(());
-        for sts in objects.list(Kind::StatefulSet, None)? {
+        for sts in objects.list(Kind::StatefulSet, None).await? {
             if !is_deleting(&sts)
-                && let Err(e) = reconcile_statefulset(objects, &sts, &pods)
+                && let Err(e) = reconcile_statefulset(objects, &sts, &pods).await
             {
                 result = Err(e);
             }
@@ -125,7 +125,11 @@ impl Controller for StatefulSetController {
     }
 }
 
-fn reconcile_statefulset(objects: &Objects, sts: &Value, pods: &[Value]) -> Result<(), Error> {
+async fn reconcile_statefulset(
+    objects: &Objects,
+    sts: &Value,
+    pods: &[Value],
+) -> Result<(), Error> {
     let ns = namespace(sts).unwrap_or("default");
     let set = name(sts);
     let spec = &sts["spec"];
@@ -142,11 +146,11 @@ fn reconcile_statefulset(objects: &Objects, sts: &Value, pods: &[Value]) -> Resu
             Some(o) if o < replicas && !pod_finished(pod) => {
                 by_ordinal.insert(o, pod);
             }
-            _ => objects.delete(Kind::Pod, Some(ns), name(pod))?,
+            _ => objects.delete(Kind::Pod, Some(ns), name(pod)).await?,
         }
     }
     for ordinal in 0..replicas {
-        ensure_claims(objects, sts, ordinal)?;
+        ensure_claims(objects, sts, ordinal).await?;
         if let Some(pod) = by_ordinal.get(&ordinal) {
             if !parallel && !pod_ready(pod) {
                 break; // OrderedReady: the next ordinal waits for this one
@@ -154,7 +158,7 @@ fn reconcile_statefulset(objects: &Objects, sts: &Value, pods: &[Value]) -> Resu
             continue;
         }
         let pod = statefulset_pod(sts, ordinal, &revision);
-        if let Some(created) = objects.create(Kind::Pod, pod)? {
+        if let Some(created) = objects.create(Kind::Pod, pod).await? {
             tracing::debug!(pod = %format!("{ns}/{}", name(&created)), "statefulset created pod");
         }
         if !parallel {
@@ -173,13 +177,13 @@ fn reconcile_statefulset(objects: &Objects, sts: &Value, pods: &[Value]) -> Resu
         "updateRevision": revision,
         "collisionCount": 0,
     });
-    write_status(objects, Kind::StatefulSet, sts, status)
+    write_status(objects, Kind::StatefulSet, sts, status).await
 }
 
 /// Creates the claims of ordinal `ordinal` from the volumeClaimTemplates, adopting (never
 /// replacing) existing claims of the same name, as the real controller does: that is what lets a
 /// restore pre-create the claims with their data before the StatefulSet.
-fn ensure_claims(objects: &Objects, sts: &Value, ordinal: i64) -> Result<(), Error> {
+async fn ensure_claims(objects: &Objects, sts: &Value, ordinal: i64) -> Result<(), Error> {
     let ns = namespace(sts).unwrap_or("default");
     for tpl in sts["spec"]["volumeClaimTemplates"]
         .as_array()
@@ -187,7 +191,7 @@ fn ensure_claims(objects: &Objects, sts: &Value, ordinal: i64) -> Result<(), Err
         .flatten()
     {
         let claim = format!("{}-{}-{ordinal}", name(tpl), name(sts));
-        if objects.get(Kind::Pvc, Some(ns), &claim)?.is_some() {
+        if objects.get(Kind::Pvc, Some(ns), &claim).await?.is_some() {
             continue;
         }
         let mut l = labels(&tpl["metadata"]);
@@ -206,7 +210,7 @@ fn ensure_claims(objects: &Objects, sts: &Value, ordinal: i64) -> Result<(), Err
         if sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete" {
             pvc["metadata"]["ownerReferences"] = json!([owner_ref(Kind::StatefulSet, sts)]);
         }
-        objects.create(Kind::Pvc, pvc)?;
+        objects.create(Kind::Pvc, pvc).await?;
     }
     Ok(())
 }
@@ -260,11 +264,11 @@ impl Controller for DeploymentController {
     }
 
     async fn pass(&mut self, objects: &Objects) -> Result<(), Error> {
-        let sets = objects.list(Kind::ReplicaSet, None)?;
+        let sets = objects.list(Kind::ReplicaSet, None).await?;
         let mut result = Ok(());
-        for deploy in objects.list(Kind::Deployment, None)? {
+        for deploy in objects.list(Kind::Deployment, None).await? {
             if !is_deleting(&deploy)
-                && let Err(e) = reconcile_deployment(objects, &deploy, &sets)
+                && let Err(e) = reconcile_deployment(objects, &deploy, &sets).await
             {
                 result = Err(e);
             }
@@ -273,7 +277,11 @@ impl Controller for DeploymentController {
     }
 }
 
-fn reconcile_deployment(objects: &Objects, deploy: &Value, sets: &[Value]) -> Result<(), Error> {
+async fn reconcile_deployment(
+    objects: &Objects,
+    deploy: &Value,
+    sets: &[Value],
+) -> Result<(), Error> {
     let ns = namespace(deploy).unwrap_or("default");
     let replicas = int(&deploy["spec"]["replicas"], 1);
     let hash = template_hash(&deploy["spec"]["template"]);
@@ -315,14 +323,14 @@ fn reconcile_deployment(objects: &Objects, deploy: &Value, sets: &[Value]) -> Re
                     "template": template,
                 },
             });
-            objects.create(Kind::ReplicaSet, rs)?;
+            objects.create(Kind::ReplicaSet, rs).await?;
         }
         Some(rs) if int(&rs["spec"]["replicas"], 1) != replicas => {
             let mut rs = rs.clone();
             rs["spec"]["replicas"] = json!(replicas);
             rs["metadata"]["annotations"]["deployment.kubernetes.io/desired-replicas"] =
                 json!(replicas.to_string());
-            objects.update(Kind::ReplicaSet, rs)?;
+            objects.update(Kind::ReplicaSet, rs).await?;
         }
         Some(_) => {}
     }
@@ -331,7 +339,7 @@ fn reconcile_deployment(objects: &Objects, deploy: &Value, sets: &[Value]) -> Re
         if int(&old["spec"]["replicas"], 1) != 0 {
             let mut old = (*old).clone();
             old["spec"]["replicas"] = json!(0);
-            objects.update(Kind::ReplicaSet, old)?;
+            objects.update(Kind::ReplicaSet, old).await?;
         }
     }
     let sum = |field: &str| -> i64 { mine.iter().map(|rs| int(&rs["status"][field], 0)).sum() };
@@ -361,7 +369,7 @@ fn reconcile_deployment(objects: &Objects, deploy: &Value, sets: &[Value]) -> Re
             },
         ],
     });
-    write_status(objects, Kind::Deployment, deploy, status)
+    write_status(objects, Kind::Deployment, deploy, status).await
 }
 
 // ---- ReplicaSet
@@ -377,11 +385,11 @@ impl Controller for ReplicaSetController {
     }
 
     async fn pass(&mut self, objects: &Objects) -> Result<(), Error> {
-        let pods = objects.list(Kind::Pod, None)?;
+        let pods = objects.list(Kind::Pod, None).await?;
         let mut result = Ok(());
-        for rs in objects.list(Kind::ReplicaSet, None)? {
+        for rs in objects.list(Kind::ReplicaSet, None).await? {
             if !is_deleting(&rs)
-                && let Err(e) = reconcile_replicaset(objects, &rs, &pods)
+                && let Err(e) = reconcile_replicaset(objects, &rs, &pods).await
             {
                 result = Err(e);
             }
@@ -390,14 +398,14 @@ impl Controller for ReplicaSetController {
     }
 }
 
-fn reconcile_replicaset(objects: &Objects, rs: &Value, pods: &[Value]) -> Result<(), Error> {
+async fn reconcile_replicaset(objects: &Objects, rs: &Value, pods: &[Value]) -> Result<(), Error> {
     let ns = namespace(rs).unwrap_or("default");
     let replicas = int(&rs["spec"]["replicas"], 1);
     let mut active = Vec::new();
     for pod in owned(pods, rs) {
         if pod_finished(pod) {
             // A finished pod of a ReplicaSet is replaced (and, here, removed at once).
-            objects.delete(Kind::Pod, Some(ns), name(pod))?;
+            objects.delete(Kind::Pod, Some(ns), name(pod)).await?;
         } else {
             active.push(pod);
         }
@@ -406,13 +414,13 @@ fn reconcile_replicaset(objects: &Objects, rs: &Value, pods: &[Value]) -> Result
     for _ in have..replicas {
         let mut pod = pod_from_template(&rs["spec"]["template"], Kind::ReplicaSet, rs, Map::new());
         pod["metadata"]["generateName"] = json!(format!("{}-", name(rs)));
-        objects.create(Kind::Pod, pod)?;
+        objects.create(Kind::Pod, pod).await?;
     }
     if have > replicas {
         // Scale down the pods that are not ready first, as the real controller prefers.
         active.sort_by_key(|p| pod_ready(p));
         for pod in active.iter().take((have - replicas) as usize) {
-            objects.delete(Kind::Pod, Some(ns), name(pod))?;
+            objects.delete(Kind::Pod, Some(ns), name(pod)).await?;
         }
         active.drain(..(have - replicas) as usize);
     }
@@ -424,7 +432,7 @@ fn reconcile_replicaset(objects: &Objects, rs: &Value, pods: &[Value]) -> Result
         "readyReplicas": ready,
         "availableReplicas": ready,
     });
-    write_status(objects, Kind::ReplicaSet, rs, status)
+    write_status(objects, Kind::ReplicaSet, rs, status).await
 }
 
 // ---- Job
@@ -440,11 +448,11 @@ impl Controller for JobController {
     }
 
     async fn pass(&mut self, objects: &Objects) -> Result<(), Error> {
-        let pods = objects.list(Kind::Pod, None)?;
+        let pods = objects.list(Kind::Pod, None).await?;
         let mut result = Ok(());
-        for job in objects.list(Kind::Job, None)? {
+        for job in objects.list(Kind::Job, None).await? {
             if !is_deleting(&job)
-                && let Err(e) = reconcile_job(objects, &job, &pods)
+                && let Err(e) = reconcile_job(objects, &job, &pods).await
             {
                 result = Err(e);
             }
@@ -455,7 +463,7 @@ impl Controller for JobController {
 
 /// When a finished Job's `ttlSecondsAfterFinished` has passed, deletes it (the garbage
 /// collector then deletes its pods), as the TTL-after-finished controller does.
-fn expire_finished_job(objects: &Objects, job: &Value) -> Result<(), Error> {
+async fn expire_finished_job(objects: &Objects, job: &Value) -> Result<(), Error> {
     let Some(ttl) = job["spec"]["ttlSecondsAfterFinished"].as_i64() else {
         return Ok(());
     };
@@ -474,7 +482,7 @@ fn expire_finished_job(objects: &Objects, job: &Value) -> Result<(), Error> {
         finished.is_some_and(|t| jiff::Timestamp::now().duration_since(t).as_secs() >= ttl);
     if expired {
         tracing::info!(job = %format!("{}/{}", namespace(job).unwrap_or(""), name(job)), "finished job's TTL passed; deleting it");
-        objects.delete(Kind::Job, namespace(job), name(job))?;
+        objects.delete(Kind::Job, namespace(job), name(job)).await?;
     }
     Ok(())
 }
@@ -489,9 +497,9 @@ fn restarts(pod: &Value) -> i64 {
         .sum()
 }
 
-fn reconcile_job(objects: &Objects, job: &Value, pods: &[Value]) -> Result<(), Error> {
+async fn reconcile_job(objects: &Objects, job: &Value, pods: &[Value]) -> Result<(), Error> {
     if has_condition(job, "Complete") || has_condition(job, "Failed") {
-        return expire_finished_job(objects, job);
+        return expire_finished_job(objects, job).await;
     }
     let ns = namespace(job).unwrap_or("default");
     let spec = &job["spec"];
@@ -560,7 +568,7 @@ fn reconcile_job(objects: &Objects, job: &Value, pods: &[Value]) -> Result<(), E
             )
         };
         for pod in &active {
-            objects.delete(Kind::Pod, Some(ns), name(pod))?;
+            objects.delete(Kind::Pod, Some(ns), name(pod)).await?;
         }
         finish(&mut status, false, reason, message);
         tracing::info!(job = %format!("{ns}/{}", name(job)), reason, "job failed");
@@ -576,11 +584,11 @@ fn reconcile_job(objects: &Objects, job: &Value, pods: &[Value]) -> Result<(), E
         for _ in active.len() as i64..want {
             let mut pod = pod_from_template(&spec["template"], Kind::Job, job, extra.clone());
             pod["metadata"]["generateName"] = json!(format!("{}-", name(job)));
-            objects.create(Kind::Pod, pod)?;
+            objects.create(Kind::Pod, pod).await?;
         }
         status["active"] = json!(want.max(active.len() as i64));
     }
-    write_status(objects, Kind::Job, job, status)
+    write_status(objects, Kind::Job, job, status).await
 }
 
 // ---- DaemonSet
@@ -596,20 +604,21 @@ impl Controller for DaemonSetController {
     }
 
     async fn pass(&mut self, objects: &Objects) -> Result<(), Error> {
-        let sets = objects.list(Kind::DaemonSet, None)?;
+        let sets = objects.list(Kind::DaemonSet, None).await?;
         if sets.is_empty() {
             return Ok(());
         }
-        let pods = objects.list(Kind::Pod, None)?;
+        let pods = objects.list(Kind::Pod, None).await?;
         let nodes: Vec<Value> = objects
-            .list(Kind::Node, None)?
+            .list(Kind::Node, None)
+            .await?
             .into_iter()
             .filter(|n| n["spec"]["unschedulable"] != true && !is_deleting(n))
             .collect();
         let mut result = Ok(());
         for ds in sets {
             if !is_deleting(&ds)
-                && let Err(e) = reconcile_daemonset(objects, &ds, &pods, &nodes)
+                && let Err(e) = reconcile_daemonset(objects, &ds, &pods, &nodes).await
             {
                 result = Err(e);
             }
@@ -626,7 +635,7 @@ fn pinned_node(pod: &Value) -> Option<&str> {
         .as_str()
 }
 
-fn reconcile_daemonset(
+async fn reconcile_daemonset(
     objects: &Objects,
     ds: &Value,
     pods: &[Value],
@@ -648,7 +657,7 @@ fn reconcile_daemonset(
                 have.insert(node, pod);
             }
             // Finished, duplicate, or on a node it no longer fits: replaced or removed.
-            _ => objects.delete(Kind::Pod, Some(ns), name(pod))?,
+            _ => objects.delete(Kind::Pod, Some(ns), name(pod)).await?,
         }
     }
     let hash = template_hash(template);
@@ -669,7 +678,7 @@ fn reconcile_daemonset(
         pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] = json!({
             "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]
         });
-        objects.create(Kind::Pod, pod)?;
+        objects.create(Kind::Pod, pod).await?;
     }
     let scheduled = have
         .values()
@@ -686,7 +695,7 @@ fn reconcile_daemonset(
         "numberAvailable": ready,
         "numberUnavailable": wanted.len() - ready.min(wanted.len()),
     });
-    write_status(objects, Kind::DaemonSet, ds, status)
+    write_status(objects, Kind::DaemonSet, ds, status).await
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! multi-document create with a CRD and its CR, client-side and server-side apply, chunked
 //! `get -A -o yaml` over 500 objects, delete, and logs of a pod the kubelet ran.
 //!
-//! Skipped (with a message) when `/usr/bin/kubectl` is absent, unless `CI=true`.
+//! Uses the pinned kubectl (`$LIFEBOAT_TEST_KUBECTL`, else PATH); skipped with a message when
+//! there is none, unless `CI=true`.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -14,20 +15,6 @@ use serde_json::{Value, json};
 
 use super::{WAIT, start_with};
 
-const KUBECTL: &str = "/usr/bin/kubectl";
-
-fn kubectl_present() -> bool {
-    if Path::new(KUBECTL).exists() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{KUBECTL} is required under CI=true"
-    );
-    eprintln!("skipping: {KUBECTL} not found");
-    false
-}
-
 struct Kubectl {
     kubeconfig: PathBuf,
     home: PathBuf,
@@ -35,7 +22,7 @@ struct Kubectl {
 
 impl Kubectl {
     async fn run(&self, args: &[&str]) -> Output {
-        let out = tokio::process::Command::new(KUBECTL)
+        let out = tokio::process::Command::new(crate::support::kubectl_path())
             .args(args)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
@@ -72,7 +59,7 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 
 #[tokio::test]
 async fn kubectl_works_against_the_simulator() {
-    if !kubectl_present() {
+    if !crate::support::kubectl_present() {
         return;
     }
     let sim = start_with(|c| {

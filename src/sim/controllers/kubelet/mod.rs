@@ -40,6 +40,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+mod mountns;
+
 use super::{
     Controller, Error, Kind, Objects, is_deleting, name, namespace, now, pod_finished, pod_phase,
     uid,
@@ -49,6 +51,10 @@ use super::{
 pub use crate::mover::mounts::{MOUNTS_ENV, SimMount, SimMounts, translate};
 
 const COMPONENT: &str = "kubelet";
+
+/// Where a pod's API credentials are mounted (by the ServiceAccount admission plugin) and where
+/// in-cluster clients read them.
+const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// What the kubelet knows of a pod it has handled.
 enum Handled {
@@ -90,8 +96,8 @@ impl Controller for Kubelet {
     }
 
     async fn pass(&mut self, objects: &Objects) -> Result<(), Error> {
-        let pods = objects.list(Kind::Pod, None)?;
-        let nodes: Vec<Value> = objects.list(Kind::Node, None)?;
+        let pods = objects.list(Kind::Pod, None).await?;
+        let nodes: Vec<Value> = objects.list(Kind::Node, None).await?;
         // Forget pods that are gone; kill the processes of pods that are being deleted.
         {
             let live: HashMap<&str, &Value> = pods.iter().map(|p| (uid(p), p)).collect();
@@ -110,8 +116,17 @@ impl Controller for Kubelet {
         for pod in &pods {
             let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
             // A pod bound to a node that does not exist stays Pending, as no kubelet runs it.
-            let ours = nodes.iter().any(|n| name(n) == node);
-            if !ours || is_deleting(pod) || pod_finished(pod) {
+            // Against a real API server, only the agent's own nodes are this kubelet's.
+            let ours = nodes.iter().any(|n| name(n) == node)
+                && (!objects.is_real() || objects.config().nodes.iter().any(|n| n == node));
+            if ours && is_deleting(pod) {
+                // Its processes were killed above; a real API server waits for this.
+                if let Err(e) = objects.confirm_pod_deletion(pod).await {
+                    result = Err(e);
+                }
+                continue;
+            }
+            if !ours || pod_finished(pod) {
                 continue;
             }
             if self
@@ -122,7 +137,7 @@ impl Controller for Kubelet {
             {
                 continue;
             }
-            if let Err(e) = self.start(objects, pod) {
+            if let Err(e) = self.start(objects, pod).await {
                 result = Err(e);
             }
         }
@@ -157,31 +172,35 @@ fn containers<'a>(pod: &'a Value, field: &str) -> impl Iterator<Item = &'a Value
 }
 
 impl Kubelet {
-    fn start(&mut self, objects: &Objects, pod: &Value) -> Result<(), Error> {
+    async fn start(&mut self, objects: &Objects, pod: &Value) -> Result<(), Error> {
         let image = objects.config().lifeboat_image.clone();
         let lifeboat = runs_lifeboat(pod, &image);
         if pod_phase(pod) == "Running" {
             if lifeboat {
                 // Not started by this kubelet: its processes died with the previous simulator.
-                objects.modify_status(Kind::Pod, pod, |p| {
-                    p["status"]["phase"] = json!("Failed");
-                    p["status"]["reason"] = json!("NodeRestarted");
-                    p["status"]["message"] = json!("the simulator restarted while the pod ran");
-                })?;
+                objects
+                    .modify_status(Kind::Pod, pod, |p| {
+                        p["status"]["phase"] = json!("Failed");
+                        p["status"]["reason"] = json!("NodeRestarted");
+                        p["status"]["message"] = json!("the simulator restarted while the pod ran");
+                    })
+                    .await?;
             }
             self.mark(pod, Handled::Done);
             return Ok(());
         }
-        let prepared = match prepare(objects, pod) {
+        let prepared = match prepare(objects, pod).await {
             Ok(Ok(p)) => p,
             Ok(Err(why)) => {
-                waiting(objects, pod, &why)?;
+                waiting(objects, pod, &why).await?;
                 return Ok(());
             }
             Err(e) => return Err(e),
         };
         if !lifeboat {
-            objects.modify_status(Kind::Pod, pod, |p| set_running(p, &prepared.ip, None))?;
+            objects
+                .modify_status(Kind::Pod, pod, |p| set_running(p, &prepared.ip, None))
+                .await?;
             self.mark(pod, Handled::Done);
             return Ok(());
         }
@@ -211,7 +230,7 @@ impl Kubelet {
 
 /// Records why a pod cannot start yet: a Pending status with ContainerCreating containers and
 /// a FailedMount (or Failed) Event, once per reason.
-fn waiting(objects: &Objects, pod: &Value, why: &str) -> Result<(), Error> {
+async fn waiting(objects: &Objects, pod: &Value, why: &str) -> Result<(), Error> {
     if pod["status"]["message"] != why {
         objects.modify_status(Kind::Pod, pod, |p| {
             p["status"]["phase"] = json!("Pending");
@@ -221,9 +240,11 @@ fn waiting(objects: &Objects, pod: &Value, why: &str) -> Result<(), Error> {
                     "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}))
                 .collect();
             p["status"]["containerStatuses"] = json!(statuses);
-        })?;
+        }).await?;
     }
-    objects.event(Kind::Pod, pod, true, "FailedMount", why, COMPONENT)
+    objects
+        .event(Kind::Pod, pod, true, "FailedMount", why, COMPONENT)
+        .await
 }
 
 /// Everything a pod's run needs, resolved from the store before it starts.
@@ -237,7 +258,7 @@ struct Prepared {
 }
 
 /// Resolves a pod's volumes and env: Ok(Err(reason)) when something it needs is not there yet.
-fn prepare(objects: &Objects, pod: &Value) -> Result<Result<Prepared, String>, Error> {
+async fn prepare(objects: &Objects, pod: &Value) -> Result<Result<Prepared, String>, Error> {
     let ns = namespace(pod).unwrap_or("default");
     let state = &objects.config().state_dir;
     let pod_dir = state.join("pods").join(uid(pod));
@@ -251,14 +272,14 @@ fn prepare(objects: &Objects, pod: &Value) -> Result<Result<Prepared, String>, E
     for vol in containers(pod, "volumes") {
         let vname = vol["name"].as_str().unwrap_or("").to_owned();
         let dir = if let Some(claim) = vol["persistentVolumeClaim"]["claimName"].as_str() {
-            let Some(pvc) = objects.get(Kind::Pvc, Some(ns), claim)? else {
+            let Some(pvc) = objects.get(Kind::Pvc, Some(ns), claim).await? else {
                 return Ok(Err(format!("persistentvolumeclaim {claim:?} not found")));
             };
             if pvc["status"]["phase"] != "Bound" {
                 return Ok(Err(format!("persistentvolumeclaim {claim:?} is not bound")));
             }
             let pv = pvc["spec"]["volumeName"].as_str().unwrap_or("");
-            let handle = objects.get(Kind::Pv, None, pv)?.and_then(|pv| {
+            let handle = objects.get(Kind::Pv, None, pv).await?.and_then(|pv| {
                 pv["spec"]["csi"]["volumeHandle"]
                     .as_str()
                     .or(pv["spec"]["hostPath"]["path"].as_str())
@@ -277,7 +298,7 @@ fn prepare(objects: &Objects, pod: &Value) -> Result<Result<Prepared, String>, E
             std::fs::create_dir_all(&dir).map_err(io("create volume directory"))?;
             let files = if vol["secret"].is_object() {
                 let secret = vol["secret"]["secretName"].as_str().unwrap_or("");
-                match objects.get(Kind::Secret, Some(ns), secret)? {
+                match objects.get(Kind::Secret, Some(ns), secret).await? {
                     Some(s) => Some((data_of(&s), &vol["secret"])),
                     None if vol["secret"]["optional"] == true => None,
                     None => {
@@ -288,12 +309,21 @@ fn prepare(objects: &Objects, pod: &Value) -> Result<Result<Prepared, String>, E
                 }
             } else if vol["configMap"].is_object() {
                 let cm = vol["configMap"]["name"].as_str().unwrap_or("");
-                match objects.get(Kind::ConfigMap, Some(ns), cm)? {
+                match objects.get(Kind::ConfigMap, Some(ns), cm).await? {
                     Some(c) => Some((data_of(&c), &vol["configMap"])),
                     None if vol["configMap"]["optional"] == true => None,
                     None => {
                         return Ok(Err(format!(
                             "MountVolume.SetUp failed for volume {vname:?} : configmap {cm:?} not found"
+                        )));
+                    }
+                }
+            } else if vol["projected"].is_object() {
+                match projected(objects, pod, &vol["projected"]).await? {
+                    Ok(files) => Some((files, &Value::Null)),
+                    Err(why) => {
+                        return Ok(Err(format!(
+                            "MountVolume.SetUp failed for volume {vname:?} : {why}"
                         )));
                     }
                 }
@@ -323,7 +353,7 @@ fn prepare(objects: &Objects, pod: &Value) -> Result<Result<Prepared, String>, E
     }
     let mut env = HashMap::new();
     for c in containers(pod, "initContainers").chain(containers(pod, "containers")) {
-        match container_env(objects, pod, c, &ip)? {
+        match container_env(objects, pod, c, &ip).await? {
             Ok(e) => {
                 env.insert(c["name"].as_str().unwrap_or("").to_owned(), e);
             }
@@ -338,6 +368,73 @@ fn prepare(objects: &Objects, pod: &Value) -> Result<Result<Prepared, String>, E
         env,
         home,
     }))
+}
+
+/// The files of a `projected` volume (what the ServiceAccount admission plugin gives every pod
+/// for its API credentials): a bound service-account token from the TokenRequest API, ConfigMap
+/// and Secret keys, and downward-API fields. Err(reason) when a source is missing.
+async fn projected(
+    objects: &Objects,
+    pod: &Value,
+    spec: &Value,
+) -> Result<Result<Vec<(String, Vec<u8>)>, String>, Error> {
+    let ns = namespace(pod).unwrap_or("default");
+    let mut files = Vec::new();
+    for src in spec["sources"].as_array().into_iter().flatten() {
+        if let Some(path) = src["serviceAccountToken"]["path"].as_str() {
+            let sa = pod["spec"]["serviceAccountName"]
+                .as_str()
+                .unwrap_or("default");
+            match objects
+                .service_account_token(pod, sa, &src["serviceAccountToken"])
+                .await?
+            {
+                Some(token) => files.push((path.to_owned(), token.into_bytes())),
+                None => return Ok(Err(format!("no token for service account {ns}/{sa}"))),
+            }
+            continue;
+        }
+        let (kind, r) = if src["secret"].is_object() {
+            (Kind::Secret, &src["secret"])
+        } else if src["configMap"].is_object() {
+            (Kind::ConfigMap, &src["configMap"])
+        } else {
+            for item in src["downwardAPI"]["items"].as_array().into_iter().flatten() {
+                let value = field_ref(
+                    pod,
+                    item["fieldRef"]["fieldPath"].as_str().unwrap_or(""),
+                    "",
+                );
+                files.push((
+                    item["path"].as_str().unwrap_or("").to_owned(),
+                    value.into_bytes(),
+                ));
+            }
+            continue;
+        };
+        let src_name = r["name"].as_str().unwrap_or("");
+        let Some(obj) = objects.get(kind, Some(ns), src_name).await? else {
+            if r["optional"] == true {
+                continue;
+            }
+            return Ok(Err(format!(
+                "{} {src_name:?} not found",
+                kind.kind().to_lowercase()
+            )));
+        };
+        let items = r["items"].as_array();
+        for (key, bytes) in data_of(&obj) {
+            let rel = match items {
+                Some(items) => match items.iter().find(|i| i["key"] == key.as_str()) {
+                    Some(i) => i["path"].as_str().unwrap_or(&key).to_owned(),
+                    None => continue,
+                },
+                None => key,
+            };
+            files.push((rel, bytes));
+        }
+    }
+    Ok(Ok(files))
 }
 
 /// The data of a Secret (base64-decoded) or ConfigMap (`data` and `binaryData`).
@@ -369,7 +466,7 @@ fn data_of(obj: &Value) -> Vec<(String, Vec<u8>)> {
 }
 
 /// A container's env in order: envFrom, then env, as the real kubelet builds it.
-fn container_env(
+async fn container_env(
     objects: &Objects,
     pod: &Value,
     c: &Value,
@@ -389,7 +486,7 @@ fn container_env(
             (Kind::ConfigMap, &from["configMapRef"])
         };
         let src = r["name"].as_str().unwrap_or("");
-        match objects.get(kind, Some(ns), src)? {
+        match objects.get(kind, Some(ns), src).await? {
             Some(obj) => {
                 for (k, v) in data_of(&obj) {
                     set(
@@ -428,7 +525,8 @@ fn container_env(
                 let src = r["name"].as_str().unwrap_or("");
                 let wanted = r["key"].as_str().unwrap_or("");
                 let found = objects
-                    .get(kind, Some(ns), src)?
+                    .get(kind, Some(ns), src)
+                    .await?
                     .and_then(|obj| data_of(&obj).into_iter().find(|(k, _)| k == wanted))
                     .map(|(_, v)| String::from_utf8_lossy(&v).into_owned());
                 match found {
@@ -563,7 +661,10 @@ fn set_running(p: &mut Value, ip: &str, statuses: Option<Vec<Value>>) {
     st["hostIPs"] = json!([{"ip": "127.0.0.1"}]);
     st["podIP"] = json!(ip);
     st["podIPs"] = json!([{"ip": ip}]);
-    st["qosClass"] = json!("BestEffort");
+    // A real API server sets the QoS class at creation and refuses to change it.
+    if st["qosClass"].is_null() {
+        st["qosClass"] = json!("BestEffort");
+    }
     if st["startTime"].is_null() {
         st["startTime"] = json!(t);
     }
@@ -590,11 +691,6 @@ async fn run_pod(
         .as_str()
         .unwrap_or("Always")
         .to_owned();
-    let status = |f: &dyn Fn(&mut Value)| {
-        if let Err(e) = objects.modify_status(Kind::Pod, pod, f) {
-            tracing::warn!(pod = %pod_key, error = %super::error_chain(&e), "kubelet could not write the pod's status");
-        }
-    };
     let t0 = now();
     // Init containers, one after another.
     let inits: Vec<Value> = containers(pod, "initContainers").cloned().collect();
@@ -611,11 +707,12 @@ async fn run_pod(
         .collect();
     for (i, c) in inits.iter().enumerate() {
         init_statuses[i] = container_status(c, json!({"running": {"startedAt": t0}}), false, 0);
-        status(&|p| {
+        write_pod_status(objects, pod, &pod_key, |p| {
             p["status"]["phase"] = json!("Pending");
             p["status"]["conditions"] = conditions(false, false);
             p["status"]["initContainerStatuses"] = json!(init_statuses);
-        });
+        })
+        .await;
         let Some(exit) =
             run_container(objects, pod, c, &prepared, &image, "Never", &mut killed).await
         else {
@@ -623,11 +720,12 @@ async fn run_pod(
         };
         init_statuses[i] = container_status(c, exit.state(), false, 0);
         if exit.code != 0 {
-            status(&|p| {
+            write_pod_status(objects, pod, &pod_key, |p| {
                 p["status"]["phase"] = json!("Failed");
                 p["status"]["conditions"] = conditions(false, false);
                 p["status"]["initContainerStatuses"] = json!(init_statuses);
-            });
+            })
+            .await;
             return;
         }
     }
@@ -644,12 +742,13 @@ async fn run_pod(
             }
         })
         .collect();
-    status(&|p| {
+    write_pod_status(objects, pod, &pod_key, |p| {
         set_running(p, &prepared.ip, Some(initial.clone()));
         if !init_statuses.is_empty() {
             p["status"]["initContainerStatuses"] = json!(init_statuses);
         }
-    });
+    })
+    .await;
     tracing::info!(pod = %pod_key, "kubelet started lifeboat pod");
     let runs = main
         .iter()
@@ -679,7 +778,7 @@ async fn run_pod(
     }
     let phase = if ok { "Succeeded" } else { "Failed" };
     tracing::info!(pod = %pod_key, phase, "kubelet: lifeboat pod finished");
-    status(&|p| {
+    write_pod_status(objects, pod, &pod_key, |p| {
         p["status"]["phase"] = json!(phase);
         let mut conds = conditions(false, true);
         for c in conds.as_array_mut().into_iter().flatten() {
@@ -689,7 +788,15 @@ async fn run_pod(
         }
         p["status"]["conditions"] = conds;
         p["status"]["containerStatuses"] = json!(statuses.clone());
-    });
+    })
+    .await;
+}
+
+/// Writes a pod's status through `f`; a failure is logged (the next pass tries again).
+async fn write_pod_status(objects: &Objects, pod: &Value, pod_key: &str, f: impl Fn(&mut Value)) {
+    if let Err(e) = objects.modify_status(Kind::Pod, pod, f).await {
+        tracing::warn!(pod = %pod_key, error = %super::error_chain(&e), "kubelet could not write the pod's status");
+    }
 }
 
 /// How a container ended.
@@ -753,23 +860,25 @@ async fn run_container(
         restarts += 1;
         let last = exit.state();
         let cname = c["name"].clone();
-        let _ = objects.modify_status(Kind::Pod, pod, |p| {
-            for s in p["status"]["containerStatuses"]
-                .as_array_mut()
-                .into_iter()
-                .flatten()
-            {
-                if s["name"] == cname {
-                    s["restartCount"] = json!(restarts);
-                    s["lastState"] = last.clone();
+        let _ = objects
+            .modify_status(Kind::Pod, pod, |p| {
+                for s in p["status"]["containerStatuses"]
+                    .as_array_mut()
+                    .into_iter()
+                    .flatten()
+                {
+                    if s["name"] == cname {
+                        s["restartCount"] = json!(restarts);
+                        s["lastState"] = last.clone();
+                    }
                 }
-            }
-        });
+            })
+            .await;
         // The real kubelet backs off at least 10 s; a second keeps tests quick.
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = killed.changed() => return None,
-            _ = objects.ctx().shutdown.wait() => return None,
+            _ = objects.shutdown().wait() => return None,
         }
     }
 }
@@ -786,7 +895,7 @@ async fn run_once(
     let ns = namespace(pod).unwrap_or("default");
     let cname = c["name"].as_str().unwrap_or("");
     let started = now();
-    let log = objects.ctx().log_path(ns, name(pod), cname);
+    let log = objects.log_path(ns, name(pod), cname);
     let fail = |message: String| {
         let t = now();
         tracing::warn!(pod = %format!("{ns}/{}", name(pod)), container = cname, "{message}");
@@ -849,11 +958,26 @@ async fn run_once(
         (Err(e), _) | (_, Err(e)) => return fail(format!("open log file {}: {e}", log.display())),
     };
     let mut cmd = tokio::process::Command::new(&cfg.lifeboat_bin);
+    if objects.is_real() {
+        // In-cluster credentials are read from fixed paths, so those mounts are made for real,
+        // in a mount namespace of the process's own.
+        let fixed: Vec<(PathBuf, PathBuf)> = mounts
+            .iter()
+            .filter(|(path, _)| path.starts_with(SERVICE_ACCOUNT_DIR))
+            .map(|(path, m)| (PathBuf::from(path), m.path.clone()))
+            .collect();
+        if !fixed.is_empty()
+            && let Err(e) = mountns::bind_in_own_namespace(cmd.as_std_mut(), &fixed)
+        {
+            return fail(format!("mount the service account credentials: {e}"));
+        }
+    }
     cmd.args(&argv)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", &prepared.home)
         .env("HOSTNAME", name(pod))
+        .envs(objects.in_cluster_env())
         .envs(env)
         .env(
             MOUNTS_ENV,
@@ -879,7 +1003,7 @@ async fn run_once(
             let _ = child.kill().await;
             return None;
         }
-        _ = objects.ctx().shutdown.wait() => {
+        _ = objects.shutdown().wait() => {
             let _ = child.kill().await;
             return None;
         }
