@@ -467,6 +467,16 @@ pub struct SimAgentArgs {
     /// `…/lifeboat` image.
     #[arg(long, default_value = "lifeboat:dev")]
     pub lifeboat_image: String,
+    /// Serving certificate (PEM) of the kubelet endpoint through which the API server reads
+    /// container logs (`kubectl logs`, mover reports). Without it, no endpoint.
+    #[arg(long, value_name = "FILE", requires = "serving_key")]
+    pub serving_cert: Option<PathBuf>,
+    /// The serving certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "serving_cert")]
+    pub serving_key: Option<PathBuf>,
+    /// Port of the kubelet endpoint on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub kubelet_port: u16,
 }
 
 /// `lifeboat sim serve`

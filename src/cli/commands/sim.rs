@@ -33,6 +33,8 @@ pub async fn run(_ctx: &Context, cmd: SimCommand) -> anyhow::Result<Exit> {
                 state_dir: a.state,
                 lifeboat_image: a.lifeboat_image,
                 lifeboat_bin: std::env::current_exe()?,
+                serving: a.serving_cert.zip(a.serving_key),
+                kubelet_port: a.kubelet_port,
             };
             sim::agent::serve(&a.kubeconfig, a.context, opts).await?;
             Ok(Exit::Ok)

@@ -52,10 +52,6 @@ pub use crate::mover::mounts::{MOUNTS_ENV, SimMount, SimMounts, translate};
 
 const COMPONENT: &str = "kubelet";
 
-/// Where a pod's API credentials are mounted (by the ServiceAccount admission plugin) and where
-/// in-cluster clients read them.
-const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-
 /// What the kubelet knows of a pod it has handled.
 enum Handled {
     /// Its containers run; dropping or sending on the sender kills them.
@@ -959,17 +955,19 @@ async fn run_once(
     };
     let mut cmd = tokio::process::Command::new(&cfg.lifeboat_bin);
     if objects.is_real() {
-        // In-cluster credentials are read from fixed paths, so those mounts are made for real,
-        // in a mount namespace of the process's own.
-        let fixed: Vec<(PathBuf, PathBuf)> = mounts
+        // As a container runtime does: the process sees each volume at its mount path (the
+        // config at /etc/lifeboat, in-cluster credentials at their fixed path), in a mount
+        // namespace of its own. Parents sort before their children, so they mount first.
+        let binds: Vec<mountns::Bind> = mounts
             .iter()
-            .filter(|(path, _)| path.starts_with(SERVICE_ACCOUNT_DIR))
-            .map(|(path, m)| (PathBuf::from(path), m.path.clone()))
+            .map(|(path, m)| mountns::Bind {
+                target: PathBuf::from(path),
+                source: m.path.clone(),
+                read_only: m.read_only,
+            })
             .collect();
-        if !fixed.is_empty()
-            && let Err(e) = mountns::bind_in_own_namespace(cmd.as_std_mut(), &fixed)
-        {
-            return fail(format!("mount the service account credentials: {e}"));
+        if let Err(e) = mountns::bind_in_own_namespace(cmd.as_std_mut(), &binds) {
+            return fail(format!("mount the pod's volumes: {e}"));
         }
     }
     cmd.args(&argv)

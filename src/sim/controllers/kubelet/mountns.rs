@@ -1,7 +1,9 @@
-//! Bind mounts at fixed paths for one lifeboat process, in a mount namespace of its own: how a
-//! container sees its service-account credentials at
-//! `/var/run/secrets/kubernetes.io/serviceaccount` while every other path stays the host's.
-//! Needs root (CAP_SYS_ADMIN), as a real container runtime does.
+//! A container's volume mounts for one lifeboat process, in a mount namespace of its own: the
+//! process sees each volume at its mount path (`/etc/lifeboat`, `/tmp`, the service-account
+//! credentials at `/var/run/secrets/kubernetes.io/serviceaccount`) while every other path stays
+//! the host's. Used against a real control plane; needs root (CAP_SYS_ADMIN), as a container
+//! runtime does. Mount points missing on the host are created there (empty directories or
+//! files), since a bind mount needs one.
 
 use std::ffi::CString;
 use std::io;
@@ -9,20 +11,35 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 
-/// Makes `cmd` run in a new private mount namespace with each `(target, source)` bind-mounted
-/// read-only. Creates the targets (empty directories) on the host first, since a bind mount
-/// needs its mount point to exist.
+/// One volume mount.
+pub(super) struct Bind {
+    /// The mount path in the container.
+    pub(super) target: PathBuf,
+    /// The host directory (or file) behind it.
+    pub(super) source: PathBuf,
+    /// Returns true if and only if the mount is read-only.
+    pub(super) read_only: bool,
+}
+
+/// Makes `cmd` run in a new private mount namespace with each bind mounted, in order.
 pub(super) fn bind_in_own_namespace(
     cmd: &mut std::process::Command,
-    mounts: &[(PathBuf, PathBuf)],
+    binds: &[Bind],
 ) -> io::Result<()> {
-    // SAFETY-relevant: everything the child needs is allocated here, before the fork.
-    let mut pairs = Vec::with_capacity(mounts.len());
-    for (target, source) in mounts {
-        std::fs::create_dir_all(target)?;
-        let t = CString::new(target.as_os_str().as_bytes())?;
-        let s = CString::new(source.as_os_str().as_bytes())?;
-        pairs.push((t, s));
+    // Everything the child needs is allocated here, before the fork.
+    let mut prepared = Vec::with_capacity(binds.len());
+    for b in binds {
+        if b.source.is_dir() {
+            std::fs::create_dir_all(&b.target)?;
+        } else if !b.target.exists() {
+            if let Some(parent) = b.target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::File::create(&b.target)?;
+        }
+        let t = CString::new(b.target.as_os_str().as_bytes())?;
+        let s = CString::new(b.source.as_os_str().as_bytes())?;
+        prepared.push((t, s, b.read_only));
     }
     let root = CString::new("/")?;
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe system
@@ -33,37 +50,41 @@ pub(super) fn bind_in_own_namespace(
                 return Err(io::Error::last_os_error());
             }
             // Private: nothing mounted here propagates back to the host.
+            let private = libc::MS_REC | libc::MS_PRIVATE;
             if libc::mount(
                 std::ptr::null(),
                 root.as_ptr(),
                 std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
+                private,
                 std::ptr::null(),
             ) != 0
             {
                 return Err(io::Error::last_os_error());
             }
-            for (target, source) in &pairs {
+            for (target, source, read_only) in &prepared {
+                let bind = libc::MS_BIND | libc::MS_REC;
                 if libc::mount(
                     source.as_ptr(),
                     target.as_ptr(),
                     std::ptr::null(),
-                    libc::MS_BIND,
+                    bind,
                     std::ptr::null(),
                 ) != 0
                 {
                     return Err(io::Error::last_os_error());
                 }
-                let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
-                if libc::mount(
-                    std::ptr::null(),
-                    target.as_ptr(),
-                    std::ptr::null(),
-                    flags,
-                    std::ptr::null(),
-                ) != 0
-                {
-                    return Err(io::Error::last_os_error());
+                if *read_only {
+                    let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+                    if libc::mount(
+                        std::ptr::null(),
+                        target.as_ptr(),
+                        std::ptr::null(),
+                        flags,
+                        std::ptr::null(),
+                    ) != 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
                 }
             }
             Ok(())

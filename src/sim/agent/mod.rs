@@ -9,6 +9,8 @@
 //! hands to `disk.csi.sim` get a directory and a PV, VolumeSnapshotContents of the driver get a
 //! copy. The real controller manager, scheduler and snapshot-controller do everything else.
 
+mod endpoint;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +38,12 @@ pub struct AgentOptions {
     pub lifeboat_image: String,
     /// The lifeboat binary run for such pods.
     pub lifeboat_bin: PathBuf,
+    /// The kubelet endpoint's serving certificate and key (PEM files): with them the agent
+    /// serves container logs, so `kubectl logs` and lifeboat's reading of mover reports work
+    /// through the real API server. None: no endpoint.
+    pub serving: Option<(PathBuf, PathBuf)>,
+    /// The endpoint's port on 127.0.0.1 (0: any free port).
+    pub kubelet_port: u16,
 }
 
 /// Why the agent could not start or keep its nodes.
@@ -59,6 +67,9 @@ pub enum AgentError {
     /// The signal handlers could not be installed.
     #[error("installing the SIGINT/SIGTERM handlers")]
     Signal(#[source] std::io::Error),
+    /// The kubelet endpoint could not start.
+    #[error("starting the kubelet endpoint: {0}")]
+    Endpoint(String),
     /// The state directory could not be created.
     #[error("creating the state directory {path}")]
     StateDir {
@@ -135,7 +146,16 @@ pub async fn run(
         ..SimConfig::default()
     };
     let objects = Objects::api(client, server, Arc::new(config), shutdown.clone());
-    register(&objects, &opts, &nodes).await?;
+    let port = match &opts.serving {
+        Some((cert, key)) => {
+            let state = opts.state_dir.clone();
+            let e = endpoint::serve(opts.kubelet_port, cert, key, state, shutdown.clone()).await?;
+            tracing::info!(port = e.port, "kubelet endpoint serving container logs");
+            e.port
+        }
+        None => 0,
+    };
+    register(&objects, &opts, &nodes, port).await?;
     controllers::spawn_agent(objects.clone());
     tracing::info!(nodes = ?nodes, "node agent and CSI driver running");
     let mut beat = tokio::time::interval(HEARTBEAT);
@@ -145,7 +165,7 @@ pub async fn run(
             _ = shutdown.wait() => break,
             _ = beat.tick() => {
                 for (node, zone) in nodes.iter().zip(&opts.zones) {
-                    if let Err(e) = heartbeat(&objects, node, zone, &opts.region).await {
+                    if let Err(e) = heartbeat(&objects, node, zone, &opts.region, port).await {
                         tracing::warn!(node, error = %e, "heartbeat failed; next one in {HEARTBEAT:?}");
                     }
                 }
@@ -160,6 +180,7 @@ async fn register(
     objects: &Objects,
     opts: &AgentOptions,
     nodes: &[String],
+    port: u16,
 ) -> Result<(), AgentError> {
     let driver = json!({
         "metadata": {"name": CSI_DRIVER},
@@ -174,7 +195,7 @@ async fn register(
             source,
         })?;
     for (node, zone) in nodes.iter().zip(&opts.zones) {
-        heartbeat(objects, node, zone, &opts.region)
+        heartbeat(objects, node, zone, &opts.region, port)
             .await
             .map_err(|source| AgentError::Register {
                 what: format!("Node {node}"),
@@ -191,6 +212,7 @@ async fn heartbeat(
     node: &str,
     zone: &str,
     region: &str,
+    port: u16,
 ) -> Result<(), controllers::Error> {
     let labels = json!({
         "kubernetes.io/hostname": node,
@@ -217,7 +239,7 @@ async fn heartbeat(
         return Ok(()); // deleted between the calls: the next beat registers it again
     }
     objects
-        .modify_status(Kind::Node, &existing, |n| node_status(n, node))
+        .modify_status(Kind::Node, &existing, |n| node_status(n, node, port))
         .await?;
     let now = jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
@@ -243,7 +265,7 @@ async fn heartbeat(
 }
 
 /// A Ready node's status as a kubelet reports it.
-fn node_status(n: &mut Value, node: &str) {
+fn node_status(n: &mut Value, node: &str, port: u16) {
     let t = controllers::now();
     let cond = |ty: &str, status: &str, reason: &str| {
         json!({"type": ty, "status": status, "reason": reason, "message": reason,
@@ -273,8 +295,9 @@ fn node_status(n: &mut Value, node: &str) {
         "capacity": resources,
         "allocatable": resources,
         "conditions": conditions,
-        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": node}],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        // Only the loopback address: nothing may ever resolve a node name on these machines.
+        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
         "nodeInfo": {
             "machineID": node, "systemUUID": node, "bootID": node,
             "kernelVersion": "", "osImage": "lifeboat node agent", "containerRuntimeVersion": "lifeboat://sim",
