@@ -176,6 +176,7 @@ fn builtin_types() -> Vec<ResourceType> {
     use k8s_openapi::api::scheduling::v1 as scheduling;
     use k8s_openapi::api::storage::v1 as storage;
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
+    use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as aggregator;
     builtins! {
         core::Namespace => ["status"] ["ns"];
         core::Node => ["status"] ["no"];
@@ -221,6 +222,8 @@ fn builtin_types() -> Vec<ResourceType> {
         admission::MutatingWebhookConfiguration => [] [];
         admission::ValidatingWebhookConfiguration => [] [];
         apiextensions::CustomResourceDefinition => ["status"] ["crd", "crds"];
+        // Stored and served as objects; the simulator aggregates no API behind them.
+        aggregator::APIService => ["status"] [];
     }
 }
 

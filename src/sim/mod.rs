@@ -10,6 +10,7 @@ pub mod exec;
 pub mod lifecycle;
 pub mod patch;
 pub mod persist;
+mod protobuf;
 pub mod select;
 mod server;
 pub mod store;

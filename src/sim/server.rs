@@ -489,7 +489,10 @@ fn check_kind(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
 
 fn parse_body(body: &[u8], content_type: &str) -> Result<Value, ApiError> {
     if content_type.contains("protobuf") {
-        return Err(ApiError::unsupported_media_type(content_type));
+        return super::protobuf::decode(body).map_err(|why| {
+            tracing::debug!(%why, "protobuf body not read");
+            ApiError::unsupported_media_type(content_type)
+        });
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(v) => Ok(v),

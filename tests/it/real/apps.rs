@@ -41,6 +41,28 @@ fn load_metrics_server(r: &Real, ns: &str) {
     kubectl(&r.primary, &["apply", "-k", &dir.path().to_string_lossy()]);
 }
 
+/// Deletes metrics-server's APIService from both clusters when the test ends, however it ends:
+/// no pod serves it here, so it would stay unavailable and every later backup of the shared
+/// clusters would warn about its group.
+struct RemoveApiService<'a>(&'a Real);
+
+impl Drop for RemoveApiService<'_> {
+    fn drop(&mut self) {
+        for c in [&self.0.primary, &self.0.secondary] {
+            let _ = super::kubectl_in(
+                c,
+                &[
+                    "delete",
+                    "apiservice",
+                    "v1beta1.metrics.k8s.io",
+                    "--ignore-not-found",
+                ],
+                None,
+            );
+        }
+    }
+}
+
 /// The workloads of `ns` in `c`: (`deployment/x` or `statefulset/x`, wanted replicas).
 fn workloads(c: &super::Cluster, ns: &str) -> Vec<(String, i64)> {
     let list: Value = serde_json::from_str(&kubectl(
@@ -109,6 +131,7 @@ async fn real_apps_round_trip_into_the_secondary_and_their_workloads_roll_out() 
         &["apply", "-n", &store, "-f", &shop.to_string_lossy()],
     );
     load_metrics_server(&r, &metrics);
+    let _cleanup = RemoveApiService(&r);
     // CRDs of several served versions; server-side, as their size needs.
     let snapshotter = shared("external-snapshotter");
     kubectl(

@@ -6,10 +6,13 @@
 //! `.ci/test` passes their kubeconfigs in `LIFEBOAT_TEST_K8S_PRIMARY` and
 //! `LIFEBOAT_TEST_K8S_SECONDARY`. Without them the tests say so and skip, except under
 //! `CI=true`, where they fail. The clusters are shared by the tests of this tier, so each test
-//! works in namespaces of its own (see [`unique`]).
+//! works in namespaces of its own (see [`unique`]) and they take turns ([`real`] holds a lock):
+//! an aggregated API that is down or a CRD deleted by one test would otherwise show in the
+//! backups of another.
 
 mod apps;
 mod cluster;
+mod differential;
 mod schedule;
 mod volumes;
 
@@ -32,11 +35,15 @@ pub struct Cluster {
     pub client: kube::Client,
 }
 
-/// The two regions.
+/// The two regions, this test's for as long as it holds them.
 pub struct Real {
     pub primary: Cluster,
     pub secondary: Cluster,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
+
+/// One test of this tier at a time.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The real control planes `.ci/test` started, or None (with a message) when there are none
 /// outside CI.
@@ -53,9 +60,11 @@ pub async fn real() -> Option<Real> {
         eprintln!("skipping: no real control plane (run the suite through .ci/test)");
         return None;
     };
+    let turn = TURN.lock().await;
     Some(Real {
         primary: cluster(PathBuf::from(p)).await,
         secondary: cluster(PathBuf::from(s)).await,
+        _turn: turn,
     })
 }
 
@@ -80,10 +89,15 @@ pub fn unique(prefix: &str) -> String {
 
 /// Runs the pinned kubectl against `c` with `stdin`.
 pub fn kubectl_in(c: &Cluster, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    kubectl_at(&c.kubeconfig, args, stdin)
+}
+
+/// Runs the pinned kubectl with `kubeconfig` and `stdin`.
+pub fn kubectl_at(kubeconfig: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
     use std::io::Write as _;
     let mut child = Command::new(crate::support::kubectl_path())
         .arg("--kubeconfig")
-        .arg(&c.kubeconfig)
+        .arg(kubeconfig)
         .arg("--request-timeout=60s")
         .args(args)
         .stdin(std::process::Stdio::piped())
