@@ -21,10 +21,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use lifeboat::mover::{
-    BackupOptions, ChunkId, ChunkerConfig, KnownChunks, ParentIndex, RestoreOptions, VolumeIndex,
-    backup_volume, restore_index_file,
+    BackupOptions, ChunkId, ChunkerConfig, KnownChunks, ParentIndex, RestoreOptions, backup_volume,
+    restore_index_file,
 };
 use lifeboat::repo::RepoConfig;
+use lifeboat::repo::index::VolumeIndex;
 use lifeboat::storage::Writer;
 use lifeboat::storage::local::LocalBackend;
 

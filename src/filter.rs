@@ -3,8 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::ResourceType;
-
 /// Whether cluster-scoped resources are taken.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -49,14 +47,15 @@ impl Filters {
         namespace_allowed(&self.include_namespaces, &self.exclude_namespaces, ns)
     }
 
-    /// Returns true if and only if the resource filters take `rt` (before always-captured rules).
-    pub fn resource_included(&self, rt: &ResourceType) -> bool {
+    /// Returns true if and only if the resource filters take the resource `plural` of API
+    /// `group` (`""` for core), of kind `kind` (before always-captured rules).
+    pub fn resource_included(&self, group: &str, plural: &str, kind: &str) -> bool {
         resource_allowed(
             &self.include_resources,
             &self.exclude_resources,
-            &rt.group,
-            &rt.plural,
-            &rt.kind,
+            group,
+            plural,
+            kind,
         )
     }
 
@@ -138,15 +137,8 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn rt(group: &str, plural: &str, kind: &str) -> ResourceType {
-        ResourceType {
-            group: group.into(),
-            version: "v1".into(),
-            kind: kind.into(),
-            plural: plural.into(),
-            namespaced: true,
-            verbs: vec![],
-        }
+    fn rt<'a>(group: &'a str, plural: &'a str, kind: &'a str) -> (&'a str, &'a str, &'a str) {
+        (group, plural, kind)
     }
 
     #[test]
@@ -190,18 +182,18 @@ mod tests {
             include_resources: vec![p.into()],
             ..Default::default()
         };
-        assert!(only("deployments.apps").resource_included(&deploy));
-        assert!(only("deployments").resource_included(&deploy));
-        assert!(only("Deployment").resource_included(&deploy));
-        assert!(!only("deployments.apps").resource_included(&cm));
-        assert!(only("*.apps").resource_included(&deploy));
-        assert!(!only("*.apps").resource_included(&cm));
+        assert!(only("deployments.apps").resource_included(deploy.0, deploy.1, deploy.2));
+        assert!(only("deployments").resource_included(deploy.0, deploy.1, deploy.2));
+        assert!(only("Deployment").resource_included(deploy.0, deploy.1, deploy.2));
+        assert!(!only("deployments.apps").resource_included(cm.0, cm.1, cm.2));
+        assert!(only("*.apps").resource_included(deploy.0, deploy.1, deploy.2));
+        assert!(!only("*.apps").resource_included(cm.0, cm.1, cm.2));
         let no_cm = Filters {
             exclude_resources: vec!["configmaps".into()],
             ..Default::default()
         };
-        assert!(!no_cm.resource_included(&cm));
-        assert!(no_cm.resource_included(&deploy));
+        assert!(!no_cm.resource_included(cm.0, cm.1, cm.2));
+        assert!(no_cm.resource_included(deploy.0, deploy.1, deploy.2));
     }
 
     #[test]

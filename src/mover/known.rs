@@ -18,7 +18,9 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 
 use super::chunker::ChunkId;
-use super::index::{CHUNK_RECORD, ChunkRef, PackRef, VolumeIndex, decode_record, encode_record};
+use crate::repo::index::{
+    CHUNK_RECORD, ChunkRef, PackRef, VolumeIndex, decode_record, encode_record,
+};
 
 /// Rows per block of the sealed file: one fence key each.
 const BLOCK_ROWS: usize = 4096 / CHUNK_RECORD;

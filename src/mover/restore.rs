@@ -41,25 +41,27 @@ mod spool;
 mod tests;
 
 use std::collections::HashMap;
-use std::fs::{self, File, FileTimes, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::ops::Range;
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use super::backup::Progress;
 use super::chunker::ChunkId;
-use super::index::{
-    DirNode, FileNode, HardLinkNode, IndexEvent, IndexStream, Meta, Mtime, SymlinkNode, VolumeIndex,
+use super::fsmeta::{apply_meta, running_as_root, set_link_mtime};
+use super::{MoverError, Result};
+use crate::repo::index::IndexError;
+use crate::repo::index::{
+    DirNode, FileNode, HardLinkNode, IndexEvent, IndexStream, Meta, SymlinkNode, VolumeIndex,
 };
-use super::pack::decode_chunk_into;
-use super::{IndexError, MoverError, Result};
+use crate::repo::pack::decode_chunk_into;
 use crate::storage::Reader;
 
 use check::EntryCheck;
@@ -261,11 +263,6 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f)
         .await
         .expect("restore task does not panic")
-}
-
-fn running_as_root() -> bool {
-    // /proc/self belongs to the process's effective user.
-    fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> MoverError + '_ {
@@ -760,7 +757,8 @@ impl Run {
             let (io, owners) = (self.io.clone(), self.owners);
             blocking(move || {
                 for (f, meta) in &w.finished {
-                    apply_meta(&io.target.join(&f.rel), meta, owners)?;
+                    let abs = io.target.join(&f.rel);
+                    apply_meta(&abs, meta, owners).map_err(io_err(&abs))?;
                     if let Some(p) = &io.progress {
                         p.files.fetch_add(1, Ordering::Relaxed);
                     }
@@ -878,64 +876,6 @@ fn write_sparse(
     }
 }
 
-fn system_time(m: Mtime) -> SystemTime {
-    let Mtime(s, ns) = m;
-    if s >= 0 {
-        SystemTime::UNIX_EPOCH + Duration::new(s as u64, ns)
-    } else {
-        SystemTime::UNIX_EPOCH - Duration::from_secs(s.unsigned_abs())
-            + Duration::from_nanos(u64::from(ns))
-    }
-}
-
-/// A symlink's own mtime (std has no call that does not follow the link).
-fn set_link_mtime(abs: &Path, m: Mtime) -> io::Result<()> {
-    set_mtime_nofollow(abs, m.0, m.1)
-}
-
-/// Sets the mtime of `path` itself, a symlink included (not its target); the access time is
-/// left alone. Shared with the simulator's snapshotter and the demo's reference copy.
-pub fn set_mtime_nofollow(path: &Path, secs: i64, nanos: u32) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let times = [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: secs as libc::time_t,
-            tv_nsec: nanos as libc::c_long,
-        },
-    ];
-    // SAFETY: a NUL-terminated path and two timespecs; AT_SYMLINK_NOFOLLOW acts on a link itself.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-fn apply_meta(abs: &Path, meta: &Meta, owners: bool) -> Result<()> {
-    let f = File::open(abs).map_err(io_err(abs))?;
-    f.set_times(FileTimes::new().set_modified(system_time(meta.mtime)))
-        .map_err(io_err(abs))?;
-    drop(f);
-    if owners {
-        std::os::unix::fs::chown(abs, Some(meta.uid), Some(meta.gid)).map_err(io_err(abs))?;
-    }
-    // After chown, which clears setuid/setgid bits.
-    fs::set_permissions(abs, fs::Permissions::from_mode(meta.mode)).map_err(io_err(abs))
-}
-
 /// Once all data is written: symlinks replace their placeholders, then directories get their
 /// metadata, deepest first (so creating nothing more can bump a directory's mtime afterwards).
 /// Returns the number of symlinks made.
@@ -959,6 +899,9 @@ fn finish_tree(target: &Path, symlinks: Spool, dirs: Spool, owners: bool) -> Res
         n += 1;
         Ok(())
     })?;
-    dirs.backward(|d: DirNode| apply_meta(&target.join(&d.path), &d.meta, owners))?;
+    dirs.backward(|d: DirNode| {
+        let abs = target.join(&d.path);
+        apply_meta(&abs, &d.meta, owners).map_err(io_err(&abs))
+    })?;
     Ok(n)
 }

@@ -27,13 +27,26 @@ impl Layout {
 
     /// `backups/<name>/resources.tar.zst`
     pub fn resources(name: &BackupName) -> String {
-        format!("{}resources.tar.zst", Self::backup_dir(name))
+        format!("{}{}", Self::backup_dir(name), Self::RESOURCES_FILE)
     }
 
     /// `backups/<name>/volumes/<ns>/<pvc>.json`
     pub fn volume_index(name: &BackupName, namespace: &str, pvc: &str) -> String {
-        format!("{}volumes/{namespace}/{pvc}.json", Self::backup_dir(name))
+        format!(
+            "{}{}",
+            Self::backup_dir(name),
+            Self::volume_index_in_backup(namespace, pvc)
+        )
     }
+
+    /// `volumes/<ns>/<pvc>.json`, relative to a backup's folder (what
+    /// [`super::BackupWriter`] takes).
+    pub fn volume_index_in_backup(namespace: &str, pvc: &str) -> String {
+        format!("volumes/{namespace}/{pvc}.json")
+    }
+
+    /// `resources.tar.zst`, relative to a backup's folder.
+    pub const RESOURCES_FILE: &'static str = "resources.tar.zst";
 
     /// `packs/<aa>/<sha256>`: fanned out by the first byte so no folder grows huge.
     pub fn pack(id_hex: &str) -> String {

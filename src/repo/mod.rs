@@ -14,25 +14,34 @@
 //! only way to create objects, and a backup only exists once [`BackupWriter::commit`] has
 //! written its manifest.
 
+pub mod archive;
 mod config;
+mod details;
+mod ids;
+pub mod index;
 mod layout;
 pub mod lock;
 mod manifest;
 mod names;
+pub mod pack;
 pub mod prune;
 mod reader;
 pub mod retention;
+pub mod retire;
 mod volumes;
 mod writer;
 
 pub use config::{ChunkerParams, Encryption, FORMAT_VERSION, RepoConfig};
+pub use details::{ManifestDetails, ResourceSummary, ResourcesDetail, Skipped};
+pub use ids::ChunkId;
 pub use layout::Layout;
 pub use lock::{LockError, LockOptions, PruneLock};
 pub use manifest::{ClusterFacts, Manifest, ObjectEntry};
 pub use names::{BackupName, NameError};
-pub use prune::{BackupSelector, PruneError, PruneOptions, PruneReport, prune};
-pub use reader::{BackupListing, Completeness, RepoReader, VerifyOptions};
+pub use prune::{BackupSelector, GcPhase, PhaseHook, PruneError, PruneOptions, PruneReport, prune};
+pub use reader::{BackupListing, Completeness, IndexFile, RepoReader, VerifyOptions};
 pub use retention::{RetentionError, RetentionPolicy};
+pub use retire::RetireReport;
 pub use volumes::{VolumeFigures, VolumeRecord, VolumeStatus};
 pub use writer::{BackupWriter, RepoWriter};
 
@@ -74,11 +83,46 @@ pub enum RepoError {
         #[source]
         source: serde_json::Error,
     },
+    /// A manifest is well-formed JSON but one of its fields is not what this format says (a
+    /// damaged or hand-edited manifest). Nothing reads on from a half-understood manifest: a
+    /// restore would otherwise plan without the part it could not read.
+    #[error("backup {backup:?} in {location}: the manifest's field `{field}` is invalid")]
+    BadManifest {
+        /// The backup.
+        backup: String,
+        /// The location.
+        location: String,
+        /// The field's path, e.g. `details.volumes[0].status`.
+        field: String,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// The backup has no manifest: never committed, or not (yet) replicated here.
     #[error("backup {name:?} does not exist in {location} (no committed manifest)")]
     NoSuchBackup {
         /// The backup.
         name: String,
+        /// The location.
+        location: String,
+    },
+    /// The backup holds no data of that volume.
+    #[error("backup {backup} holds no data of volume {volume} ({key} is not in its manifest)")]
+    NoSuchVolume {
+        /// The backup.
+        backup: String,
+        /// `namespace/claim`.
+        volume: String,
+        /// The index key looked for.
+        key: String,
+    },
+    /// An object the manifest lists is not on this location (not replicated yet, or lost).
+    #[error("{key} is listed in the manifest of backup {backup} but missing from {location}")]
+    MissingObject {
+        /// The backup.
+        backup: String,
+        /// The object.
+        key: String,
         /// The location.
         location: String,
     },
@@ -128,6 +172,23 @@ pub enum RepoError {
         name: String,
         /// The location.
         location: String,
+    },
+    /// The resource archive is unreadable or does not match its digest.
+    #[error("backup {backup}: {detail}")]
+    Archive {
+        /// The backup.
+        backup: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A volume index does not parse.
+    #[error("the volume index {key} does not parse")]
+    Index {
+        /// The index.
+        key: String,
+        /// Why.
+        #[source]
+        source: index::IndexError,
     },
     /// A storage failure.
     #[error(transparent)]

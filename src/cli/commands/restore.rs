@@ -140,7 +140,7 @@ pub async fn run(ctx: &Context, a: RestoreArgs) -> anyhow::Result<Exit> {
     let exec = ExecOptions {
         concurrency: a.concurrency,
         existing,
-        volumes: (!a.no_volumes).then(|| crate::mover::job::VolumeJobs {
+        volumes: (!a.no_volumes).then(|| restore::VolumeJobs {
             location: super::backup::absolute(loc),
             settings: ctx.config.volumes.clone(),
         }),

@@ -10,13 +10,13 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::super::index::{
+use super::*;
+use crate::repo::RepoConfig;
+use crate::repo::index::{
     ChunkRef, DirNode, Entry, FileNode, HardLinkNode, Meta, Mtime, PackRef, SymlinkNode,
     VolumeIndex,
 };
-use super::super::pack::{PackBuilder, encode_chunk};
-use super::*;
-use crate::repo::RepoConfig;
+use crate::repo::pack::{PackBuilder, encode_chunk};
 use crate::storage::Writer;
 use crate::storage::memory::MemoryBackend;
 

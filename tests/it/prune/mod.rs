@@ -2,6 +2,7 @@
 //! in memory and on Azurite.
 
 mod azurite;
+mod gc;
 mod lock;
 
 use std::collections::BTreeSet;
@@ -11,7 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use lifeboat::mover::{BackupOptions, KnownChunks, VolumeIndex, backup_volume, store_index};
+use lifeboat::mover::{BackupOptions, KnownChunks, backup_volume};
+use lifeboat::repo::index::VolumeIndex;
 use lifeboat::repo::{
     BackupName, BackupWriter, Layout, Manifest, PruneOptions, PruneReport, RepoReader, RepoWriter,
     RetentionPolicy, VerifyOptions, prune,
@@ -61,7 +63,9 @@ pub async fn write_volume(
     .await
     .unwrap();
     let index = out.load_index().unwrap();
-    store_index(bw, "shop", "data-db-0", &index).await.unwrap();
+    bw.put_volume_index("shop", "data-db-0", &index)
+        .await
+        .unwrap();
     index
 }
 

@@ -4,15 +4,23 @@
 //! live chunks are read and stored again in new packs. Once the last backup that references the
 //! retired pack expires, prune deletes the pack (and this pass its marker). No object is ever
 //! rewritten, and a backup in progress that still references a retired pack stays valid.
+//!
+//! This pass runs only as the last step of a garbage-collection run ([`super::prune()`]), under
+//! the same prune lock: it writes and deletes markers, and a second pruner judging packs from
+//! a listing the first one is changing would retire or clear the wrong ones.
 
 use std::collections::{HashMap, HashSet};
 
 use futures::TryStreamExt;
 use serde::Serialize;
 
-use super::{MoverError, Result};
-use crate::repo::{Layout, RepoReader};
-use crate::storage::{Reader, StorageError, Writer};
+use super::index::{Flow, IndexError, IndexEvent, IndexHeader, IndexVisitor, read_index};
+use super::lock::{LockError, PruneLock};
+use super::prune::{PhaseHook, PruneError};
+use super::{Layout, RepoError, RepoReader};
+use crate::storage::Writer;
+
+type Result<T, E = PruneError> = std::result::Result<T, E>;
 
 /// How sparse a pack must be to be retired.
 #[derive(Debug, Clone)]
@@ -42,37 +50,17 @@ pub struct RetireReport {
     pub markers_cleared: u64,
 }
 
-/// The ids of the retired packs of a location.
-pub async fn retired_packs(store: &Reader) -> Result<HashSet<String>> {
-    store
-        .list(Layout::RETIRED)
-        .map_ok(|m| m.key.trim_start_matches(Layout::RETIRED).to_owned())
-        .try_collect()
-        .await
-        .map_err(|source| MoverError::Fetch {
-            pack: Layout::RETIRED.to_owned(),
-            source,
-        })
-}
-
 /// Judges every referenced pack older than the cutoff and retires the sparse ones; clears
-/// markers of packs that are gone. Reads every committed backup's volume indexes.
-pub async fn retire_sparse_packs(store: &Writer, opts: &RetireOptions) -> Result<RetireReport> {
-    let fetch = |source: StorageError| MoverError::Fetch {
-        pack: Layout::PACKS.to_owned(),
-        source,
-    };
-    let repo = RepoReader::open(store.reader())
-        .await
-        .map_err(|e| MoverError::Internal {
-            what: format!("opening the repository: {e}"),
-        })?;
-    let listings = repo
-        .list_backups()
-        .await
-        .map_err(|e| MoverError::Internal {
-            what: format!("listing backups: {e}"),
-        })?;
+/// markers of packs that are gone. Reads every committed backup's volume indexes. Every write
+/// and delete first checks that `lock` is still held (none in a dry run, which writes nothing).
+pub(crate) async fn retire_sparse_packs(
+    store: &Writer,
+    opts: &RetireOptions,
+    lock: Option<&PruneLock>,
+    hook: Option<&PhaseHook>,
+) -> Result<RetireReport> {
+    let repo = RepoReader::open(store.reader()).await?;
+    let listings = repo.list_backups().await?;
     // Pack key → (offsets of distinct live chunks, their stored bytes).
     let mut live: HashMap<String, (HashSet<u32>, u64)> = HashMap::new();
     for l in &listings {
@@ -82,26 +70,33 @@ pub async fn retire_sparse_packs(store: &Writer, opts: &RetireOptions) -> Result
                 continue;
             }
             // Streamed from a local copy: an index of a large volume is gigabytes.
-            let key = Layout::volume_index(&m.name, &v.namespace, &v.pvc);
-            let Some(local) = super::download_index(repo.store(), &key).await? else {
-                continue;
+            let local = match repo.volume_index(m, &v.namespace, &v.pvc).await {
+                Ok(l) => l,
+                // Not (or no longer) there: it keeps no pack alive.
+                Err(RepoError::MissingObject { .. } | RepoError::NoSuchVolume { .. }) => continue,
+                Err(e) => return Err(e.into()),
             };
-            let file = std::fs::File::open(&local.path).map_err(|source| MoverError::Spool {
-                what: "a volume index",
+            let index_err = |source| PruneError::Index {
+                key: local.entry.key.clone(),
                 source,
-            })?;
+            };
+            let file =
+                std::fs::File::open(local.path()).map_err(|e| index_err(IndexError::Io(e)))?;
             let mut tally = Tally {
                 keys: Vec::new(),
                 live: &mut live,
             };
-            super::index::read_index(std::io::BufReader::new(file), &mut tally)?;
+            read_index(std::io::BufReader::new(file), &mut tally).map_err(index_err)?;
         }
     }
-    let retired = retired_packs(&store.reader()).await?;
+    let retired = repo.retired_packs().await?;
+    if let Some(hook) = hook {
+        hook.call(super::prune::GcPhase::Retiring).await;
+    }
     let mut report = RetireReport::default();
     let mut present: HashSet<String> = HashSet::new();
     let mut packs = store.list(Layout::PACKS);
-    while let Some(meta) = packs.try_next().await.map_err(fetch)? {
+    while let Some(meta) = packs.try_next().await? {
         let id = meta.key.rsplit('/').next().unwrap_or_default().to_owned();
         present.insert(id.clone());
         let Some((_, live_bytes)) = live.get(&meta.key) else {
@@ -120,19 +115,23 @@ pub async fn retire_sparse_packs(store: &Writer, opts: &RetireOptions) -> Result
             report.retired += 1;
             report.garbage_bytes += garbage;
             if !opts.dry_run {
+                check(lock)?;
                 let body = serde_json::json!({"size": meta.size, "liveBytes": live_bytes, "at": jiff::Timestamp::now()});
                 store
                     .put_if_absent(&Layout::retired(&id), bytes::Bytes::from(body.to_string()))
-                    .await
-                    .map_err(fetch)?;
+                    .await?;
                 tracing::info!(pack = %meta.key, garbage, size = meta.size, "pack retired");
             }
         }
     }
+    if let Some(hook) = hook {
+        hook.call(super::prune::GcPhase::ClearingMarkers).await;
+    }
     for id in retired.difference(&present) {
         report.markers_cleared += 1;
         if !opts.dry_run {
-            store.delete(&Layout::retired(id)).await.map_err(fetch)?;
+            check(lock)?;
+            store.delete(&Layout::retired(id)).await?;
         }
     }
     Ok(report)
@@ -144,14 +143,18 @@ struct Tally<'a> {
     live: &'a mut HashMap<String, (HashSet<u32>, u64)>,
 }
 
-impl super::index::IndexVisitor for Tally<'_> {
-    type Error = MoverError;
-    fn header(&mut self, h: &super::index::IndexHeader) -> Result<super::index::Flow> {
+fn check(lock: Option<&PruneLock>) -> Result<(), LockError> {
+    lock.map_or(Ok(()), PruneLock::check)
+}
+
+impl IndexVisitor for Tally<'_> {
+    type Error = IndexError;
+    fn header(&mut self, h: &IndexHeader) -> Result<Flow, IndexError> {
         self.keys = h.packs.iter().map(|p| p.key()).collect();
-        Ok(super::index::Flow::Continue)
+        Ok(Flow::Continue)
     }
-    fn event(&mut self, e: super::index::IndexEvent) -> Result<()> {
-        if let super::index::IndexEvent::Chunk(c) = e
+    fn event(&mut self, e: IndexEvent) -> Result<(), IndexError> {
+        if let IndexEvent::Chunk(c) = e
             && let Some(key) = self.keys.get(c.pack as usize)
         {
             let slot = self.live.entry(key.clone()).or_default();

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::chunker::ChunkId;
+use crate::repo::ChunkId;
 use crate::repo::{ChunkerParams, Layout, ObjectEntry};
 
 pub use read::{Flow, IndexEvent, IndexHeader, IndexStream, IndexVisitor, read_header, read_index};

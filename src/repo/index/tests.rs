@@ -1,7 +1,7 @@
 //! The streamed writer and reader agree with the serde types, byte for byte and entry for entry.
 
 use super::*;
-use crate::mover::chunker::ChunkId;
+use crate::repo::ChunkId;
 use crate::repo::RepoConfig;
 
 fn meta(mode: u32) -> Meta {

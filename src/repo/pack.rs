@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::chunker::ChunkId;
+use crate::repo::ChunkId;
 
 /// Last 8 bytes of every pack.
 pub const MAGIC: &[u8; 8] = b"LBPACK\x00\x01";
