@@ -38,10 +38,10 @@ pub use layout::Layout;
 pub use lock::{LockError, LockOptions, PruneLock};
 pub use manifest::{ClusterFacts, Manifest, ObjectEntry};
 pub use names::{BackupName, NameError};
-pub use prune::{BackupSelector, GcPhase, PhaseHook, PruneError, PruneOptions, PruneReport, prune};
+pub use prune::{BackupSelector, PruneError, PruneOptions, PruneReport, prune};
 pub use reader::{BackupListing, Completeness, IndexFile, RepoReader, VerifyOptions};
 pub use retention::{RetentionError, RetentionPolicy};
-pub use retire::RetireReport;
+pub use retire::{GcPhase, PhaseHook, RetireError, RetireReport};
 pub use volumes::{VolumeFigures, VolumeRecord, VolumeStatus};
 pub use writer::{BackupWriter, RepoWriter};
 

@@ -19,19 +19,15 @@
 //! streamed and deleted in batches.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
-
-use futures::future::BoxFuture;
 
 use futures::{StreamExt, TryStreamExt};
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-use super::index::IndexError;
 use super::lock::{LockError, LockOptions, PruneLock};
 use super::retention::{Candidate, Decision, RetentionError, RetentionPolicy};
-use super::retire::{RetireOptions, RetireReport, retire_sparse_packs};
+use super::retire::{PhaseHook, RetireError, RetireOptions, RetireReport, retire_sparse_packs};
 use super::{BackupName, Layout, Manifest, RepoError, RepoReader};
 use crate::storage::{ObjectMeta, StorageError, Writer};
 
@@ -60,38 +56,6 @@ impl BackupSelector {
             .as_deref()
             .is_none_or(|p| m.name.as_str().starts_with(p))
             && self.labels.iter().all(|(k, v)| m.labels.get(k) == Some(v))
-    }
-}
-
-/// The steps of a garbage-collection run at which [`PruneOptions::hook`] is called, each with
-/// the prune lock held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GcPhase {
-    /// Sparse packs are about to be retired (markers written).
-    Retiring,
-    /// Markers of packs that are gone are about to be deleted.
-    ClearingMarkers,
-}
-
-/// Called at each [`GcPhase`] and awaited before the run goes on: a seam for tests that must
-/// observe the lock while a step runs, without sleeping.
-#[derive(Clone)]
-pub struct PhaseHook(Arc<dyn Fn(GcPhase) -> BoxFuture<'static, ()> + Send + Sync>);
-
-impl PhaseHook {
-    /// A hook calling `f`.
-    pub fn new(f: impl Fn(GcPhase) -> BoxFuture<'static, ()> + Send + Sync + 'static) -> Self {
-        Self(Arc::new(f))
-    }
-
-    pub(crate) async fn call(&self, phase: GcPhase) {
-        (self.0)(phase).await
-    }
-}
-
-impl std::fmt::Debug for PhaseHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PhaseHook")
     }
 }
 
@@ -150,15 +114,9 @@ pub enum PruneError {
     /// A storage operation failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
-    /// A volume index read to judge the packs does not parse.
-    #[error("judging packs for repacking: the volume index {key} does not parse")]
-    Index {
-        /// The index.
-        key: String,
-        /// Why.
-        #[source]
-        source: IndexError,
-    },
+    /// Retiring sparse packs (the run's last step) failed.
+    #[error(transparent)]
+    Retire(#[from] RetireError),
 }
 
 /// A committed backup to delete (or deleted), with its folder's size.

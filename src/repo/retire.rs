@@ -10,17 +10,73 @@
 //! a listing the first one is changing would retire or clear the wrong ones.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use futures::TryStreamExt;
+use futures::future::BoxFuture;
 use serde::Serialize;
 
 use super::index::{Flow, IndexError, IndexEvent, IndexHeader, IndexVisitor, read_index};
 use super::lock::{LockError, PruneLock};
-use super::prune::{PhaseHook, PruneError};
 use super::{Layout, RepoError, RepoReader};
-use crate::storage::Writer;
+use crate::storage::{StorageError, Writer};
 
-type Result<T, E = PruneError> = std::result::Result<T, E>;
+type Result<T, E = RetireError> = std::result::Result<T, E>;
+
+/// Why retiring sparse packs failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RetireError {
+    /// The prune lock was lost: no marker is written or deleted after that.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// The repository could not be read.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// A storage operation failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A volume index read to judge the packs does not parse.
+    #[error("judging packs for repacking: the volume index {key} does not parse")]
+    Index {
+        /// The index.
+        key: String,
+        /// Why.
+        #[source]
+        source: IndexError,
+    },
+}
+
+/// The steps of a garbage-collection run at which [`super::PruneOptions::hook`] is called, each with
+/// the prune lock held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcPhase {
+    /// Sparse packs are about to be retired (markers written).
+    Retiring,
+    /// Markers of packs that are gone are about to be deleted.
+    ClearingMarkers,
+}
+
+/// Called at each [`GcPhase`] and awaited before the run goes on: a seam for tests that must
+/// observe the lock while a step runs, without sleeping.
+#[derive(Clone)]
+pub struct PhaseHook(Arc<dyn Fn(GcPhase) -> BoxFuture<'static, ()> + Send + Sync>);
+
+impl PhaseHook {
+    /// A hook calling `f`.
+    pub fn new(f: impl Fn(GcPhase) -> BoxFuture<'static, ()> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    pub(crate) async fn call(&self, phase: GcPhase) {
+        (self.0)(phase).await
+    }
+}
+
+impl std::fmt::Debug for PhaseHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PhaseHook")
+    }
+}
 
 /// How sparse a pack must be to be retired.
 #[derive(Debug, Clone)]
@@ -76,7 +132,7 @@ pub(crate) async fn retire_sparse_packs(
                 Err(RepoError::MissingObject { .. } | RepoError::NoSuchVolume { .. }) => continue,
                 Err(e) => return Err(e.into()),
             };
-            let index_err = |source| PruneError::Index {
+            let index_err = |source| RetireError::Index {
                 key: local.entry.key.clone(),
                 source,
             };
@@ -91,7 +147,7 @@ pub(crate) async fn retire_sparse_packs(
     }
     let retired = repo.retired_packs().await?;
     if let Some(hook) = hook {
-        hook.call(super::prune::GcPhase::Retiring).await;
+        hook.call(GcPhase::Retiring).await;
     }
     let mut report = RetireReport::default();
     let mut present: HashSet<String> = HashSet::new();
@@ -125,7 +181,7 @@ pub(crate) async fn retire_sparse_packs(
         }
     }
     if let Some(hook) = hook {
-        hook.call(super::prune::GcPhase::ClearingMarkers).await;
+        hook.call(GcPhase::ClearingMarkers).await;
     }
     for id in retired.difference(&present) {
         report.markers_cleared += 1;
