@@ -14,7 +14,7 @@ use super::*;
 use crate::repo::index::{
     self, ChunkRef, DirNode, Entry, FileNode, HardLinkNode, Meta, Mtime, SymlinkNode, VolumeIndex,
 };
-use crate::repo::{Layout, RepoConfig};
+use crate::repo::{Layout, PackId, RepoConfig};
 use crate::storage::local::LocalBackend;
 use crate::storage::memory::MemoryBackend;
 use crate::storage::{Reader, Writer};
@@ -287,7 +287,7 @@ async fn round_trip(store: Writer) {
     for p in &stats.packs_written {
         let bytes = store.get(&p.key).await.unwrap();
         assert_eq!(hex::encode(Sha256::digest(&bytes)), p.sha256);
-        assert_eq!(p.key, Layout::pack(&p.sha256));
+        assert_eq!(p.key, Layout::pack(&PackId::from_hex(&p.sha256).unwrap()));
     }
     // The index survives its JSON form.
     let index = VolumeIndex::from_json(&out.index.to_json()).unwrap();
@@ -703,7 +703,7 @@ fn file_whose_chunks_do_not_add_up_is_refused() {
     };
     let mut index = hostile(vec![]);
     index.packs.push(index::PackRef {
-        id: "00".repeat(32),
+        id: PackId::from_hex(&"00".repeat(32)).unwrap(),
         size: 4,
     });
     index.entries = vec![Entry::File(f.clone())];
@@ -828,9 +828,12 @@ async fn missing_pack_is_reported_with_its_files() {
         .find(|f| f.path == "data/secret.key")
         .unwrap();
     let row = victim.chunks[0].pack as usize;
-    out.index.packs[row].id = "ff".repeat(32);
+    out.index.packs[row].id = PackId::from_hex(&"ff".repeat(32)).unwrap();
     let report = verify_index(&store.reader(), &out.index).await.unwrap();
-    assert_eq!(report.missing_packs, vec![Layout::pack(&"ff".repeat(32))]);
+    assert_eq!(
+        report.missing_packs,
+        vec![Layout::pack(&PackId::from_hex(&"ff".repeat(32)).unwrap())]
+    );
     assert!(
         report.damaged[0]
             .files
@@ -842,7 +845,7 @@ async fn missing_pack_is_reported_with_its_files() {
 fn known_chunks_lookup_is_exact() {
     let mut index = hostile(vec![]);
     index.packs.push(index::PackRef {
-        id: "ab".repeat(32),
+        id: PackId::from_hex(&"ab".repeat(32)).unwrap(),
         size: 100,
     });
     let id = ChunkId::of(b"x");
@@ -918,7 +921,7 @@ async fn retire(
     report
 }
 
-async fn retired_packs(store: &Writer) -> std::collections::HashSet<String> {
+async fn retired_packs(store: &Writer) -> std::collections::HashSet<PackId> {
     let repo = crate::repo::RepoReader::open(store.reader()).await.unwrap();
     repo.retired_packs().await.unwrap()
 }

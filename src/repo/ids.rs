@@ -53,3 +53,37 @@ impl<'de> Deserialize<'de> for ChunkId {
         Self::from_hex(&s).ok_or_else(|| serde::de::Error::custom("chunk id is not 64 hex digits"))
     }
 }
+
+/// A pack's name: the sha256 of its bytes, lowercase hex. Its object key is
+/// [`super::Layout::pack`]; a chunk id, a manifest key or any other string is not a pack id.
+/// The default (empty) id names no pack: a pack-table row reserved for a pack still being filled.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PackId(String);
+
+impl PackId {
+    /// The id of a pack holding `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(hex::encode(Sha256::digest(bytes)))
+    }
+
+    /// An id as written in an index, a manifest or a marker's key (lowercase hex). Returns
+    /// `None` for anything else, so no key can be built from a path-like string.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        (!s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| Self(s.to_owned()))
+    }
+
+    /// The hex digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PackId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}

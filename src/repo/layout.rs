@@ -1,6 +1,6 @@
 //! Where each kind of object lives: the one place that knows the key layout.
 
-use super::BackupName;
+use super::{BackupName, PackId};
 
 /// Object keys of the repository format, relative to the location's prefix.
 pub struct Layout;
@@ -49,9 +49,10 @@ impl Layout {
     pub const RESOURCES_FILE: &'static str = "resources.tar.zst";
 
     /// `packs/<aa>/<sha256>`: fanned out by the first byte so no folder grows huge.
-    pub fn pack(id_hex: &str) -> String {
-        let fan = id_hex.get(..2).unwrap_or("00");
-        format!("{}{fan}/{id_hex}", Self::PACKS)
+    pub fn pack(id: &PackId) -> String {
+        let id = id.as_str();
+        let fan = id.get(..2).unwrap_or("00");
+        format!("{}{fan}/{id}", Self::PACKS)
     }
 
     /// Prefix of the markers of retired packs.
@@ -59,8 +60,19 @@ impl Layout {
 
     /// `retired/<pack id>`: the pack is mostly garbage; new backups store its live chunks again
     /// instead of referencing it, so it is collected once the backups using it expire.
-    pub fn retired(pack_id: &str) -> String {
+    pub fn retired(pack_id: &PackId) -> String {
         format!("{}{pack_id}", Self::RETIRED)
+    }
+
+    /// If `key` is a pack's (`packs/<aa>/<id>`), its id.
+    pub fn pack_of(key: &str) -> Option<PackId> {
+        let (_, id) = key.strip_prefix(Self::PACKS)?.split_once('/')?;
+        PackId::from_hex(id)
+    }
+
+    /// If `key` is a retirement marker's (`retired/<id>`), the pack's id.
+    pub fn retired_pack_of(key: &str) -> Option<PackId> {
+        PackId::from_hex(key.strip_prefix(Self::RETIRED)?)
     }
 
     /// If `key` is `backups/<name>/manifest.json`, the backup's name.

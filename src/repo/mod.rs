@@ -33,7 +33,7 @@ mod writer;
 
 pub use config::{ChunkerParams, Encryption, FORMAT_VERSION, RepoConfig};
 pub use details::{ManifestDetails, ResourceSummary, ResourcesDetail, Skipped};
-pub use ids::ChunkId;
+pub use ids::{ChunkId, PackId};
 pub use layout::Layout;
 pub use lock::{LockError, LockOptions, PruneLock};
 pub use manifest::{ClusterFacts, Manifest, ObjectEntry};

@@ -7,7 +7,8 @@ use sha2::{Digest, Sha256};
 
 use super::archive::BackupObject;
 use super::{
-    BackupName, FORMAT_VERSION, Layout, Manifest, ObjectEntry, RepoConfig, RepoError, Result,
+    BackupName, FORMAT_VERSION, Layout, Manifest, ObjectEntry, PackId, RepoConfig, RepoError,
+    Result,
 };
 use crate::storage::{Reader, StorageError};
 
@@ -260,11 +261,11 @@ impl RepoReader {
 
     /// The ids of the retired packs (`retired/<pack id>`): new backups store their live chunks
     /// again instead of referencing them.
-    pub async fn retired_packs(&self) -> Result<std::collections::HashSet<String>> {
+    pub async fn retired_packs(&self) -> Result<std::collections::HashSet<PackId>> {
         Ok(self
             .store
             .list(Layout::RETIRED)
-            .map_ok(|m| m.key.trim_start_matches(Layout::RETIRED).to_owned())
+            .try_filter_map(|m| async move { Ok(Layout::retired_pack_of(&m.key)) })
             .try_collect()
             .await?)
     }

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::index::{Flow, IndexError, IndexEvent, IndexHeader, IndexVisitor, read_index};
 use super::lock::{LockError, PruneLock};
-use super::{Layout, RepoError, RepoReader};
+use super::{Layout, PackId, RepoError, RepoReader};
 use crate::storage::{StorageError, Writer};
 
 type Result<T, E = RetireError> = std::result::Result<T, E>;
@@ -150,10 +150,12 @@ pub(crate) async fn retire_sparse_packs(
         hook.call(GcPhase::Retiring).await;
     }
     let mut report = RetireReport::default();
-    let mut present: HashSet<String> = HashSet::new();
+    let mut present: HashSet<PackId> = HashSet::new();
     let mut packs = store.list(Layout::PACKS);
     while let Some(meta) = packs.try_next().await? {
-        let id = meta.key.rsplit('/').next().unwrap_or_default().to_owned();
+        let Some(id) = Layout::pack_of(&meta.key) else {
+            continue; // not a pack of this format: nothing to judge
+        };
         present.insert(id.clone());
         let Some((_, live_bytes)) = live.get(&meta.key) else {
             continue; // unreferenced: prune's business

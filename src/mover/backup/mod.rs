@@ -249,6 +249,6 @@ async fn upload(store: &Writer, p: FinishedPack) -> Result<ObjectEntry> {
     Ok(ObjectEntry {
         key,
         size,
-        sha256: p.id,
+        sha256: p.id.to_string(),
     })
 }

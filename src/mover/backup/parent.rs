@@ -13,14 +13,14 @@ use crate::repo::index::{
     ChunkRef, FileNode, Flow, IndexEvent, IndexHeader, IndexStream, IndexVisitor, PackRef,
     VolumeIndex, WrittenIndex, read_index,
 };
-use crate::repo::{ChunkerParams, IndexFile};
+use crate::repo::{ChunkerParams, IndexFile, PackId};
 
 /// The parent index of a backup: a local file, and the packs its chunks must no longer come
 /// from (retired: mostly garbage, to be stored again).
 #[derive(Debug)]
 pub struct ParentIndex {
     path: PathBuf,
-    retired: HashSet<String>,
+    retired: HashSet<PackId>,
     // Whatever keeps the file alive (a temporary directory), dropped with the parent.
     _keep: Keep,
 }
@@ -59,7 +59,7 @@ impl ParentIndex {
 
     /// Files with a chunk in one of `retired` are neither taken over unread nor offer their
     /// chunks as known: their live data is stored again, so the retired pack can go.
-    pub fn without_packs(mut self, retired: &HashSet<String>) -> Self {
+    pub fn without_packs(mut self, retired: &HashSet<PackId>) -> Self {
         self.retired.extend(retired.iter().cloned());
         self
     }
@@ -139,7 +139,7 @@ pub(super) fn prepare(
 
 struct Pass1<'a> {
     chunker: &'a ChunkerParams,
-    retired: &'a HashSet<String>,
+    retired: &'a HashSet<PackId>,
     known: &'a mut KnownChunks,
     /// Parent pack row → known pack row, `None` for a retired pack.
     rows: Vec<Option<u32>>,

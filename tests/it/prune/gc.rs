@@ -9,13 +9,13 @@ use bytes::Bytes;
 use futures::FutureExt;
 use lifeboat::repo::index::{ChunkRef, Entry, FileNode, Meta, Mtime, PackRef, VolumeIndex};
 use lifeboat::repo::{
-    BackupName, ChunkId, GcPhase, Layout, LockError, LockOptions, Manifest, PhaseHook, PruneError,
-    PruneOptions, RepoConfig, RepoWriter, RetentionPolicy, VolumeRecord, VolumeStatus, prune,
+    BackupName, ChunkId, GcPhase, Layout, LockError, LockOptions, Manifest, PackId, PhaseHook,
+    PruneError, PruneOptions, RepoConfig, RepoWriter, RetentionPolicy, VolumeRecord, VolumeStatus,
+    prune,
 };
 use lifeboat::storage::Writer;
 use lifeboat::storage::local::LocalBackend;
 use lifeboat::storage::memory::MemoryBackend;
-use sha2::{Digest, Sha256};
 
 use super::{keys, now};
 
@@ -24,10 +24,10 @@ const HOLDER: &str = "the garbage collector under test";
 /// One committed backup whose volume uses 100 bytes of a 10 kB pack (mostly garbage, so the run
 /// retires it), and a marker left for a pack that is gone (so the run deletes it). Returns the
 /// pack's id and the stale marker's key.
-async fn seed_sparse(store: &Writer) -> (String, String) {
+async fn seed_sparse(store: &Writer) -> (PackId, String) {
     let repo = RepoWriter::open_or_init(store.clone()).await.unwrap();
     let pack = Bytes::from(vec![7u8; 10_000]);
-    let id = hex::encode(Sha256::digest(&pack));
+    let id = PackId::of(&pack);
     store.put_if_absent(&Layout::pack(&id), pack).await.unwrap();
     let mut index = VolumeIndex::new(RepoConfig::new_default().chunker);
     index.packs.push(PackRef {
@@ -61,7 +61,7 @@ async fn seed_sparse(store: &Writer) -> (String, String) {
     let mut draft = Manifest::draft(name, now());
     draft.details.volumes = Some(vec![record]);
     bw.commit(draft).await.unwrap();
-    let stale = Layout::retired(&"cd".repeat(32));
+    let stale = Layout::retired(&PackId::from_hex(&"cd".repeat(32)).unwrap());
     store
         .put_if_absent(&stale, Bytes::from_static(b"{}"))
         .await

@@ -15,8 +15,8 @@ use futures::TryStreamExt;
 use lifeboat::mover::{BackupOptions, KnownChunks, backup_volume};
 use lifeboat::repo::index::VolumeIndex;
 use lifeboat::repo::{
-    BackupName, BackupWriter, Layout, Manifest, PruneOptions, PruneReport, RepoReader, RepoWriter,
-    RetentionPolicy, VerifyOptions, prune,
+    BackupName, BackupWriter, Layout, Manifest, PackId, PruneOptions, PruneReport, RepoReader,
+    RepoWriter, RetentionPolicy, VerifyOptions, prune,
 };
 use lifeboat::storage::Writer;
 use lifeboat::storage::local::LocalBackend;
@@ -171,7 +171,7 @@ pub async fn seed(store: &Writer) -> (RepoWriter, VolumeIndex) {
     }
     store
         .put_if_absent(
-            &Layout::pack(&"ab".repeat(32)),
+            &Layout::pack(&PackId::from_hex(&"ab".repeat(32)).unwrap()),
             Bytes::from_static(b"garbage pack"),
         )
         .await
@@ -262,7 +262,10 @@ async fn prune_keeps_the_policy_and_collects_old_garbage_but_not_a_backup_in_pro
             vec!["b0".into(), "b1".into(), "b2".into()]
         )
     );
-    assert_eq!(plan.packs.deleted_keys, [Layout::pack(&"ab".repeat(32))]);
+    assert_eq!(
+        plan.packs.deleted_keys,
+        [Layout::pack(&PackId::from_hex(&"ab".repeat(32)).unwrap())]
+    );
 
     let report = prune(&store, &policy, &opts(Duration::from_secs(3600)), now())
         .await
@@ -274,7 +277,7 @@ async fn prune_keeps_the_policy_and_collects_old_garbage_but_not_a_backup_in_pro
     assert!(
         !keys(&store, "packs/")
             .await
-            .contains(&Layout::pack(&"ab".repeat(32)))
+            .contains(&Layout::pack(&PackId::from_hex(&"ab".repeat(32)).unwrap()))
     );
     assert_eq!(report.leftovers_deleted.len(), 1);
     // The backup in progress keeps its folder and its young packs, and (because it is in
