@@ -46,12 +46,10 @@ pub enum JobError {
     #[error("{0} is mounted read-only: a restore must write it")]
     ReadOnlyTarget(String),
     /// Moving the data failed.
-    #[error("{what} {volume}")]
+    #[error("{what}")]
     Move {
-        /// `backing up` or `restoring`, with the directory.
+        /// What was being moved, naming the volume, the backup and the directory.
         what: String,
-        /// `namespace/claim`.
-        volume: String,
         /// Why.
         #[source]
         source: MoverError,
@@ -168,8 +166,7 @@ pub async fn run_backup(
     let outcome = super::backup_volume(source, store.clone(), opts, parent, KnownChunks::new())
         .await
         .map_err(|source| JobError::Move {
-            what: format!("backing up from {}", job.source.display()),
-            volume: volume.clone(),
+            what: format!("backing up {volume} from {}", job.source.display()),
             source,
         })?;
 
@@ -273,11 +270,10 @@ pub async fn run_restore(
             .await
             .map_err(|source| JobError::Move {
                 what: format!(
-                    "restoring backup {} into {}",
+                    "restoring {volume} of backup {} into {}",
                     job.backup,
                     job.target.display()
                 ),
-                volume: volume.clone(),
                 source,
             })?;
     Ok(JobReport::of_restore(

@@ -13,6 +13,13 @@
 //! [`RepoReader`] wraps a [`crate::storage::Reader`] and so cannot write; [`RepoWriter`] is the
 //! only way to create objects, and a backup only exists once [`BackupWriter::commit`] has
 //! written its manifest.
+//!
+//! This part owns every stored format, so a change of format (encryption, say) touches it alone:
+//! keys ([`Layout`], the only place they are built), ids ([`ChunkId`], [`PackId`]), the manifest
+//! and its typed details, the resource archive ([`archive`]), volume indexes ([`index`]), packs
+//! ([`pack`]). Deletion is here too, writer side only, under the prune lock ([`lock`]):
+//! retention ([`retention`]) and one garbage-collection run ([`prune()`], ending with
+//! [`retire`]).
 
 pub mod archive;
 mod config;
@@ -155,12 +162,13 @@ pub enum RepoError {
         /// The backup.
         backup: String,
     },
-    /// An object written by a mover does not hold what the mover reported.
-    #[error("{key} does not hold what its writer reported (sha256 {actual}, expected {expected})")]
+    /// An object does not hold what was recorded for it: what its mover reported (when a backup
+    /// adopts it), or what the manifest lists (when a reader downloads it). Corrupt or tampered.
+    #[error("{key} is corrupted: its sha256 is {actual}, {expected} was recorded")]
     DigestMismatch {
         /// The object.
         key: String,
-        /// The digest reported.
+        /// The digest recorded.
         expected: String,
         /// The digest read back.
         actual: String,
