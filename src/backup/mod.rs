@@ -293,7 +293,7 @@ pub async fn run(
         labels: req.labels.clone(),
         expires_at: req.ttl.and_then(|ttl| started_at.checked_add(ttl).ok()),
         cluster: cluster_facts,
-        filters: serde_json::to_value(&req.filters).expect("filters serialize"),
+        filters: req.filters.clone(),
         warnings,
         details,
         ..Manifest::draft(req.name.clone(), started_at)

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{BackupName, ManifestDetails, VolumeRecord};
+use crate::filter::Filters;
 
 /// One stored object a backup needs, with what a reader checks it against.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,9 +64,10 @@ pub struct Manifest {
     /// The cluster it was taken from.
     #[serde(default)]
     pub cluster: ClusterFacts,
-    /// The filters it was taken with, as given.
-    #[serde(default)]
-    pub filters: serde_json::Value,
+    /// The filters it was taken with, as given: the backup's scope. Keys this build does not
+    /// know are ignored, as everywhere in a manifest.
+    #[serde(default, deserialize_with = "Filters::lenient")]
+    pub filters: Filters,
     /// Every object of this backup's folder (except the manifest itself).
     pub objects: Vec<ObjectEntry>,
     /// Every pack the backup's volumes reference (shared with other backups).
@@ -93,7 +95,7 @@ impl Manifest {
             labels: BTreeMap::new(),
             expires_at: None,
             cluster: ClusterFacts::default(),
-            filters: serde_json::Value::Null,
+            filters: Filters::default(),
             objects: Vec::new(),
             packs: Vec::new(),
             warnings: Vec::new(),
