@@ -7,6 +7,8 @@
 //! - the ratio of the two. Targets: >= 80 % of the floor, peak RSS <= 300 MB.
 //!
 //! Run: `cargo bench --bench backup` (LIFEBOAT_BENCH_OBJECTS=20000 for a quicker run).
+// A panic is how a test or benchmark fails: unwrapping is its error handling.
+#![allow(clippy::unwrap_used)]
 
 use std::process::Command;
 use std::sync::Arc;

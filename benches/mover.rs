@@ -13,6 +13,8 @@
 //! Run: `cargo bench --bench mover` (`LIFEBOAT_BENCH_GB=0.5` for a quicker run,
 //! `LIFEBOAT_BENCH_DIR` to place the data elsewhere than the system temp dir,
 //! `LIFEBOAT_BENCH_KEEP=1` to keep it afterwards).
+// A panic is how a test or benchmark fails: unwrapping is its error handling.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -21,10 +23,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use lifeboat::mover::{
-    BackupOptions, ChunkId, ChunkerConfig, KnownChunks, ParentIndex, RestoreOptions, VolumeIndex,
-    backup_volume, restore_index_file,
+    BackupOptions, ChunkId, ChunkerConfig, KnownChunks, ParentIndex, RestoreOptions, backup_volume,
+    restore_index_file,
 };
 use lifeboat::repo::RepoConfig;
+use lifeboat::repo::index::VolumeIndex;
 use lifeboat::storage::Writer;
 use lifeboat::storage::local::LocalBackend;
 

@@ -2,6 +2,8 @@
 //! `kube::Client`s, then listed in pages of 500; prints creates/s, listed objects/s and the
 //! process's peak RSS. Client and server share this process (and its cores), as they do in the
 //! test suite. `cargo bench --bench sim` (`SIM_BENCH_OBJECTS=N` to change the count).
+// A panic is how a test or benchmark fails: unwrapping is its error handling.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Instant;
 

@@ -3,8 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::ResourceType;
-
 /// Whether cluster-scoped resources are taken.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -44,19 +42,43 @@ pub struct Filters {
 }
 
 impl Filters {
+    /// The JSON names of the fields. The config refuses any other key; a manifest's reader
+    /// ignores other keys instead (a newer lifeboat may record more), see [`Filters::lenient`].
+    pub const FIELDS: [&'static str; 6] = [
+        "includeNamespaces",
+        "excludeNamespaces",
+        "includeResources",
+        "excludeResources",
+        "selector",
+        "includeClusterResources",
+    ];
+
+    /// Deserializes filters as a manifest records them: keys other than [`Filters::FIELDS`]
+    /// are ignored, and `null` (a manifest written without filters) reads as no filters.
+    pub fn lenient<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let Some(mut map) = Option::<serde_json::Map<String, serde_json::Value>>::deserialize(d)?
+        else {
+            return Ok(Self::default());
+        };
+        map.retain(|k, _| Self::FIELDS.contains(&k.as_str()));
+        serde_json::from_value(serde_json::Value::Object(map)).map_err(D::Error::custom)
+    }
+
     /// Returns true if and only if objects of namespace `ns` are taken.
     pub fn namespace_included(&self, ns: &str) -> bool {
         namespace_allowed(&self.include_namespaces, &self.exclude_namespaces, ns)
     }
 
-    /// Returns true if and only if the resource filters take `rt` (before always-captured rules).
-    pub fn resource_included(&self, rt: &ResourceType) -> bool {
+    /// Returns true if and only if the resource filters take the resource `plural` of API
+    /// `group` (`""` for core), of kind `kind` (before always-captured rules).
+    pub fn resource_included(&self, group: &str, plural: &str, kind: &str) -> bool {
         resource_allowed(
             &self.include_resources,
             &self.exclude_resources,
-            &rt.group,
-            &rt.plural,
-            &rt.kind,
+            group,
+            plural,
+            kind,
         )
     }
 
@@ -138,15 +160,43 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn rt(group: &str, plural: &str, kind: &str) -> ResourceType {
-        ResourceType {
-            group: group.into(),
-            version: "v1".into(),
-            kind: kind.into(),
-            plural: plural.into(),
-            namespaced: true,
-            verbs: vec![],
-        }
+    fn rt<'a>(group: &'a str, plural: &'a str, kind: &'a str) -> (&'a str, &'a str, &'a str) {
+        (group, plural, kind)
+    }
+
+    #[test]
+    fn fields_lists_every_key_and_lenient_ignores_only_unknown_ones() {
+        let all = Filters {
+            include_namespaces: vec!["a".into()],
+            exclude_namespaces: vec!["b".into()],
+            include_resources: vec!["c".into()],
+            exclude_resources: vec!["d".into()],
+            selector: Some("e=f".into()),
+            include_cluster_resources: ClusterResources::True,
+        };
+        let value = serde_json::to_value(&all).unwrap();
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut fields = Filters::FIELDS.to_vec();
+        keys.sort_unstable();
+        fields.sort_unstable();
+        assert_eq!(keys, fields);
+        let mut newer = value.clone();
+        newer["fromTheFuture"] = serde_json::json!(true);
+        assert_eq!(Filters::lenient(newer.clone()).unwrap(), all);
+        assert!(
+            serde_json::from_value::<Filters>(newer).is_err(),
+            "the config stays strict"
+        );
+        assert_eq!(
+            Filters::lenient(serde_json::Value::Null).unwrap(),
+            Filters::default()
+        );
+        assert!(Filters::lenient(serde_json::json!({"selector": 3})).is_err());
     }
 
     #[test]
@@ -190,18 +240,18 @@ mod tests {
             include_resources: vec![p.into()],
             ..Default::default()
         };
-        assert!(only("deployments.apps").resource_included(&deploy));
-        assert!(only("deployments").resource_included(&deploy));
-        assert!(only("Deployment").resource_included(&deploy));
-        assert!(!only("deployments.apps").resource_included(&cm));
-        assert!(only("*.apps").resource_included(&deploy));
-        assert!(!only("*.apps").resource_included(&cm));
+        assert!(only("deployments.apps").resource_included(deploy.0, deploy.1, deploy.2));
+        assert!(only("deployments").resource_included(deploy.0, deploy.1, deploy.2));
+        assert!(only("Deployment").resource_included(deploy.0, deploy.1, deploy.2));
+        assert!(!only("deployments.apps").resource_included(cm.0, cm.1, cm.2));
+        assert!(only("*.apps").resource_included(deploy.0, deploy.1, deploy.2));
+        assert!(!only("*.apps").resource_included(cm.0, cm.1, cm.2));
         let no_cm = Filters {
             exclude_resources: vec!["configmaps".into()],
             ..Default::default()
         };
-        assert!(!no_cm.resource_included(&cm));
-        assert!(no_cm.resource_included(&deploy));
+        assert!(!no_cm.resource_included(cm.0, cm.1, cm.2));
+        assert!(no_cm.resource_included(deploy.0, deploy.1, deploy.2));
     }
 
     #[test]

@@ -18,3 +18,4 @@ pub mod schedule;
 pub mod sim;
 pub mod storage;
 pub mod transform;
+pub mod units;

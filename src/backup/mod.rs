@@ -4,8 +4,6 @@
 //! file → uploaded → manifest. Until the manifest is written the backup does not exist for any
 //! reader, so an interruption at any point leaves nothing a restore could pick up.
 
-mod archive;
-
 pub mod select;
 mod snapshot;
 pub mod volumes;
@@ -14,15 +12,16 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use serde::Serialize;
 use tokio::sync::mpsc;
 
 pub use crate::filter::{ClusterResources, Filters};
-pub use select::{Selection, Skipped};
-pub use snapshot::ResourceSummary;
+pub use crate::repo::{ResourceSummary, ResourcesDetail, Skipped};
+pub use select::Selection;
 
 use crate::cluster::{self, ClusterError, Connected, ListOptions, ResourceType};
-use crate::repo::{BackupName, ClusterFacts, Manifest, RepoError, RepoWriter, VolumeStatus};
+use crate::repo::{
+    BackupName, ClusterFacts, Manifest, ManifestDetails, RepoError, RepoWriter, VolumeStatus,
+};
 use crate::storage::TransferOptions;
 
 /// Resources listed at once. The API server, not the client, is the bottleneck beyond this.
@@ -108,15 +107,6 @@ pub enum BackupError {
         #[source]
         source: ClusterError,
     },
-    /// A mover wrote an index that does not parse.
-    #[error("the volume index {key} written by its mover does not parse")]
-    VolumeIndex {
-        /// The index.
-        key: String,
-        /// Why.
-        #[source]
-        source: crate::mover::IndexError,
-    },
     /// Every selected resource failed to list: nothing worth committing.
     #[error("no resource of cluster {cluster:?} could be listed (first error: {first})")]
     NothingListed {
@@ -125,22 +115,6 @@ pub enum BackupError {
         /// The first error.
         first: String,
     },
-}
-
-/// Part-specific detail stored in `manifest.details.resources`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ResourcesDetail {
-    /// Per resource: counts, list resourceVersion, errors.
-    pub resources: Vec<ResourceSummary>,
-    /// Objects per namespace.
-    pub namespaces: BTreeMap<String, u64>,
-    /// Resources left out by rule, with the reason.
-    pub skipped: Vec<Skipped>,
-    /// Objects in the archive.
-    pub objects: u64,
-    /// Uncompressed JSON bytes.
-    pub raw_bytes: u64,
 }
 
 /// Takes a configuration backup of the cluster into the repository and commits it.
@@ -186,7 +160,9 @@ pub async fn run(
     let spool_dir = req.spool_dir.clone();
     let spool_name = req.name.to_string();
     let mtime = started_at.as_second().max(0) as u64;
-    let spooler = tokio::task::spawn_blocking(move || archive::spool(&spool_dir, &spool_name, rx));
+    let spooler = tokio::task::spawn_blocking(move || {
+        crate::repo::archive::spool(&spool_dir, &spool_name, rx)
+    });
     let summaries = snapshot::list_all(
         client,
         &selection.take,
@@ -230,7 +206,7 @@ pub async fn run(
     let path = spooled.file.path();
     writer
         .put_file_digested(
-            "resources.tar.zst",
+            crate::repo::Layout::RESOURCES_FILE,
             path,
             spooled.size,
             spooled.sha256.clone(),
@@ -257,27 +233,12 @@ pub async fn run(
                 cluster: req.cluster_name.clone(),
                 source,
             })?;
-        for report in &outcome.reports {
+        for (namespace, pvc, report) in &outcome.reports {
             let Some(index) = &report.index else { continue };
-            let relative = index
-                .key
-                .strip_prefix(&crate::repo::Layout::backup_dir(&req.name))
-                .unwrap_or(&index.key);
-            let (_, file) = writer
-                .adopt(relative, &index.sha256)
+            writer
+                .adopt_volume_index(namespace, pvc, &index.sha256)
                 .await
                 .map_err(repo_err)?;
-            // Only the pack table, at the head of the index, is needed here.
-            let header = std::fs::File::open(&file.path)
-                .map_err(crate::mover::IndexError::Io)
-                .and_then(|f| crate::mover::index::read_header(std::io::BufReader::new(f)))
-                .map_err(|source| BackupError::VolumeIndex {
-                    key: index.key.clone(),
-                    source,
-                })?;
-            for pack in &header.packs {
-                writer.reference_pack(pack.object_entry());
-            }
         }
         for r in &outcome.records {
             match r.status {
@@ -314,21 +275,11 @@ pub async fn run(
         objects: spooled.entries,
         raw_bytes: spooled.raw_bytes,
     };
-    let mut details = serde_json::Map::new();
-    details.insert(
-        "resources".into(),
-        serde_json::to_value(&detail).expect("detail serializes"),
-    );
-    if let Some(records) = volume_records {
-        details.insert(
-            "volumes".into(),
-            serde_json::to_value(&records).expect("volume records serialize"),
-        );
-    }
-    details.insert(
-        "durationSeconds".into(),
-        serde_json::json!(t0.elapsed().as_secs_f64()),
-    );
+    let details = ManifestDetails {
+        resources: Some(detail),
+        volumes: volume_records,
+        duration_seconds: Some(t0.elapsed().as_secs_f64()),
+    };
 
     progress.phase("committing");
     let cluster_facts = facts(
@@ -342,7 +293,7 @@ pub async fn run(
         labels: req.labels.clone(),
         expires_at: req.ttl.and_then(|ttl| started_at.checked_add(ttl).ok()),
         cluster: cluster_facts,
-        filters: serde_json::to_value(&req.filters).expect("filters serialize"),
+        filters: req.filters.clone(),
         warnings,
         details,
         ..Manifest::draft(req.name.clone(), started_at)

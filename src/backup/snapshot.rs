@@ -4,57 +4,23 @@ use std::collections::BTreeMap;
 
 use futures::StreamExt;
 use serde::Deserialize;
-use serde::Serialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use super::Progress;
-use super::archive::{self, Batch, Entry};
 use super::select::{Narrow, Take};
 use crate::cluster::{self, ListOptions, ResourceType};
 use crate::filter::Filters;
+use crate::repo::ResourceSummary;
+use crate::repo::archive::{self, Batch, Entry};
 
 /// Objects per list page: large enough to amortise a request, small enough to keep a page's
 /// memory low (500 is kubectl's and Velero's choice too).
 pub const PAGE_SIZE: u32 = 500;
 /// Times a list whose continue token expired (410 Gone) is restarted.
 const RESTART_LIMIT: u32 = 3;
-
-/// What listing one resource gave.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ResourceSummary {
-    /// `deployments.apps`-style name.
-    pub resource: String,
-    /// Group (`""` for core).
-    pub group: String,
-    /// Version listed.
-    pub version: String,
-    /// Kind.
-    pub kind: String,
-    /// Namespaced or cluster-scoped.
-    pub namespaced: bool,
-    /// Objects taken.
-    pub count: u64,
-    /// resourceVersion of the list (its first page): where an incremental backup would resume.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub list_resource_version: Option<String>,
-    /// Times the list restarted after its continue token expired.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub restarts: u32,
-    /// Why listing failed, if it did (the objects before the failure are kept).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Objects per namespace (namespaced resources).
-    #[serde(skip)]
-    pub per_namespace: BTreeMap<String, u64>,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
 
 /// Lists every take with at most `concurrency` lists in flight; each page goes to `tx` as one
 /// tar-encoded batch with entry times `mtime`.
@@ -99,7 +65,7 @@ async fn list_one(
         limit: PAGE_SIZE,
         // lifeboat's own temporary objects (snapshots, claims and Jobs of a backup in progress)
         // are never part of a backup.
-        label_selector: Some(crate::mover::job::excluding_temporary(
+        label_selector: Some(crate::cluster::labels::excluding_temporary(
             filters.selector.as_deref().filter(|_| take.use_selector),
         )),
     };
@@ -273,16 +239,8 @@ fn prepare(obj: ListedObject, rt: &ResourceType) -> Option<Prepared> {
             serde_json::value::to_raw_value(&rt.kind).ok()?,
         );
     }
-    let group = if rt.group.is_empty() {
-        "core"
-    } else {
-        rt.group.as_str()
-    };
-    let path = if rt.namespaced {
-        format!("{group}/{}/{}/{ns}/{name}.json", rt.version, rt.plural)
-    } else {
-        format!("{group}/{}/{}/{name}.json", rt.version, rt.plural)
-    };
+    let ns_of_path = if rt.namespaced { ns.as_str() } else { "" };
+    let path = archive::entry_path(&rt.group, &rt.version, &rt.plural, ns_of_path, &name);
     let data = serde_json::to_vec(&fields).ok()?;
     Some(Prepared {
         key: (ns, name),

@@ -168,23 +168,10 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     Ok((k.to_owned(), v.to_owned()))
 }
 
-/// `720h`, `30d`, `90m`, `3600s`.
+/// A positive duration in the one grammar of [`crate::units::parse_duration`] (`720h`, `30d`,
+/// `1h30m`).
 pub fn parse_ttl(s: &str) -> Result<jiff::SignedDuration, String> {
-    let err = || format!("{s:?}: expected a number and a unit s, m, h or d (e.g. 720h, 30d)");
-    let unit_at = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
-    let (n, unit) = s.split_at(unit_at);
-    let n: i64 = n.parse().map_err(|_| err())?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(err()),
-    };
-    if secs <= 0 {
-        return Err(format!("{s:?}: must be positive"));
-    }
-    Ok(jiff::SignedDuration::from_secs(secs))
+    crate::units::parse_duration(s).map_err(|e| e.to_string())
 }
 
 const RESTORE_HELP: &str = "\

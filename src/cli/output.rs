@@ -65,21 +65,7 @@ impl Table {
     }
 }
 
-/// `1.2 GiB`-style sizes.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use crate::units::human_bytes;
 
 /// `3d4h`-style ages.
 pub fn human_age(since: jiff::Timestamp, now: jiff::Timestamp) -> String {
@@ -106,8 +92,6 @@ mod tests {
 
     #[test]
     fn human_units() {
-        assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
         let t0 = jiff::Timestamp::from_second(0).unwrap();
         assert_eq!(
             human_age(t0, jiff::Timestamp::from_second(90_061).unwrap()),

@@ -58,7 +58,7 @@ pub async fn sweep(
         let found = match objects::list(client, kind, "", Some(selector)).await {
             Ok(found) => found,
             // A cluster without the snapshot CRDs has no snapshots to sweep.
-            Err(e) if e.status() == Some(404) => continue,
+            Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e),
         };
         for obj in found {

@@ -4,6 +4,7 @@
 mod connect;
 mod discovery;
 pub mod job;
+pub mod labels;
 pub mod lease;
 mod list;
 pub mod objects;
@@ -80,5 +81,54 @@ impl ClusterError {
             ClusterError::Api { code, .. } => Some(*code),
             _ => None,
         }
+    }
+
+    /// Returns true if and only if the server answered 409 `AlreadyExists` (a create of an
+    /// object that exists).
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, ClusterError::Api { code: 409, reason, .. } if reason == "AlreadyExists")
+    }
+
+    /// Returns true if and only if the server answered 409 `Conflict` (an update of a stale
+    /// `resourceVersion`).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, ClusterError::Api { code: 409, reason, .. } if reason == "Conflict")
+    }
+
+    /// Returns true if and only if the server answered 404 (the object or its type does not
+    /// exist).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ClusterError::Api { code: 404, .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClusterError;
+
+    fn api(code: u16, reason: &str) -> ClusterError {
+        ClusterError::Api {
+            op: "create",
+            path: "/api/v1/namespaces".into(),
+            code,
+            reason: reason.into(),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn predicates_tell_the_outcomes_a_plan_expects_apart() {
+        assert!(api(409, "AlreadyExists").is_already_exists());
+        assert!(!api(409, "AlreadyExists").is_conflict());
+        assert!(api(409, "Conflict").is_conflict());
+        assert!(!api(409, "Conflict").is_already_exists());
+        assert!(api(404, "NotFound").is_not_found());
+        assert!(!api(410, "Expired").is_not_found());
+        let decode = ClusterError::Decode {
+            op: "get",
+            path: "/".into(),
+            source: serde_json::from_str::<u8>("x").unwrap_err(),
+        };
+        assert!(!decode.is_not_found() && !decode.is_already_exists() && !decode.is_conflict());
     }
 }

@@ -108,7 +108,7 @@ pub async fn get(
                     source,
                 })
         }
-        Err(e) if e.status() == Some(404) => Ok(None),
+        Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -124,7 +124,7 @@ pub async fn delete(
     let uri = format!("{}/{name}?propagationPolicy=Background", path(kind, ns));
     match send(client, "delete", Method::DELETE, &uri, None).await {
         Ok(_) => Ok(true),
-        Err(e) if e.status() == Some(404) => Ok(false),
+        Err(e) if e.is_not_found() => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -228,7 +228,7 @@ pub async fn annotate(
     .await
     {
         Ok(_) => Ok(true),
-        Err(e) if e.status() == Some(404) => Ok(false),
+        Err(e) if e.is_not_found() => Ok(false),
         Err(e) => Err(e),
     }
 }

@@ -99,6 +99,107 @@ impl BackupStatus {
     }
 }
 
+/// What a committed backup amounted to, as its status reports it. The caller reads these from
+/// the manifest: this part knows nothing of repositories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// When the manifest was written.
+    pub time: jiff::Timestamp,
+    /// Stored bytes the backup needs.
+    pub size: u64,
+    /// Kubernetes objects backed up.
+    pub objects: u64,
+    /// Warnings met while taking it.
+    pub warnings: usize,
+}
+
+impl BackupStatus {
+    /// The status of backup `backup` written to `location`: committed, or failed with `error`.
+    /// `incomplete` marks a committed backup whose follow-up (retention) was not done.
+    pub fn of(
+        backup: &str,
+        schedule: Option<&str>,
+        location: &str,
+        result: Result<&Committed, &(dyn std::error::Error + 'static)>,
+        incomplete: bool,
+    ) -> Self {
+        match result {
+            Ok(c) => {
+                let outcome = if c.warnings == 0 && !incomplete {
+                    Outcome::Succeeded
+                } else {
+                    Outcome::Partial
+                };
+                let mut message = format!(
+                    "Backup {backup} {}: {}, {} objects, to location {location}",
+                    outcome.as_str(),
+                    crate::units::human_bytes(c.size),
+                    c.objects
+                );
+                if c.warnings > 0 {
+                    message.push_str(&format!("; {} warning(s)", c.warnings));
+                }
+                if incomplete {
+                    message.push_str("; retention not applied");
+                }
+                BackupStatus {
+                    backup: backup.to_owned(),
+                    outcome,
+                    time: c.time,
+                    size: Some(c.size),
+                    objects: Some(c.objects),
+                    schedule: schedule.map(str::to_owned),
+                    location: Some(location.to_owned()),
+                    message,
+                }
+            }
+            Err(e) => BackupStatus {
+                backup: backup.to_owned(),
+                outcome: Outcome::Failed,
+                time: jiff::Timestamp::now(),
+                size: None,
+                objects: None,
+                schedule: schedule.map(str::to_owned),
+                location: Some(location.to_owned()),
+                message: format!("Backup {backup} failed: {}", one_line(e)),
+            },
+        }
+    }
+}
+
+/// Where a pod's ServiceAccount token mount names the pod's namespace.
+const POD_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// The namespace `lifeboat backup` records its outcome in: `--status-namespace` /
+/// `$LIFEBOAT_NAMESPACE`, else the pod's namespace when lifeboat runs in a pod and backs up
+/// that same cluster. A CI runner that happens to be a pod backs up another cluster, where its
+/// own namespace means nothing, so in-pod detection needs an in-cluster target.
+pub fn status_namespace(explicit: Option<&str>, in_cluster: bool) -> Option<String> {
+    if let Some(ns) = explicit.filter(|n| !n.is_empty()) {
+        return Some(ns.to_owned());
+    }
+    if in_cluster && std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        return std::fs::read_to_string(POD_NAMESPACE_FILE)
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty());
+    }
+    None
+}
+
+/// An error and its causes on one line (`a: b: c`), as anyhow's `{:#}` prints them: an Event
+/// message is one line.
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
 /// Why the status could not be recorded.
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {

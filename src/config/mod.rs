@@ -44,7 +44,7 @@ pub struct Config {
     pub defaults: Defaults,
     /// Default filters of `lifeboat backup` (flags override them field by field).
     #[serde(default)]
-    pub backup: crate::backup::Filters,
+    pub backup: crate::filter::Filters,
     /// How volume data is moved.
     #[serde(default)]
     pub volumes: VolumesConfig,

@@ -132,7 +132,7 @@ fn mtime(m: &fs::Metadata) -> SystemTime {
 
 /// A symlink's own mtime: std has no call that does not follow the link.
 fn set_link_mtime(path: &Path, m: &fs::Metadata) -> io::Result<()> {
-    crate::mover::restore::set_mtime_nofollow(path, m.mtime(), m.mtime_nsec() as u32)
+    crate::mover::fsmeta::set_mtime_nofollow(path, m.mtime(), m.mtime_nsec() as u32)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

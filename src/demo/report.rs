@@ -148,7 +148,7 @@ pub struct Report {
     pub duration_seconds: f64,
 }
 
-pub use crate::cli::output::human_bytes;
+pub use crate::units::human_bytes;
 
 impl Report {
     /// The report for people.

@@ -4,65 +4,16 @@
 //! chunks around it and no others. [`ChunkIter`] finds the same boundaries as running
 //! `fastcdc::v2020::FastCDC` over the whole buffer, while holding only a bounded window.
 
-use std::fmt;
 use std::io::{self, Read};
 
 use fastcdc::v2020::{self, Normalization};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::repo::ChunkerParams;
 
 /// The algorithm name this module implements, as recorded in `lifeboat.json`.
 pub const ALGORITHM: &str = "fastcdc-2020";
 
-/// A chunk's name: the sha256 of its plaintext.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ChunkId(pub [u8; 32]);
-
-impl ChunkId {
-    /// The id of `data`.
-    pub fn of(data: &[u8]) -> Self {
-        Self(Sha256::digest(data).into())
-    }
-
-    /// Lowercase hex.
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-
-    /// Parses 64 hex digits.
-    pub fn from_hex(s: &str) -> Option<Self> {
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out).ok()?;
-        Some(Self(out))
-    }
-}
-
-impl fmt::Display for ChunkId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
-
-impl fmt::Debug for ChunkId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ChunkId({})", self.to_hex())
-    }
-}
-
-impl Serialize for ChunkId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
-    }
-}
-
-impl<'de> Deserialize<'de> for ChunkId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Self::from_hex(&s).ok_or_else(|| serde::de::Error::custom("chunk id is not 64 hex digits"))
-    }
-}
+pub use crate::repo::ChunkId;
 
 /// Chunk size bounds, checked against what FastCDC accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

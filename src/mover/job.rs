@@ -8,14 +8,6 @@ use serde_json::{Value, json};
 
 use crate::config::{Location, VolumesConfig};
 
-/// Label on everything lifeboat creates for a while (snapshots, claims, Jobs): what a later
-/// run sweeps if this one was killed.
-pub const TEMPORARY_LABEL: &str = "lifeboat.io/temporary";
-/// Label naming the backup (or restore) a temporary object belongs to.
-pub const BACKUP_LABEL: &str = "lifeboat.io/backup";
-/// Standard managed-by label.
-pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "lifeboat");
-
 /// What an orchestrator needs to run mover Jobs: the location as the pods should see it, and
 /// the `volumes:` settings.
 #[derive(Debug, Clone)]
@@ -28,30 +20,6 @@ pub struct VolumeJobs {
 
 /// Where the volume is mounted in the mover pod.
 pub const MOUNT_PATH: &str = "/data";
-
-/// Selects lifeboat's temporary objects (what a sweep looks at).
-pub fn temporary_selector() -> String {
-    format!("{TEMPORARY_LABEL}=true")
-}
-
-/// `selector` (a user's label selector, if any) narrowed to objects that are not lifeboat's
-/// temporary ones: they never belong in a backup.
-pub fn excluding_temporary(selector: Option<&str>) -> String {
-    match selector {
-        Some(s) => format!("{s},!{TEMPORARY_LABEL}"),
-        None => format!("!{TEMPORARY_LABEL}"),
-    }
-}
-
-/// The labels of a temporary object of `backup`.
-pub fn temporary_labels(backup: &str, role: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
-        (TEMPORARY_LABEL.to_owned(), "true".to_owned()),
-        (BACKUP_LABEL.to_owned(), backup.to_owned()),
-        ("lifeboat.io/role".to_owned(), role.to_owned()),
-    ])
-}
 
 /// Which way the mover goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +80,7 @@ impl MoverJob<'_> {
             azure.auth = crate::config::AzureAuth::WorkloadIdentity;
         }
         let mut env = vec![json!({
-            "name": "LIFEBOAT_LOCATION",
+            "name": super::run::LOCATION_ENV,
             "value": serde_json::to_string(&location).expect("locations serialize"),
         })];
         env.push(json!({"name": "HOME", "value": "/tmp"}));
@@ -182,6 +150,7 @@ impl MoverJob<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::labels::{TEMPORARY_LABEL, temporary_labels};
 
     #[test]
     fn backup_jobs_mount_read_only_and_carry_credential_references_only() {

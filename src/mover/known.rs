@@ -18,7 +18,10 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 
 use super::chunker::ChunkId;
-use super::index::{CHUNK_RECORD, ChunkRef, PackRef, VolumeIndex, decode_record, encode_record};
+use crate::repo::PackId;
+use crate::repo::index::{
+    CHUNK_RECORD, ChunkRef, PackRef, VolumeIndex, decode_record, encode_record,
+};
 
 /// Rows per block of the sealed file: one fence key each.
 const BLOCK_ROWS: usize = 4096 / CHUNK_RECORD;
@@ -312,7 +315,7 @@ fn lookup_disk(
 #[derive(Debug, Default)]
 pub(crate) struct PackTable {
     pub(crate) packs: Vec<PackRef>,
-    rows: HashMap<String, u32>,
+    rows: HashMap<PackId, u32>,
 }
 
 impl PackTable {
@@ -329,7 +332,7 @@ impl PackTable {
     /// A row for a pack still being filled; [`PackTable::fill`] names it once it is finished.
     pub(crate) fn reserve(&mut self) -> u32 {
         self.packs.push(PackRef {
-            id: String::new(),
+            id: PackId::default(),
             size: 0,
         });
         (self.packs.len() - 1) as u32
@@ -360,7 +363,7 @@ mod tests {
         let mut k = KnownChunks::with_budget(budget);
         for p in 0..3u8 {
             k.intern(&PackRef {
-                id: hex::encode([p; 32]),
+                id: PackId::from_hex(&hex::encode([p; 32])).unwrap(),
                 size: 1,
             });
         }

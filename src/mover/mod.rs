@@ -1,8 +1,8 @@
 //! Volume data: a directory → content-defined chunks → sha256 ids → zstd → packs, and back.
 //!
-//! The core is I/O-free and testable on its own: [`chunker`] cuts any `Read`, [`pack`] builds
-//! and parses packs in memory, [`index`] is the volume index's serde types, [`known`] the exact
-//! set of chunks the repository holds. [`backup`], [`restore`] and [`verify`] add the file system
+//! The core is I/O-free and testable on its own: [`chunker`] cuts any `Read`, [`known`] the exact
+//! set of chunks the repository holds; the pack and volume-index formats it writes and reads
+//! belong to [`crate::repo`] ([`crate::repo::pack`], [`crate::repo::index`]). [`backup`], [`restore`] and [`verify`] add the file system
 //! and the storage layer: backups write through a [`crate::storage::Writer`], restores and
 //! verification read through a [`crate::storage::Reader`] and cannot write to the repository.
 //!
@@ -18,14 +18,13 @@
 
 pub mod backup;
 pub mod chunker;
-pub mod index;
+pub mod fsmeta;
 pub mod job;
 pub mod known;
 pub mod mounts;
-pub mod pack;
 pub mod report;
 pub mod restore;
-pub mod retire;
+pub mod run;
 pub mod verify;
 
 #[cfg(test)]
@@ -35,15 +34,16 @@ pub use backup::{
     BackupOptions, BackupOutcome, BackupStats, ParentIndex, Progress, UnchangedRule, backup_volume,
 };
 pub use chunker::{ChunkId, ChunkIter, ChunkerConfig, ChunkerParamsError};
-pub use index::{Entry, IndexError, VolumeIndex};
 pub use known::KnownChunks;
 pub use report::JobReport;
 pub use restore::{RestoreOptions, RestoreStats, check_index, restore_index_file, restore_volume};
-pub use retire::{RetireOptions, RetireReport, retire_sparse_packs, retired_packs};
+pub use run::{BackupJob, JobError, LOCATION_ENV, RestoreJob, run_backup, run_restore};
 pub use verify::{
-    DamagedChunk, VerifyReport, verify_index, verify_index_files, verify_packs, verify_volumes,
+    BackupVerification, DamagedChunk, VerifyError, VerifyReport, verify_backup, verify_index,
+    verify_index_files, verify_packs, verify_volumes,
 };
 
+use crate::repo::index::IndexError;
 use crate::storage::StorageError;
 
 /// Errors of the mover. Each names the phase and the file, entry, chunk or pack involved.
@@ -177,15 +177,6 @@ pub enum MoverError {
         #[source]
         source: StorageError,
     },
-    /// Reading a volume index failed.
-    #[error("reading volume index {key} failed")]
-    FetchIndex {
-        /// The index's key.
-        key: String,
-        /// The storage error.
-        #[source]
-        source: StorageError,
-    },
     /// A ranged read returned fewer bytes than asked.
     #[error("reading pack {pack} returned fewer bytes than asked")]
     ShortRead {
@@ -203,7 +194,7 @@ pub enum MoverError {
         pack: String,
         /// What is wrong with it.
         #[source]
-        source: pack::PackFormatError,
+        source: crate::repo::pack::PackFormatError,
     },
     /// Writing into the target failed.
     #[error("restore: cannot write {path}")]
@@ -218,67 +209,6 @@ pub enum MoverError {
 
 /// Mover result.
 pub type Result<T, E = MoverError> = std::result::Result<T, E>;
-
-/// `volumes/<ns>/<pvc>.json`, relative to a backup's folder (for [`crate::repo::BackupWriter::put`]).
-pub fn index_relative_key(namespace: &str, pvc: &str) -> String {
-    format!("volumes/{namespace}/{pvc}.json")
-}
-
-/// Stores a volume's index in the backup being written and references every pack it uses, so
-/// the manifest lists them. Call once per volume, before the backup's commit.
-pub async fn store_index(
-    backup: &mut crate::repo::BackupWriter,
-    namespace: &str,
-    pvc: &str,
-    index: &VolumeIndex,
-) -> crate::repo::Result<crate::repo::ObjectEntry> {
-    let entry = backup
-        .put(
-            &index_relative_key(namespace, pvc),
-            bytes::Bytes::from(index.to_json()),
-        )
-        .await?;
-    for pack in index.pack_entries() {
-        backup.reference_pack(pack);
-    }
-    Ok(entry)
-}
-
-/// Reads a volume's index from a committed backup; `Ok(None)` if that backup has no such volume
-/// (e.g. looking for a parent of a new volume).
-pub async fn load_index(
-    store: &crate::storage::Reader,
-    backup: &crate::repo::BackupName,
-    namespace: &str,
-    pvc: &str,
-) -> Result<Option<VolumeIndex>> {
-    let key = crate::repo::Layout::volume_index(backup, namespace, pvc);
-    match store.get(&key).await {
-        Ok(bytes) => Ok(Some(VolumeIndex::from_json(&bytes)?)),
-        Err(StorageError::NotFound { .. }) => Ok(None),
-        Err(source) => Err(MoverError::FetchIndex { key, source }),
-    }
-}
-
-/// A volume index downloaded into a temporary file: a large volume's index is gigabytes, so it
-/// is read as a stream from disk, never held in memory.
-pub type LocalIndex = crate::storage::LocalCopy;
-
-/// Downloads the index object `key` into a temporary file, with its sha256; `Ok(None)` if there
-/// is no such object.
-pub async fn download_index(
-    store: &crate::storage::Reader,
-    key: &str,
-) -> Result<Option<LocalIndex>> {
-    match crate::storage::download_to_temp(&**store, key).await {
-        Ok(copy) => Ok(Some(copy)),
-        Err(StorageError::NotFound { .. }) => Ok(None),
-        Err(source) => Err(MoverError::FetchIndex {
-            key: key.to_owned(),
-            source,
-        }),
-    }
-}
 
 /// Caps glibc's malloc at two arenas. Its default (eight per core) lets every thread that
 /// touches a multi-MiB pack or range buffer keep its own heap; measured on a 1.6 M-reference

@@ -10,9 +10,11 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::index::{ChunkRef, DirNode, FileNode, HardLinkNode, Meta, Mtime, SymlinkNode};
 use super::*;
-use crate::repo::{Layout, RepoConfig};
+use crate::repo::index::{
+    self, ChunkRef, DirNode, Entry, FileNode, HardLinkNode, Meta, Mtime, SymlinkNode, VolumeIndex,
+};
+use crate::repo::{Layout, PackId, RepoConfig};
 use crate::storage::local::LocalBackend;
 use crate::storage::memory::MemoryBackend;
 use crate::storage::{Reader, Writer};
@@ -285,7 +287,7 @@ async fn round_trip(store: Writer) {
     for p in &stats.packs_written {
         let bytes = store.get(&p.key).await.unwrap();
         assert_eq!(hex::encode(Sha256::digest(&bytes)), p.sha256);
-        assert_eq!(p.key, Layout::pack(&p.sha256));
+        assert_eq!(p.key, Layout::pack(&PackId::from_hex(&p.sha256).unwrap()));
     }
     // The index survives its JSON form.
     let index = VolumeIndex::from_json(&out.index.to_json()).unwrap();
@@ -362,7 +364,8 @@ async fn index_is_stored_in_the_backup_and_its_packs_in_the_manifest() {
     let repo = RepoWriter::open_or_init(store.clone()).await.unwrap();
     let name = BackupName::new("b1").unwrap();
     let mut bw = repo.begin_backup(name.clone()).await.unwrap();
-    let entry = store_index(&mut bw, "shop", "data-db-0", &out.index)
+    let entry = bw
+        .put_volume_index("shop", "data-db-0", &out.index)
         .await
         .unwrap();
     assert_eq!(entry.key, Layout::volume_index(&name, "shop", "data-db-0"));
@@ -376,14 +379,18 @@ async fn index_is_stored_in_the_backup_and_its_packs_in_the_manifest() {
     let mut written: Vec<_> = out.stats.packs_written.clone();
     written.sort_by(|a, b| a.key.cmp(&b.key));
     assert_eq!(manifest.packs, written);
-    let back = load_index(&store.reader(), &name, "shop", "data-db-0")
+    let repo = crate::repo::RepoReader::open(store.reader()).await.unwrap();
+    let file = repo
+        .volume_index(&manifest, "shop", "data-db-0")
         .await
         .unwrap();
-    assert_eq!(back.as_ref(), Some(&out.index));
-    let none = load_index(&store.reader(), &name, "shop", "other")
-        .await
-        .unwrap();
-    assert!(none.is_none());
+    let back = VolumeIndex::from_json(&fs::read(file.path()).unwrap()).unwrap();
+    assert_eq!(back, out.index);
+    let none = repo.volume_index(&manifest, "shop", "other").await;
+    assert!(
+        matches!(none, Err(crate::repo::RepoError::NoSuchVolume { .. })),
+        "{none:?}"
+    );
 }
 
 // --- incremental ---------------------------------------------------------------------------
@@ -696,7 +703,7 @@ fn file_whose_chunks_do_not_add_up_is_refused() {
     };
     let mut index = hostile(vec![]);
     index.packs.push(index::PackRef {
-        id: "00".repeat(32),
+        id: PackId::from_hex(&"00".repeat(32)).unwrap(),
         size: 4,
     });
     index.entries = vec![Entry::File(f.clone())];
@@ -821,9 +828,12 @@ async fn missing_pack_is_reported_with_its_files() {
         .find(|f| f.path == "data/secret.key")
         .unwrap();
     let row = victim.chunks[0].pack as usize;
-    out.index.packs[row].id = "ff".repeat(32);
+    out.index.packs[row].id = PackId::from_hex(&"ff".repeat(32)).unwrap();
     let report = verify_index(&store.reader(), &out.index).await.unwrap();
-    assert_eq!(report.missing_packs, vec![Layout::pack(&"ff".repeat(32))]);
+    assert_eq!(
+        report.missing_packs,
+        vec![Layout::pack(&PackId::from_hex(&"ff".repeat(32)).unwrap())]
+    );
     assert!(
         report.damaged[0]
             .files
@@ -835,7 +845,7 @@ async fn missing_pack_is_reported_with_its_files() {
 fn known_chunks_lookup_is_exact() {
     let mut index = hostile(vec![]);
     index.packs.push(index::PackRef {
-        id: "ab".repeat(32),
+        id: PackId::from_hex(&"ab".repeat(32)).unwrap(),
         size: 100,
     });
     let id = ChunkId::of(b"x");
@@ -875,13 +885,11 @@ async fn commit_volume(repo: &crate::repo::RepoWriter, name: &str, index: &Volum
     use crate::repo::{BackupName, Manifest, VolumeRecord, VolumeStatus};
     let name = BackupName::new(name).unwrap();
     let mut bw = repo.begin_backup(name.clone()).await.unwrap();
-    let entry = store_index(&mut bw, "ns", "p", index).await.unwrap();
+    let entry = bw.put_volume_index("ns", "p", index).await.unwrap();
     let mut record = VolumeRecord::new("ns", "p", VolumeStatus::Completed);
     record.index = Some(entry.key);
     let mut draft = Manifest::draft(name, jiff::Timestamp::now());
-    draft
-        .details
-        .insert("volumes".into(), serde_json::json!([record]));
+    draft.details.volumes = Some(vec![record]);
     bw.commit(draft).await.unwrap();
 }
 
@@ -898,9 +906,29 @@ async fn drop_backup(store: &Writer, name: &str) {
     }
 }
 
+/// One retirement pass, under the prune lock as a garbage-collection run takes it.
+async fn retire(
+    store: &Writer,
+    opts: &crate::repo::retire::RetireOptions,
+) -> crate::repo::RetireReport {
+    let lock = crate::repo::PruneLock::acquire(store, &Default::default())
+        .await
+        .unwrap();
+    let report = crate::repo::retire::retire_sparse_packs(store, opts, Some(&lock), None)
+        .await
+        .unwrap();
+    lock.release().await.unwrap();
+    report
+}
+
+async fn retired_packs(store: &Writer) -> std::collections::HashSet<PackId> {
+    let repo = crate::repo::RepoReader::open(store.reader()).await.unwrap();
+    repo.retired_packs().await.unwrap()
+}
+
 /// Old enough: every object counts as older than the grace period.
-fn judge_all(dry_run: bool) -> RetireOptions {
-    RetireOptions {
+fn judge_all(dry_run: bool) -> crate::repo::retire::RetireOptions {
+    crate::repo::retire::RetireOptions {
         garbage_threshold: 0.5,
         cutoff: jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60),
         dry_run,
@@ -928,19 +956,17 @@ async fn a_mostly_garbage_pack_is_retired_and_later_backups_store_its_live_chunk
     commit_volume(&repo, "b2", &b2.index).await;
     drop_backup(&store, "b1").await;
 
-    let dry = retire_sparse_packs(&store, &judge_all(true)).await.unwrap();
+    let dry = retire(&store, &judge_all(true)).await;
     // b1's pack(s) holding the first 300 KB (hashing in parallel may spread them over two) are
     // retired; b2's own small pack (its new last chunk) is all live.
     assert!(dry.retired >= 1, "{dry:?}");
     assert!(
-        retired_packs(&store.reader()).await.unwrap().is_empty(),
+        retired_packs(&store).await.is_empty(),
         "a dry run writes nothing"
     );
-    let report = retire_sparse_packs(&store, &judge_all(false))
-        .await
-        .unwrap();
+    let report = retire(&store, &judge_all(false)).await;
     assert_eq!(report.retired, dry.retired);
-    let retired = retired_packs(&store.reader()).await.unwrap();
+    let retired = retired_packs(&store).await;
     assert_eq!(retired.len() as u64, report.retired);
     assert!(
         retired
@@ -968,9 +994,7 @@ async fn a_mostly_garbage_pack_is_retired_and_later_backups_store_its_live_chunk
     for id in &retired {
         store.delete(&Layout::pack(id)).await.unwrap();
     }
-    let again = retire_sparse_packs(&store, &judge_all(false))
-        .await
-        .unwrap();
+    let again = retire(&store, &judge_all(false)).await;
     assert_eq!(again.markers_cleared, report.retired);
-    assert!(retired_packs(&store.reader()).await.unwrap().is_empty());
+    assert!(retired_packs(&store).await.is_empty());
 }

@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::IndexError;
 use super::chunker::ChunkId;
-use super::index::{Flow, IndexEvent, IndexHeader, IndexVisitor, VolumeIndex, read_index};
-use super::pack::{PackEntry, decode_chunk, read_trailer};
 use super::{MoverError, Result};
+use crate::repo::index::IndexError;
+use crate::repo::index::{Flow, IndexEvent, IndexHeader, IndexVisitor, VolumeIndex, read_index};
+use crate::repo::pack::{PackEntry, decode_chunk, read_trailer};
+use crate::repo::{Completeness, Manifest, RepoError, RepoReader, VerifyOptions};
 use crate::storage::{Reader, StorageError};
 
 /// A damaged or unreachable chunk, with the files that contain it.
@@ -569,14 +570,107 @@ fn check_pack(key: &str, bytes: &[u8], expected: &Expected) -> Checked {
     out
 }
 
+/// What `lifeboat verify` finds for one backup on a location.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupVerification {
+    /// Whether every object the manifest names is present (and, deep, intact).
+    pub objects: Completeness,
+    /// Deep only: every chunk of every volume read and checked.
+    pub volume_data: Option<VerifyReport>,
+}
+
+impl BackupVerification {
+    /// Returns true if and only if the backup is usable as a restore point from here.
+    pub fn is_ok(&self) -> bool {
+        self.objects.is_complete() && self.volume_data.as_ref().is_none_or(VerifyReport::is_ok)
+    }
+}
+
+/// Errors of [`verify_backup`].
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The repository could not be read (a manifest, an object, an index).
+    #[error("{what}")]
+    Repo {
+        /// What was being read.
+        what: String,
+        /// Why.
+        #[source]
+        source: RepoError,
+    },
+    /// Reading or checking the volume data failed.
+    #[error("verifying volume data")]
+    Data(#[source] MoverError),
+}
+
+/// Checks that every object of the backup is present (with `deep`: that its sha256 matches, and
+/// that every chunk of every volume reads back as its id), so damage is named by volume and
+/// file. The check `lifeboat verify` runs.
+pub async fn verify_backup(
+    repo: &RepoReader,
+    manifest: &Manifest,
+    deep: bool,
+) -> std::result::Result<BackupVerification, VerifyError> {
+    let objects = repo
+        .check(manifest, VerifyOptions { deep })
+        .await
+        .map_err(|source| VerifyError::Repo {
+            what: format!("checking the objects of backup {}", manifest.name),
+            source,
+        })?;
+    let volume_data = if deep {
+        Some(verify_volume_data(repo, manifest).await?)
+    } else {
+        None
+    };
+    Ok(BackupVerification {
+        objects,
+        volume_data,
+    })
+}
+
+/// Reads every pack the backup's volume indexes reference and checks every chunk.
+async fn verify_volume_data(
+    repo: &RepoReader,
+    manifest: &Manifest,
+) -> std::result::Result<VerifyReport, VerifyError> {
+    let mut indexes = Vec::new();
+    for v in manifest.volumes() {
+        if v.index.is_none() {
+            continue;
+        }
+        let label = format!("{}/{}", v.namespace, v.pvc);
+        match repo.volume_index(manifest, &v.namespace, &v.pvc).await {
+            Ok(index) => indexes.push((label, index)),
+            // Missing or damaged: already reported by the completeness check.
+            Err(RepoError::MissingObject { .. } | RepoError::DigestMismatch { .. }) => {}
+            Err(source) => {
+                return Err(VerifyError::Repo {
+                    what: format!("reading the index of volume {label}"),
+                    source,
+                });
+            }
+        }
+    }
+    // Streamed from local files, in batches of bounded memory.
+    let refs: Vec<(&str, &Path)> = indexes
+        .iter()
+        .map(|(l, i)| (l.as_str(), i.path()))
+        .collect();
+    verify_index_files(repo.store(), &refs)
+        .await
+        .map_err(VerifyError::Data)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::mover::index::{ChunkRef, Entry, FileNode, HardLinkNode, Meta, Mtime, PackRef};
-    use crate::mover::pack::{PackBuilder, encode_chunk};
     use crate::repo::RepoConfig;
+    use crate::repo::index::{ChunkRef, Entry, FileNode, HardLinkNode, Meta, Mtime, PackRef};
+    use crate::repo::pack::{PackBuilder, encode_chunk};
     use crate::storage::Writer;
     use crate::storage::memory::MemoryBackend;
 

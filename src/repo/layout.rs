@@ -1,6 +1,6 @@
 //! Where each kind of object lives: the one place that knows the key layout.
 
-use super::BackupName;
+use super::{BackupName, PackId};
 
 /// Object keys of the repository format, relative to the location's prefix.
 pub struct Layout;
@@ -27,18 +27,32 @@ impl Layout {
 
     /// `backups/<name>/resources.tar.zst`
     pub fn resources(name: &BackupName) -> String {
-        format!("{}resources.tar.zst", Self::backup_dir(name))
+        format!("{}{}", Self::backup_dir(name), Self::RESOURCES_FILE)
     }
 
     /// `backups/<name>/volumes/<ns>/<pvc>.json`
     pub fn volume_index(name: &BackupName, namespace: &str, pvc: &str) -> String {
-        format!("{}volumes/{namespace}/{pvc}.json", Self::backup_dir(name))
+        format!(
+            "{}{}",
+            Self::backup_dir(name),
+            Self::volume_index_in_backup(namespace, pvc)
+        )
     }
 
+    /// `volumes/<ns>/<pvc>.json`, relative to a backup's folder (what
+    /// [`super::BackupWriter`] takes).
+    pub fn volume_index_in_backup(namespace: &str, pvc: &str) -> String {
+        format!("volumes/{namespace}/{pvc}.json")
+    }
+
+    /// `resources.tar.zst`, relative to a backup's folder.
+    pub const RESOURCES_FILE: &'static str = "resources.tar.zst";
+
     /// `packs/<aa>/<sha256>`: fanned out by the first byte so no folder grows huge.
-    pub fn pack(id_hex: &str) -> String {
-        let fan = id_hex.get(..2).unwrap_or("00");
-        format!("{}{fan}/{id_hex}", Self::PACKS)
+    pub fn pack(id: &PackId) -> String {
+        let id = id.as_str();
+        let fan = id.get(..2).unwrap_or("00");
+        format!("{}{fan}/{id}", Self::PACKS)
     }
 
     /// Prefix of the markers of retired packs.
@@ -46,8 +60,19 @@ impl Layout {
 
     /// `retired/<pack id>`: the pack is mostly garbage; new backups store its live chunks again
     /// instead of referencing it, so it is collected once the backups using it expire.
-    pub fn retired(pack_id: &str) -> String {
+    pub fn retired(pack_id: &PackId) -> String {
         format!("{}{pack_id}", Self::RETIRED)
+    }
+
+    /// If `key` is a pack's (`packs/<aa>/<id>`), its id.
+    pub fn pack_of(key: &str) -> Option<PackId> {
+        let (_, id) = key.strip_prefix(Self::PACKS)?.split_once('/')?;
+        PackId::from_hex(id)
+    }
+
+    /// If `key` is a retirement marker's (`retired/<id>`), the pack's id.
+    pub fn retired_pack_of(key: &str) -> Option<PackId> {
+        PackId::from_hex(key.strip_prefix(Self::RETIRED)?)
     }
 
     /// If `key` is `backups/<name>/manifest.json`, the backup's name.

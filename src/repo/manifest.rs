@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::BackupName;
+use super::{BackupName, ManifestDetails, VolumeRecord};
+use crate::filter::Filters;
 
 /// One stored object a backup needs, with what a reader checks it against.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,9 +64,10 @@ pub struct Manifest {
     /// The cluster it was taken from.
     #[serde(default)]
     pub cluster: ClusterFacts,
-    /// The filters it was taken with, as given.
-    #[serde(default)]
-    pub filters: serde_json::Value,
+    /// The filters it was taken with, as given: the backup's scope. Keys this build does not
+    /// know are ignored, as everywhere in a manifest.
+    #[serde(default, deserialize_with = "Filters::lenient")]
+    pub filters: Filters,
     /// Every object of this backup's folder (except the manifest itself).
     pub objects: Vec<ObjectEntry>,
     /// Every pack the backup's volumes reference (shared with other backups).
@@ -74,10 +76,10 @@ pub struct Manifest {
     /// Non-fatal problems met while taking it.
     #[serde(default)]
     pub warnings: Vec<String>,
-    /// Part-specific detail (resource counts, skipped kinds, volumes), owned by the parts that
-    /// write it.
-    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
-    pub details: serde_json::Map<String, serde_json::Value>,
+    /// Part-specific detail (resource counts, skipped kinds, volumes), typed: a record that does
+    /// not parse makes the whole manifest an error naming the field.
+    #[serde(default, skip_serializing_if = "ManifestDetails::is_empty")]
+    pub details: ManifestDetails,
 }
 
 impl Manifest {
@@ -93,17 +95,27 @@ impl Manifest {
             labels: BTreeMap::new(),
             expires_at: None,
             cluster: ClusterFacts::default(),
-            filters: serde_json::Value::Null,
+            filters: Filters::default(),
             objects: Vec::new(),
             packs: Vec::new(),
             warnings: Vec::new(),
-            details: serde_json::Map::new(),
+            details: ManifestDetails::default(),
         }
     }
 
     /// Every object a reader must find for this backup to be complete.
     pub fn required_objects(&self) -> impl Iterator<Item = &ObjectEntry> {
         self.objects.iter().chain(self.packs.iter())
+    }
+
+    /// The volume records (none for a configuration-only backup).
+    pub fn volumes(&self) -> &[VolumeRecord] {
+        self.details.volumes.as_deref().unwrap_or_default()
+    }
+
+    /// Kubernetes objects in the backup's resource archive, where recorded.
+    pub fn resource_objects(&self) -> Option<u64> {
+        self.details.resources.as_ref().map(|r| r.objects)
     }
 
     /// Total stored bytes the backup needs (its objects plus the packs it references).

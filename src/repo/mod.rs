@@ -13,26 +13,42 @@
 //! [`RepoReader`] wraps a [`crate::storage::Reader`] and so cannot write; [`RepoWriter`] is the
 //! only way to create objects, and a backup only exists once [`BackupWriter::commit`] has
 //! written its manifest.
+//!
+//! This part owns every stored format, so a change of format (encryption, say) touches it alone:
+//! keys ([`Layout`], the only place they are built), ids ([`ChunkId`], [`PackId`]), the manifest
+//! and its typed details, the resource archive ([`archive`]), volume indexes ([`index`]), packs
+//! ([`pack`]). Deletion is here too, writer side only, under the prune lock ([`lock`]):
+//! retention ([`retention`]) and one garbage-collection run ([`prune()`], ending with
+//! [`retire`]).
 
+pub mod archive;
 mod config;
+mod details;
+mod ids;
+pub mod index;
 mod layout;
 pub mod lock;
 mod manifest;
 mod names;
+pub mod pack;
 pub mod prune;
 mod reader;
 pub mod retention;
+pub mod retire;
 mod volumes;
 mod writer;
 
 pub use config::{ChunkerParams, Encryption, FORMAT_VERSION, RepoConfig};
+pub use details::{ManifestDetails, ResourceSummary, ResourcesDetail, Skipped};
+pub use ids::{ChunkId, PackId};
 pub use layout::Layout;
 pub use lock::{LockError, LockOptions, PruneLock};
 pub use manifest::{ClusterFacts, Manifest, ObjectEntry};
 pub use names::{BackupName, NameError};
 pub use prune::{BackupSelector, PruneError, PruneOptions, PruneReport, prune};
-pub use reader::{BackupListing, Completeness, RepoReader, VerifyOptions};
+pub use reader::{BackupListing, Completeness, IndexFile, RepoReader, VerifyOptions};
 pub use retention::{RetentionError, RetentionPolicy};
+pub use retire::{GcPhase, PhaseHook, RetireError, RetireReport};
 pub use volumes::{VolumeFigures, VolumeRecord, VolumeStatus};
 pub use writer::{BackupWriter, RepoWriter};
 
@@ -74,11 +90,46 @@ pub enum RepoError {
         #[source]
         source: serde_json::Error,
     },
+    /// A manifest is well-formed JSON but one of its fields is not what this format says (a
+    /// damaged or hand-edited manifest). Nothing reads on from a half-understood manifest: a
+    /// restore would otherwise plan without the part it could not read.
+    #[error("backup {backup:?} in {location}: the manifest's field `{field}` is invalid")]
+    BadManifest {
+        /// The backup.
+        backup: String,
+        /// The location.
+        location: String,
+        /// The field's path, e.g. `details.volumes[0].status`.
+        field: String,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// The backup has no manifest: never committed, or not (yet) replicated here.
     #[error("backup {name:?} does not exist in {location} (no committed manifest)")]
     NoSuchBackup {
         /// The backup.
         name: String,
+        /// The location.
+        location: String,
+    },
+    /// The backup holds no data of that volume.
+    #[error("backup {backup} holds no data of volume {volume} ({key} is not in its manifest)")]
+    NoSuchVolume {
+        /// The backup.
+        backup: String,
+        /// `namespace/claim`.
+        volume: String,
+        /// The index key looked for.
+        key: String,
+    },
+    /// An object the manifest lists is not on this location (not replicated yet, or lost).
+    #[error("{key} is listed in the manifest of backup {backup} but missing from {location}")]
+    MissingObject {
+        /// The backup.
+        backup: String,
+        /// The object.
+        key: String,
         /// The location.
         location: String,
     },
@@ -111,12 +162,13 @@ pub enum RepoError {
         /// The backup.
         backup: String,
     },
-    /// An object written by a mover does not hold what the mover reported.
-    #[error("{key} does not hold what its writer reported (sha256 {actual}, expected {expected})")]
+    /// An object does not hold what was recorded for it: what its mover reported (when a backup
+    /// adopts it), or what the manifest lists (when a reader downloads it). Corrupt or tampered.
+    #[error("{key} is corrupted: its sha256 is {actual}, {expected} was recorded")]
     DigestMismatch {
         /// The object.
         key: String,
-        /// The digest reported.
+        /// The digest recorded.
         expected: String,
         /// The digest read back.
         actual: String,
@@ -128,6 +180,23 @@ pub enum RepoError {
         name: String,
         /// The location.
         location: String,
+    },
+    /// The resource archive is unreadable or does not match its digest.
+    #[error("backup {backup}: {detail}")]
+    Archive {
+        /// The backup.
+        backup: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A volume index does not parse.
+    #[error("the volume index {key} does not parse")]
+    Index {
+        /// The index.
+        key: String,
+        /// Why.
+        #[source]
+        source: index::IndexError,
     },
     /// A storage failure.
     #[error(transparent)]

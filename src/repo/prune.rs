@@ -11,6 +11,9 @@
 //!    has no manifest yet: the new packs it writes are young, and the old packs it deduplicates
 //!    against belong to its parent, which this run either keeps or, if a backup is visibly in
 //!    progress, keeps the packs of until a later run.
+//! 4. Repacking forward ([`super::retire`]): packs now mostly garbage are retired with a marker,
+//!    and markers of packs that are gone are deleted. Still under the lock: this step writes
+//!    and deletes too, and judges packs from a listing another pruner would be changing.
 //!
 //! Memory: one entry per backup folder and the set of referenced pack keys; pack listings are
 //! streamed and deleted in batches.
@@ -24,6 +27,7 @@ use serde::Serialize;
 
 use super::lock::{LockError, LockOptions, PruneLock};
 use super::retention::{Candidate, Decision, RetentionError, RetentionPolicy};
+use super::retire::{PhaseHook, RetireError, RetireOptions, RetireReport, retire_sparse_packs};
 use super::{BackupName, Layout, Manifest, RepoError, RepoReader};
 use crate::storage::{ObjectMeta, StorageError, Writer};
 
@@ -73,6 +77,10 @@ pub struct PruneOptions {
     pub storage_now: Option<Timestamp>,
     /// Deletes in flight at once.
     pub concurrency: usize,
+    /// Fraction of a referenced pack's bytes that are garbage at or above which it is retired.
+    pub repack_threshold: f64,
+    /// Called at each step of the run (tests).
+    pub hook: Option<PhaseHook>,
 }
 
 impl Default for PruneOptions {
@@ -84,6 +92,8 @@ impl Default for PruneOptions {
             select: BackupSelector::default(),
             storage_now: None,
             concurrency: 16,
+            repack_threshold: 0.5,
+            hook: None,
         }
     }
 }
@@ -104,6 +114,9 @@ pub enum PruneError {
     /// A storage operation failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Retiring sparse packs (the run's last step) failed.
+    #[error(transparent)]
+    Retire(#[from] RetireError),
 }
 
 /// A committed backup to delete (or deleted), with its folder's size.
@@ -188,14 +201,10 @@ pub struct PruneReport {
     pub objects_deleted: u64,
     /// Bytes freed (or to free).
     pub bytes_freed: u64,
-    /// Why packs are never rewritten in format v1.
-    pub repack: &'static str,
+    /// Repacking forward: packs retired (or, in a dry run, to retire) as mostly garbage. Packs
+    /// are never rewritten in format v1 (see `docs/FORMAT.md`).
+    pub repack: RetireReport,
 }
-
-/// Repacking in format v1: see `docs/FORMAT.md`.
-pub const REPACK_NOTE: &str = "packs are never rewritten (indexes are write-once); `lifeboat \
-prune` then retires packs that are mostly garbage (mover::retire), so later backups store their \
-live chunks again and the packs go with the backups still using them";
 
 #[derive(Debug, Default)]
 struct Folder {
@@ -360,7 +369,7 @@ async fn run(
         packs: PackStats::default(),
         objects_deleted: 0,
         bytes_freed: 0,
-        repack: REPACK_NOTE,
+        repack: RetireReport::default(),
     };
 
     // 1. Backups the policy drops: manifest first.
@@ -382,8 +391,11 @@ async fn run(
         if !opts.dry_run {
             check(lock)?;
             // A backup that ran longer than the grace period may have committed since the scan.
-            let manifest_key = format!("{}{}/{}", Layout::BACKUPS, u.name, Layout::MANIFEST_FILE);
-            if store.head(&manifest_key).await?.is_some() {
+            let committed = match BackupName::new(u.name.as_str()) {
+                Ok(name) => store.head(&Layout::manifest(&name)).await?.is_some(),
+                Err(_) => false,
+            };
+            if committed {
                 tracing::info!(location, backup = u.name, "committed during prune; kept");
                 continue;
             }
@@ -424,6 +436,14 @@ async fn run(
     .await?;
     report.objects_deleted += report.packs.deleted;
     report.bytes_freed += report.packs.deleted_bytes;
+
+    // 4. Repacking forward, under the same lock (released only when `prune` returns).
+    let retire = RetireOptions {
+        garbage_threshold: opts.repack_threshold,
+        cutoff,
+        dry_run: opts.dry_run,
+    };
+    report.repack = retire_sparse_packs(store, &retire, lock, opts.hook.as_ref()).await?;
     tracing::info!(
         location,
         backups_deleted = report.deleted.len(),

@@ -5,8 +5,10 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::archive::BackupObject;
 use super::{
-    BackupName, FORMAT_VERSION, Layout, Manifest, ObjectEntry, RepoConfig, RepoError, Result,
+    BackupName, FORMAT_VERSION, Layout, Manifest, ObjectEntry, PackId, RepoConfig, RepoError,
+    Result,
 };
 use crate::storage::{Reader, StorageError};
 
@@ -59,6 +61,22 @@ impl Completeness {
     }
 }
 
+/// A volume index in a local temporary file (deleted on drop), checked against its manifest.
+#[derive(Debug)]
+pub struct IndexFile {
+    /// The index as the manifest lists it.
+    pub entry: ObjectEntry,
+    /// The downloaded copy.
+    pub copy: crate::storage::LocalCopy,
+}
+
+impl IndexFile {
+    /// The local file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.copy.path
+    }
+}
+
 /// Options of [`RepoReader::check`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct VerifyOptions {
@@ -102,6 +120,12 @@ impl RepoReader {
             });
         }
         Ok(Self { store, config })
+    }
+
+    /// Returns true if and only if the location holds a repository (its `lifeboat.json`),
+    /// without reading it: what `doctor` reports before it opens one.
+    pub async fn exists(store: &Reader) -> Result<bool> {
+        Ok(store.head(Layout::CONFIG).await?.is_some())
     }
 
     /// The repository config.
@@ -161,12 +185,89 @@ impl RepoReader {
             }
             Err(e) => return Err(e.into()),
         };
-        serde_json::from_slice(&bytes).map_err(|source| RepoError::Corrupt {
-            location: self.store.location().into(),
-            key,
-            what: "backup manifest",
-            source,
-        })
+        parse_manifest(name, self.store.location(), &key, &bytes)
+    }
+
+    /// Every object of the backup's resource archive: downloaded, checked against the
+    /// manifest's sha256 (a corrupt or tampered archive is refused), and decoded.
+    pub async fn resources(&self, manifest: &Manifest) -> Result<Vec<BackupObject>> {
+        let backup = manifest.name.to_string();
+        let key = Layout::resources(&manifest.name);
+        let entry = manifest
+            .objects
+            .iter()
+            .find(|o| o.key == key)
+            .ok_or_else(|| RepoError::Archive {
+                backup: backup.clone(),
+                detail: format!("the manifest lists no {}", Layout::RESOURCES_FILE),
+            })?;
+        let bytes = self.store.get(&key).await?;
+        if hex::encode(Sha256::digest(&bytes)) != entry.sha256 {
+            return Err(RepoError::Archive {
+                backup,
+                detail: format!(
+                    "{key} does not match the sha256 in the manifest (corrupt or tampered)"
+                ),
+            });
+        }
+        tokio::task::spawn_blocking(move || super::archive::decode(&bytes, &backup))
+            .await
+            .map_err(|e| RepoError::Archive {
+                backup: manifest.name.to_string(),
+                detail: format!("decoding stopped: {e}"),
+            })?
+    }
+
+    /// The index of volume `namespace/claim` of a backup, downloaded into a temporary file
+    /// (a large volume's index is gigabytes, so it is streamed from disk, never held in memory)
+    /// and checked against the manifest's sha256.
+    pub async fn volume_index(
+        &self,
+        manifest: &Manifest,
+        namespace: &str,
+        claim: &str,
+    ) -> Result<IndexFile> {
+        let key = Layout::volume_index(&manifest.name, namespace, claim);
+        let entry = manifest
+            .objects
+            .iter()
+            .find(|o| o.key == key)
+            .cloned()
+            .ok_or_else(|| RepoError::NoSuchVolume {
+                backup: manifest.name.to_string(),
+                volume: format!("{namespace}/{claim}"),
+                key: key.clone(),
+            })?;
+        let copy = match crate::storage::download_to_temp(&*self.store, &key).await {
+            Ok(c) => c,
+            Err(StorageError::NotFound { .. }) => {
+                return Err(RepoError::MissingObject {
+                    backup: manifest.name.to_string(),
+                    key,
+                    location: self.store.location().into(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if copy.sha256 != entry.sha256 {
+            return Err(RepoError::DigestMismatch {
+                key,
+                expected: entry.sha256,
+                actual: copy.sha256,
+            });
+        }
+        Ok(IndexFile { entry, copy })
+    }
+
+    /// The ids of the retired packs (`retired/<pack id>`): new backups store their live chunks
+    /// again instead of referencing them.
+    pub async fn retired_packs(&self) -> Result<std::collections::HashSet<PackId>> {
+        Ok(self
+            .store
+            .list(Layout::RETIRED)
+            .try_filter_map(|m| async move { Ok(Layout::retired_pack_of(&m.key)) })
+            .try_collect()
+            .await?)
     }
 
     /// A whole object of the repository.
@@ -234,4 +335,34 @@ impl RepoReader {
             ObjectState::Corrupt
         })
     }
+}
+
+/// Parses a manifest; an error names the backup and, where the JSON is well-formed but a field
+/// is not what it should be, that field's path (`details.volumes[0].status`).
+pub(super) fn parse_manifest(
+    name: &BackupName,
+    location: &str,
+    key: &str,
+    bytes: &[u8],
+) -> Result<Manifest> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        let source = e.into_inner();
+        if field == "." || source.is_syntax() || source.is_eof() {
+            RepoError::Corrupt {
+                location: location.into(),
+                key: key.into(),
+                what: "backup manifest",
+                source,
+            }
+        } else {
+            RepoError::BadManifest {
+                backup: name.to_string(),
+                location: location.into(),
+                field,
+                source,
+            }
+        }
+    })
 }

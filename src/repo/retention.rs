@@ -13,10 +13,11 @@
 use std::collections::{BTreeSet, HashSet};
 
 use jiff::civil::Date;
-use jiff::{SignedDuration, Span, SpanRelativeTo, Timestamp, tz::TimeZone};
+use jiff::{SignedDuration, Timestamp, tz::TimeZone};
 use serde::{Deserialize, Serialize};
 
 use super::BackupName;
+use crate::units::DurationError;
 
 /// How many backups to keep per period, restic-style, and/or a maximum age. A backup is kept if
 /// any rule keeps it. An empty policy keeps everything (prune then only collects garbage).
@@ -54,20 +55,10 @@ pub enum RetentionError {
         /// `keepLast`, `keepHourly`, ...
         field: &'static str,
     },
-    /// `ttl` does not parse as a duration.
-    #[error("ttl: {value:?} is not a duration (expected e.g. 72h, 30d, 1h30m): {reason}")]
-    BadTtl {
-        /// The value as given.
-        value: String,
-        /// What the parser said.
-        reason: String,
-    },
-    /// `ttl` is zero or negative.
-    #[error("ttl: {value:?} must be positive")]
-    NonPositiveTtl {
-        /// The value as given.
-        value: String,
-    },
+    /// `ttl` is not a positive duration (the message is the duration's own, after `ttl: `, so
+    /// config errors can point at the field; hence no `#[source]`, which would print it twice).
+    #[error("ttl: {0}")]
+    Ttl(DurationError),
 }
 
 /// Why a backup is kept or deleted.
@@ -249,26 +240,9 @@ impl RetentionPolicy {
     }
 }
 
-/// Parses a duration in jiff's friendly format (`72h`, `30d`, `1h30m`, `2 weeks`); days and
-/// weeks count as 24 hours and 7 days. Months and years are refused: they have no fixed length.
+/// Parses a duration in the one grammar of [`crate::units::parse_duration`].
 pub fn parse_duration(s: &str) -> Result<SignedDuration, RetentionError> {
-    let bad = |reason: String| RetentionError::BadTtl {
-        value: s.to_owned(),
-        reason,
-    };
-    let span: Span = s
-        .trim()
-        .parse()
-        .map_err(|e: jiff::Error| bad(e.to_string()))?;
-    let d = span
-        .to_duration(SpanRelativeTo::days_are_24_hours())
-        .map_err(|e| bad(e.to_string()))?;
-    if d <= SignedDuration::ZERO {
-        return Err(RetentionError::NonPositiveTtl {
-            value: s.to_owned(),
-        });
-    }
-    Ok(d)
+    crate::units::parse_duration(s).map_err(RetentionError::Ttl)
 }
 
 struct Bucketed {

@@ -195,7 +195,18 @@ fn layout_keys() {
         Layout::volume_index(&n, "ns", "data-db-0"),
         "backups/b.1/volumes/ns/data-db-0.json"
     );
-    assert_eq!(Layout::pack("3fa9"), "packs/3f/3fa9");
+    assert_eq!(
+        Layout::pack(&PackId::from_hex("3fa9").unwrap()),
+        "packs/3f/3fa9"
+    );
+    // A pack id is hex only: no key can be built from a path-like string.
+    for bad in ["", "../x", "AB", "3f/a9"] {
+        assert_eq!(PackId::from_hex(bad), None, "{bad:?}");
+    }
+    let id = PackId::of(b"pack");
+    assert_eq!(Layout::pack_of(&Layout::pack(&id)), Some(id.clone()));
+    assert_eq!(Layout::retired_pack_of(&Layout::retired(&id)), Some(id));
+    assert_eq!(Layout::pack_of("packs/3f"), None);
     assert_eq!(
         Layout::manifest_owner("backups/b.1/manifest.json"),
         Some("b.1")
@@ -221,7 +232,7 @@ async fn a_backup_referencing_a_pack_that_is_gone_is_not_committed() {
     let name = BackupName::new("b1").unwrap();
     let mut w = repo.begin_backup(name.clone()).await.unwrap();
     let present = ObjectEntry {
-        key: Layout::pack(&"ab".repeat(32)),
+        key: Layout::pack(&PackId::from_hex(&"ab".repeat(32)).unwrap()),
         size: 3,
         sha256: "00".into(),
     };
@@ -230,7 +241,7 @@ async fn a_backup_referencing_a_pack_that_is_gone_is_not_committed() {
         .await
         .unwrap();
     w.reference_pack(present);
-    let gone = Layout::pack(&"cd".repeat(32));
+    let gone = Layout::pack(&PackId::from_hex(&"cd".repeat(32)).unwrap());
     w.reference_pack(ObjectEntry {
         key: gone.clone(),
         size: 3,

@@ -3,8 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Manifest;
-
 /// How a volume's backup ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -109,16 +107,5 @@ impl VolumeRecord {
             hooks: Vec::new(),
             seconds: 0.0,
         }
-    }
-}
-
-impl Manifest {
-    /// The volume records of `details.volumes` (none for a configuration-only backup, or one
-    /// whose records do not parse: they are informational for everything but restore).
-    pub fn volumes(&self) -> Vec<VolumeRecord> {
-        self.details
-            .get("volumes")
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default()
     }
 }

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
+use super::index::{IndexError, VolumeIndex, read_header};
 use super::{BackupName, Layout, Manifest, ObjectEntry, RepoConfig, RepoError, RepoReader, Result};
 use crate::storage::{PutOutcome, TransferOptions, Writer};
 
@@ -154,6 +155,51 @@ impl BackupWriter {
         };
         self.objects.push(entry.clone());
         Ok((entry, copy))
+    }
+
+    /// Stores a volume's index in the backup being written and references every pack it uses,
+    /// so the manifest lists them. Call once per volume, before the commit.
+    pub async fn put_volume_index(
+        &mut self,
+        namespace: &str,
+        pvc: &str,
+        index: &VolumeIndex,
+    ) -> Result<ObjectEntry> {
+        let entry = self
+            .put(
+                &Layout::volume_index_in_backup(namespace, pvc),
+                Bytes::from(index.to_json()),
+            )
+            .await?;
+        for pack in index.pack_entries() {
+            self.reference_pack(pack);
+        }
+        Ok(entry)
+    }
+
+    /// Takes over the index of volume `namespace/pvc` that its mover wrote into this backup's
+    /// folder: checks it holds what the mover reported (`sha256`), lists it in the manifest, and
+    /// references every pack of its pack table (at the head of the index: nothing else is
+    /// read).
+    pub async fn adopt_volume_index(
+        &mut self,
+        namespace: &str,
+        pvc: &str,
+        sha256: &str,
+    ) -> Result<ObjectEntry> {
+        let relative = Layout::volume_index_in_backup(namespace, pvc);
+        let (entry, file) = self.adopt(&relative, sha256).await?;
+        let header = std::fs::File::open(&file.path)
+            .map_err(IndexError::Io)
+            .and_then(|f| read_header(std::io::BufReader::new(f)))
+            .map_err(|source| RepoError::Index {
+                key: entry.key.clone(),
+                source,
+            })?;
+        for pack in &header.packs {
+            self.reference_pack(pack.object_entry());
+        }
+        Ok(entry)
     }
 
     /// Records a pack the backup references (written by the volume mover, possibly by an

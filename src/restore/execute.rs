@@ -115,9 +115,7 @@ async fn create(
     {
         Ok(_) => Ok(Done::Created),
         // Created meanwhile (another run, a controller): the plan's policy decides.
-        Err(ClusterError::Api {
-            code: 409, reason, ..
-        }) if reason == "AlreadyExists" => match existing {
+        Err(e) if e.is_already_exists() => match existing {
             ExistingPolicy::Skip => Ok(Done::Skipped("exists in the target".into())),
             ExistingPolicy::Update => update(client, i).await,
         },
@@ -252,7 +250,7 @@ pub async fn execute(
             }
         }
         if tier == Tier::Claims && !plan.volumes.is_empty() {
-            let fills: Vec<&volumes::VolumeFill> = plan
+            let fills: Vec<&super::plan::VolumeFill> = plan
                 .volumes
                 .iter()
                 .filter(|f| !failed_claims.contains(&(f.namespace.clone(), f.pvc.clone())))

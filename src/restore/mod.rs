@@ -2,7 +2,6 @@
 //! (pure: tiers, transforms, mappings, risks), then execute with bounded parallelism.
 //! Restore only ever holds a read-only repository handle: it cannot write to the repository.
 
-mod archive;
 mod execute;
 pub mod order;
 pub mod plan;
@@ -10,10 +9,11 @@ mod point;
 mod target;
 pub mod volumes;
 
-pub use archive::BackupObject;
+pub use crate::mover::job::VolumeJobs;
+pub use crate::repo::archive::BackupObject;
 pub use execute::{ExecOptions, Failure, NoRestoreProgress, Outcome, RestoreProgress, execute};
 pub use order::Tier;
-pub use plan::{Action, Plan, PlanItem, PlanOptions, RestoreFilters, Risk, TargetView};
+pub use plan::{Action, Plan, PlanItem, PlanOptions, RestoreFilters, Risk, TargetView, VolumeFill};
 pub use point::{PassedOver, RestorePoint};
 
 use crate::cluster::ClusterError;
@@ -30,14 +30,6 @@ pub enum RestoreError {
         /// Why.
         #[source]
         source: RepoError,
-    },
-    /// The resource archive is unreadable or does not match its digest.
-    #[error("backup {backup}: {detail}")]
-    Archive {
-        /// The backup.
-        backup: String,
-        /// What is wrong.
-        detail: String,
     },
     /// The named backup is not completely replicated here.
     #[error("backup {}: {} of {} objects not yet replicated to this location; choose another backup, wait for replication, or pass --allow-incomplete", .0.name, .0.missing, .0.total)]
@@ -71,11 +63,17 @@ pub async fn prepare(
 ) -> Result<Plan, RestoreError> {
     let (manifest, point) = point::choose(repo, backup, allow_incomplete).await?;
     tracing::info!(backup = %manifest.name, "restore point chosen");
-    let objects = archive::read_objects(repo, &manifest).await?;
+    let objects = repo
+        .resources(&manifest)
+        .await
+        .map_err(|source| RestoreError::Repo {
+            what: "reading the resource archive",
+            source,
+        })?;
     let view = target::view(client, &objects).await?;
     opts.transform.backup = manifest.name.to_string();
     let mut plan = plan::plan(objects, point, &view, &opts);
     (plan.volumes, plan.volume_notes) =
-        volumes::plan_volumes(&manifest.volumes(), &plan.items, &opts.mappings);
+        plan::plan_volumes(manifest.volumes(), &plan.items, &opts.mappings);
     Ok(plan)
 }

@@ -7,11 +7,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::archive::BackupObject;
 use super::order::Tier;
 use super::point::RestorePoint;
 use crate::config::ExistingPolicy;
 use crate::filter::{namespace_allowed, resource_allowed};
+use crate::repo::archive::BackupObject;
+use crate::repo::{VolumeRecord, VolumeStatus};
 use crate::transform::{self, Mappings, RESTORED_FROM, TransformOptions};
 
 /// Namespaces that belong to the cluster itself.
@@ -141,7 +142,7 @@ pub struct Plan {
     /// Objects per action.
     pub counts: BTreeMap<Action, usize>,
     /// Claims whose backed-up data is restored once they are created, before any workload.
-    pub volumes: Vec<super::volumes::VolumeFill>,
+    pub volumes: Vec<VolumeFill>,
     /// Claims whose data is not restored, and why.
     pub volume_notes: Vec<String>,
 }
@@ -243,6 +244,72 @@ fn content(obj: &Value) -> Value {
         }
     }
     v
+}
+
+/// A claim to fill once it is created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeFill {
+    /// Namespace of the claim in the backup.
+    pub source_namespace: String,
+    /// The claim in the backup.
+    pub source_pvc: String,
+    /// Namespace in the target.
+    pub namespace: String,
+    /// The claim in the target.
+    pub pvc: String,
+    /// Its volume index in the backup.
+    pub index: String,
+    /// File bytes to write.
+    pub bytes: u64,
+    /// Files to write.
+    pub files: u64,
+}
+
+/// Which claims of the plan get data, and notes on those that will not.
+pub fn plan_volumes(
+    records: &[VolumeRecord],
+    items: &[PlanItem],
+    mappings: &Mappings,
+) -> (Vec<VolumeFill>, Vec<String>) {
+    let mut fills = Vec::new();
+    let mut notes = Vec::new();
+    for r in records {
+        let ns = mappings.namespace(&r.namespace);
+        let Some(item) = items.iter().find(|i| {
+            i.kind == "PersistentVolumeClaim"
+                && i.group.is_empty()
+                && i.namespace == ns
+                && i.name == r.pvc
+        }) else {
+            continue; // filtered out of this restore
+        };
+        match (r.status, &r.index, item.action) {
+            (VolumeStatus::Completed, Some(index), Action::Create) => fills.push(VolumeFill {
+                source_namespace: r.namespace.clone(),
+                source_pvc: r.pvc.clone(),
+                namespace: ns.to_owned(),
+                pvc: r.pvc.clone(),
+                index: index.clone(),
+                bytes: r.figures.bytes,
+                files: r.figures.files,
+            }),
+            (VolumeStatus::Completed, Some(_), Action::SkipExists | Action::Update) => {
+                notes.push(format!(
+                    "claim {ns}/{} exists in the target: its data is left as it is, not restored",
+                    r.pvc
+                ))
+            }
+            (VolumeStatus::Completed, _, _) => {}
+            (_, _, Action::Create) => notes.push(format!(
+                "claim {ns}/{} is created empty: the backup holds no data of it ({})",
+                r.pvc,
+                r.error.as_deref().unwrap_or("not backed up")
+            )),
+            _ => {}
+        }
+    }
+    (fills, notes)
 }
 
 /// Plans the restore of `objects` into the target.

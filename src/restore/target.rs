@@ -7,9 +7,9 @@ use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
 use super::RestoreError;
-use super::archive::BackupObject;
 use super::plan::TargetView;
 use crate::cluster::{self, ResourceType};
+use crate::repo::archive::BackupObject;
 
 /// Lists done at once while looking at the target.
 const VIEW_CONCURRENCY: usize = 8;

@@ -9,80 +9,13 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::plan::{Action, PlanItem};
+use super::plan::{PlanItem, VolumeFill};
 use crate::cluster::job::{self, short_name};
+use crate::cluster::labels::{temporary_labels, temporary_selector};
 use crate::cluster::lease;
 use crate::cluster::objects::JOBS;
 use crate::mover::JobReport;
-use crate::mover::job::{Direction, MOUNT_PATH, MoverJob, VolumeJobs, temporary_labels};
-use crate::repo::{VolumeRecord, VolumeStatus};
-use crate::transform::Mappings;
-
-/// A claim to fill once it is created.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VolumeFill {
-    /// Namespace of the claim in the backup.
-    pub source_namespace: String,
-    /// The claim in the backup.
-    pub source_pvc: String,
-    /// Namespace in the target.
-    pub namespace: String,
-    /// The claim in the target.
-    pub pvc: String,
-    /// Its volume index in the backup.
-    pub index: String,
-    /// File bytes to write.
-    pub bytes: u64,
-    /// Files to write.
-    pub files: u64,
-}
-
-/// Which claims of the plan get data, and notes on those that will not.
-pub fn plan_volumes(
-    records: &[VolumeRecord],
-    items: &[PlanItem],
-    mappings: &Mappings,
-) -> (Vec<VolumeFill>, Vec<String>) {
-    let mut fills = Vec::new();
-    let mut notes = Vec::new();
-    for r in records {
-        let ns = mappings.namespace(&r.namespace);
-        let Some(item) = items.iter().find(|i| {
-            i.kind == "PersistentVolumeClaim"
-                && i.group.is_empty()
-                && i.namespace == ns
-                && i.name == r.pvc
-        }) else {
-            continue; // filtered out of this restore
-        };
-        match (r.status, &r.index, item.action) {
-            (VolumeStatus::Completed, Some(index), Action::Create) => fills.push(VolumeFill {
-                source_namespace: r.namespace.clone(),
-                source_pvc: r.pvc.clone(),
-                namespace: ns.to_owned(),
-                pvc: r.pvc.clone(),
-                index: index.clone(),
-                bytes: r.figures.bytes,
-                files: r.figures.files,
-            }),
-            (VolumeStatus::Completed, Some(_), Action::SkipExists | Action::Update) => {
-                notes.push(format!(
-                    "claim {ns}/{} exists in the target: its data is left as it is, not restored",
-                    r.pvc
-                ))
-            }
-            (VolumeStatus::Completed, _, _) => {}
-            (_, _, Action::Create) => notes.push(format!(
-                "claim {ns}/{} is created empty: the backup holds no data of it ({})",
-                r.pvc,
-                r.error.as_deref().unwrap_or("not backed up")
-            )),
-            _ => {}
-        }
-    }
-    (fills, notes)
-}
+use crate::mover::job::{Direction, MOUNT_PATH, MoverJob, VolumeJobs};
 
 /// How one volume's restore ended.
 #[derive(Debug, Clone, Serialize)]
@@ -112,7 +45,7 @@ pub async fn fill(
     fills: &[&VolumeFill],
     jobs: &VolumeJobs,
 ) -> Vec<VolumeResult> {
-    let selector = crate::mover::job::temporary_selector();
+    let selector = temporary_selector();
     if let Err(e) = lease::sweep(client, &selector, &[JOBS]).await {
         tracing::warn!(error = %e, "could not sweep leftover mover Jobs of interrupted runs");
     }
@@ -256,7 +189,10 @@ pub fn held_back_by(item: &PlanItem, failed: &BTreeSet<(String, String)>) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repo::{VolumeRecord, VolumeStatus};
     use crate::restore::Tier;
+    use crate::restore::plan::{Action, plan_volumes};
+    use crate::transform::Mappings;
     use serde_json::{Value, json};
 
     fn item(kind: &str, ns: &str, name: &str, object: Value, action: Action) -> PlanItem {

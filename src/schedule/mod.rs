@@ -281,7 +281,7 @@ impl Schedule {
             )
         })?;
         if let Some(ttl) = &self.ttl {
-            parse_ttl(ttl).map_err(|why| invalid("ttl", why))?;
+            crate::units::parse_duration(ttl).map_err(|e| invalid("ttl", e.to_string()))?;
         }
         // RetentionError messages start with the field as written here (`keepDaily: ...`).
         self.retention.validate().map_err(|e| {
@@ -406,7 +406,9 @@ impl Schedule {
 
     /// The TTL of each backup, parsed (validation guarantees it parses).
     pub fn ttl(&self) -> Option<jiff::SignedDuration> {
-        self.ttl.as_deref().and_then(|t| parse_ttl(t).ok())
+        self.ttl
+            .as_deref()
+            .and_then(|t| crate::units::parse_duration(t).ok())
     }
 
     /// The labels of each backup's manifest: the schedule's, plus `lifeboat.io/schedule`.
@@ -515,26 +517,6 @@ fn describe_cron_error(field: &str, min: u8, max: u8, e: &croner::errors::CronEr
         return format!("{field} out of range ({min}-{max})");
     }
     format!("{field:?}: {}", msg.trim_end_matches('.'))
-}
-
-/// `720h`, `30d`, `90m`, `3600s` (as `lifeboat backup --ttl`).
-pub fn parse_ttl(s: &str) -> Result<jiff::SignedDuration, String> {
-    let err = || format!("{s:?}: expected a number and a unit s, m, h or d (e.g. 720h, 30d)");
-    let unit_at = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
-    let (n, unit) = s.split_at(unit_at);
-    let n: i64 = n.parse().map_err(|_| err())?;
-    let secs = match unit {
-        "s" => Some(n),
-        "m" => n.checked_mul(60),
-        "h" => n.checked_mul(3600),
-        "d" => n.checked_mul(86_400),
-        _ => return Err(err()),
-    }
-    .ok_or_else(err)?;
-    if secs <= 0 {
-        return Err(format!("{s:?}: must be positive"));
-    }
-    Ok(jiff::SignedDuration::from_secs(secs))
 }
 
 fn is_dns_label(s: &str, max: usize) -> bool {

@@ -105,7 +105,7 @@ fn malformed_retention_names_the_key() {
 #[test]
 fn other_fields_are_checked() {
     assert!(err("name: Nightly\nschedule: \"@daily\"\n").contains(": name: "));
-    assert!(err(&format!("{MINIMAL}ttl: 3w\n")).contains(": ttl: "));
+    assert!(err(&format!("{MINIMAL}ttl: 3x\n")).contains(": ttl: "));
     assert!(
         err(&format!("{MINIMAL}labels:\n  lifeboat.io/schedule: x\n"))
             .contains(": labels.lifeboat.io/schedule: ")

@@ -1,3 +1,5 @@
+// A panic is how a test or benchmark fails: unwrapping is its error handling.
+#![allow(clippy::unwrap_used)]
 mod backup;
 mod cli;
 mod demo;

@@ -92,7 +92,7 @@ pub async fn claims(
         return Ok(Discovered::default());
     }
     // Never lifeboat's own temporary claims (of this run, or of a killed one being swept).
-    let selector = crate::mover::job::excluding_temporary(filters.selector.as_deref());
+    let selector = crate::cluster::labels::excluding_temporary(filters.selector.as_deref());
     let pvcs = objects::list(client, PVCS, "", Some(&selector)).await?;
     let pvs: BTreeMap<String, Value> = objects::list(client, PVS, "", None)
         .await?
@@ -124,7 +124,7 @@ pub async fn claims(
     // A cluster without the snapshot CRDs has no classes: every claim is then reported.
     let classes = match objects::list(client, VOLUME_SNAPSHOT_CLASSES, "", None).await {
         Ok(c) => c,
-        Err(e) if e.status() == Some(404) => Vec::new(),
+        Err(e) if e.is_not_found() => Vec::new(),
         Err(e) => return Err(e),
     };
     let mut out = Discovered::default();

@@ -47,8 +47,9 @@ pub struct VolumeContext<'a> {
 pub struct VolumesOutcome {
     /// One record per claim in scope, in namespace/name order.
     pub records: Vec<VolumeRecord>,
-    /// The movers' reports of the volumes backed up.
-    pub reports: Vec<JobReport>,
+    /// The movers' reports of the volumes backed up, with the claim (namespace, name) each is
+    /// of.
+    pub reports: Vec<(String, String, JobReport)>,
     /// Leftovers of interrupted runs deleted before this one.
     pub swept: Swept,
 }
@@ -70,7 +71,7 @@ async fn parents(repo: &RepoReader) -> BTreeMap<(String, String), String> {
             if v.status != VolumeStatus::Completed {
                 continue;
             }
-            let key = (v.namespace, v.pvc);
+            let key = (v.namespace.clone(), v.pvc.clone());
             if newest.get(&key).is_none_or(|(t, _)| *t < m.started_at) {
                 newest.insert(key, (m.started_at, m.name.to_string()));
             }
@@ -87,7 +88,7 @@ pub async fn back_up(
 ) -> Result<VolumesOutcome, ClusterError> {
     let swept = lease::sweep(
         ctx.client,
-        &crate::mover::job::temporary_selector(),
+        &crate::cluster::labels::temporary_selector(),
         &TEMPORARY_KINDS,
     )
     .await?;
@@ -113,8 +114,11 @@ pub async fn back_up(
         ..Default::default()
     };
     for r in runs {
+        if let Some(report) = r.report {
+            out.reports
+                .push((r.record.namespace.clone(), r.record.pvc.clone(), report));
+        }
         out.records.push(r.record);
-        out.reports.extend(r.report);
     }
     out.records
         .sort_by(|a, b| (&a.namespace, &a.pvc).cmp(&(&b.namespace, &b.pvc)));

@@ -9,10 +9,11 @@ use super::discover::Claim;
 use super::hooks::{self, Phase};
 use super::{TEMPORARY_KINDS, VolumeContext};
 use crate::cluster::job::{self, short_name};
+use crate::cluster::labels::temporary_labels;
 use crate::cluster::lease as sweep;
 use crate::cluster::objects::{self, PODS, PVCS, VOLUME_SNAPSHOTS};
 use crate::mover::JobReport;
-use crate::mover::job::{Direction, MOUNT_PATH, MoverJob, temporary_labels};
+use crate::mover::job::{Direction, MOUNT_PATH, MoverJob};
 use crate::repo::{VolumeRecord, VolumeStatus};
 
 /// What one volume's backup produced: its record, and the mover's report when it succeeded.

@@ -61,28 +61,19 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> anyhow::Result<Exit> {
     let progress = BackupProgress::new(ctx.output == OutputFormat::Json);
     let result = backup::run(&connected, &repo, request, &progress).await;
     progress.finish();
-    let status_namespace = super::schedule::backup_status_namespace(
+    let status_namespace = crate::cluster::status::status_namespace(
         args.status_namespace.as_deref(),
         cluster_ref.is_some_and(|(_, c)| c.in_cluster),
     );
-    let status_recorded = super::schedule::record_backup_status(
-        &connected,
-        status_namespace,
-        location,
-        &name,
-        &result,
-    )
-    .await;
+    let status_recorded =
+        super::record_backup_status(&connected, status_namespace, location, &name, &result).await;
     let manifest = result.with_context(|| {
         format!("backup {name} of cluster {cluster_name:?} failed; nothing was committed")
     })?;
 
-    let resources = manifest
-        .details
-        .get("resources")
-        .cloned()
-        .unwrap_or_default();
-    let objects = resources["objects"].as_u64().unwrap_or_default();
+    let objects = manifest.resource_objects().unwrap_or_default();
+    let resources = manifest.details.resources.as_ref();
+    let resource_types = resources.map_or(0, |r| r.resources.len());
     let status = if manifest.warnings.is_empty() {
         "Completed"
     } else {
@@ -98,7 +89,7 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> anyhow::Result<Exit> {
             "cluster": cluster_name,
             "status": status,
             "objects": objects,
-            "resourceTypes": resources["resources"].as_array().map(Vec::len).unwrap_or_default(),
+            "resourceTypes": resource_types,
             "size": manifest.total_size(),
             "startedAt": manifest.started_at,
             "completedAt": manifest.completed_at,
@@ -107,7 +98,7 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> anyhow::Result<Exit> {
             "expiresAt": manifest.expires_at,
             "volumes": manifest.volumes(),
             "warnings": manifest.warnings,
-            "skipped": resources["skipped"],
+            "skipped": resources.map(|r| &r.skipped),
         }))?,
         OutputFormat::Text => {
             println!(
@@ -115,11 +106,7 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> anyhow::Result<Exit> {
                 manifest.name
             );
             println!(
-                "  {objects} objects of {} resource types, {} stored",
-                resources["resources"]
-                    .as_array()
-                    .map(Vec::len)
-                    .unwrap_or_default(),
+                "  {objects} objects of {resource_types} resource types, {} stored",
                 output::human_bytes(manifest.total_size())
             );
             let volumes = manifest.volumes();

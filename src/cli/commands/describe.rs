@@ -57,34 +57,29 @@ pub async fn run(ctx: &Context, args: DescribeArgs) -> anyhow::Result<Exit> {
             println!("  - {w}");
         }
     }
-    if let Some(res) = m.details.get("resources") {
-        println!(
-            "Resources:   {} objects",
-            res["objects"].as_u64().unwrap_or_default()
-        );
+    if let Some(res) = &m.details.resources {
+        println!("Resources:   {} objects", res.objects);
         let mut t = Table::new(&["  RESOURCE", "OBJECTS", "LIST RV", "ERROR"]);
-        for r in res["resources"].as_array().into_iter().flatten() {
+        for r in &res.resources {
             t.row(vec![
-                format!("  {}", r["resource"].as_str().unwrap_or_default()),
-                r["count"].to_string(),
-                r["listResourceVersion"].as_str().unwrap_or("-").to_owned(),
-                r["error"].as_str().unwrap_or("").to_owned(),
+                format!("  {}", r.resource),
+                r.count.to_string(),
+                r.list_resource_version
+                    .clone()
+                    .unwrap_or_else(|| "-".into()),
+                r.error.clone().unwrap_or_default(),
             ]);
         }
         t.print();
         println!("Namespaces:");
         let mut t = Table::new(&["  NAMESPACE", "OBJECTS"]);
-        for (ns, n) in res["namespaces"].as_object().into_iter().flatten() {
+        for (ns, n) in &res.namespaces {
             t.row(vec![format!("  {ns}"), n.to_string()]);
         }
         t.print();
         println!("Skipped:");
-        for s in res["skipped"].as_array().into_iter().flatten() {
-            println!(
-                "  {}: {}",
-                s["resource"].as_str().unwrap_or_default(),
-                s["reason"].as_str().unwrap_or_default()
-            );
+        for s in &res.skipped {
+            println!("  {}: {}", s.resource, s.reason);
         }
     }
     if args.details {

@@ -6,7 +6,7 @@ use crate::cli::args::{DoctorArgs, OutputFormat};
 use crate::cli::output::{self, Table};
 use crate::cli::{Context, Exit, UsageError};
 use crate::config::{Location, LocationKind};
-use crate::repo::{Layout, RepoReader};
+use crate::repo::RepoReader;
 use crate::storage::{self, ReplicationStatus};
 
 /// What doctor found about one location.
@@ -125,8 +125,8 @@ async fn check(name: &str, loc: &Location) -> LocationReport {
             return r;
         }
     };
-    match reader.head(Layout::CONFIG).await {
-        Ok(None) => {
+    match RepoReader::exists(&reader).await {
+        Ok(false) => {
             r.reachable = true;
             r.repository = Some(RepositoryReport {
                 initialized: false,
@@ -134,7 +134,7 @@ async fn check(name: &str, loc: &Location) -> LocationReport {
                 backups: None,
             });
         }
-        Ok(Some(_)) => {
+        Ok(true) => {
             r.reachable = true;
             match RepoReader::open(reader.clone()).await {
                 Ok(repo) => {

@@ -56,9 +56,7 @@ pub async fn run(ctx: &Context, args: ListArgs) -> anyhow::Result<Exit> {
                 },
                 // Kubernetes objects in the backup, where recorded; else stored objects.
                 objects: m
-                    .details
-                    .get("resources")
-                    .and_then(|r| r["objects"].as_u64())
+                    .resource_objects()
                     .map(|n| n as usize)
                     .unwrap_or(m.objects.len() + m.packs.len()),
                 size: m.total_size(),

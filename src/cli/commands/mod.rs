@@ -31,3 +31,59 @@ pub async fn open_repo_reader(
         .with_context(|| format!("reading location {name:?}"))?;
     Ok((name.to_owned(), repo))
 }
+
+/// Writes the outcome of backup `name` to ConfigMap `lifeboat-status` in `namespace`, with an
+/// Event (`cluster::status`). `incomplete` marks a committed backup whose follow-up (retention)
+/// was not done.
+async fn record_status(
+    connected: &crate::cluster::Connected,
+    namespace: &str,
+    schedule: Option<&str>,
+    location: &str,
+    name: &crate::repo::BackupName,
+    result: Result<&crate::repo::Manifest, &crate::backup::BackupError>,
+    incomplete: bool,
+) -> anyhow::Result<()> {
+    use crate::cluster::status::{self, BackupStatus, Committed};
+    let committed = result.map(|m| Committed {
+        time: m.completed_at,
+        size: m.total_size(),
+        objects: m.resource_objects().unwrap_or_default(),
+        warnings: m.warnings.len(),
+    });
+    let status = BackupStatus::of(
+        name.as_str(),
+        schedule,
+        location,
+        committed
+            .as_ref()
+            .map_err(|e| *e as &(dyn std::error::Error + 'static)),
+        incomplete,
+    );
+    status::record(&connected.client, namespace, &status)
+        .await
+        .map(|_| ())
+        .map_err(anyhow::Error::new)
+}
+
+/// Records the outcome of `lifeboat backup` when asked to (see
+/// [`crate::cluster::status::status_namespace`]). Returns false if it was asked and failed
+/// (warned on stderr): the command then exits 3.
+async fn record_backup_status(
+    connected: &crate::cluster::Connected,
+    namespace: Option<String>,
+    location: &str,
+    name: &crate::repo::BackupName,
+    result: &Result<crate::repo::Manifest, crate::backup::BackupError>,
+) -> bool {
+    let Some(ns) = namespace else {
+        return true;
+    };
+    match record_status(connected, &ns, None, location, name, result.as_ref(), false).await {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("warning: the backup's status was not recorded: {e:#}");
+            false
+        }
+    }
+}

@@ -8,7 +8,8 @@ use crate::cli::args::{OutputFormat, PruneArgs};
 use crate::cli::output::{self, Table};
 use crate::cli::{Context, Exit, UsageError};
 use crate::repo::{
-    BackupSelector, LockOptions, PruneOptions, PruneReport, RetentionError, RetentionPolicy, prune,
+    BackupSelector, LockOptions, PruneOptions, PruneReport, RetentionError, RetentionPolicy,
+    RetireReport, prune,
 };
 use crate::storage;
 
@@ -54,40 +55,17 @@ pub async fn run(ctx: &Context, args: PruneArgs) -> anyhow::Result<Exit> {
     let report = prune(&store, &policy, &opts, now)
         .await
         .with_context(|| format!("pruning location {name:?}"))?;
-    let retire = retire(&store, &opts)
-        .await
-        .with_context(|| format!("judging the packs of location {name:?} for repacking"))?;
     match ctx.output {
-        OutputFormat::Json => {
-            let mut doc = serde_json::to_value(&report)?;
-            doc["repack"] = serde_json::to_value(&retire)?;
-            output::json(&doc)?
-        }
+        OutputFormat::Json => output::json(&report)?,
         OutputFormat::Text => {
             print_text(name, &report);
-            print_retire(&retire, report.dry_run);
+            print_retire(&report.repack, report.dry_run);
         }
     }
     Ok(Exit::Ok)
 }
 
-/// After prune: retires the packs that are now mostly garbage (`mover::retire`), so backups to
-/// come store their live chunks again and the packs go with the backups still using them.
-pub(super) async fn retire(
-    store: &storage::Writer,
-    opts: &PruneOptions,
-) -> anyhow::Result<crate::mover::RetireReport> {
-    let grace = jiff::SignedDuration::try_from(opts.grace).unwrap_or(jiff::SignedDuration::MAX);
-    let now = opts.storage_now.unwrap_or_else(jiff::Timestamp::now);
-    let retire = crate::mover::RetireOptions {
-        garbage_threshold: 0.5,
-        cutoff: now.checked_sub(grace).unwrap_or(jiff::Timestamp::MIN),
-        dry_run: opts.dry_run,
-    };
-    Ok(crate::mover::retire_sparse_packs(store, &retire).await?)
-}
-
-fn print_retire(r: &crate::mover::RetireReport, dry_run: bool) {
+fn print_retire(r: &RetireReport, dry_run: bool) {
     if r.retired > 0 || r.already_retired > 0 {
         println!(
             "Repacking: {} packs at least half garbage {} ({} to free once the backups using them expire; new backups store their live chunks again), {} retired earlier",

@@ -140,7 +140,7 @@ pub async fn run(ctx: &Context, a: RestoreArgs) -> anyhow::Result<Exit> {
     let exec = ExecOptions {
         concurrency: a.concurrency,
         existing,
-        volumes: (!a.no_volumes).then(|| crate::mover::job::VolumeJobs {
+        volumes: (!a.no_volumes).then(|| restore::VolumeJobs {
             location: super::backup::absolute(loc),
             settings: ctx.config.volumes.clone(),
         }),
@@ -231,10 +231,9 @@ fn print_items(plan: &Plan) {
         };
         t.row(vec![
             serde_json::to_value(i.tier)
-                .unwrap()
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
             action_name(i.action).into(),
             i.display(),
             detail,

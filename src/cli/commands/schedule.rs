@@ -9,25 +9,22 @@ use anyhow::Context as _;
 use serde::Deserialize as _;
 use serde_json::{Value, json};
 
-use crate::backup::{self, BackupError};
+use crate::backup;
 use crate::cli::args::{
     BackupArgs, OutputFormat, ScheduleCommand, ScheduleRenderArgs, ScheduleRunArgs, ScopeArgs,
 };
 use crate::cli::output;
 use crate::cli::progress::BackupProgress;
 use crate::cli::{Context, Exit, UsageError};
-use crate::cluster::status::{self, BackupStatus, Outcome};
-use crate::cluster::{self, Connected};
+use crate::cluster;
+use crate::cluster::status::{self, one_line};
 use crate::config::ConfigError;
 use crate::filter::ClusterResources;
 use crate::repo::{
-    BackupName, BackupSelector, LockOptions, Manifest, PruneOptions, PruneReport, RepoWriter, prune,
+    BackupName, BackupSelector, LockOptions, PruneOptions, PruneReport, RepoWriter, prune,
 };
 use crate::schedule::{SCHEDULE_LABEL, Schedule, render};
 use crate::storage;
-
-/// Where a pod's ServiceAccount namespace is mounted.
-const POD_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
 /// Runs a `lifeboat schedule` subcommand.
 pub async fn run(ctx: &Context, cmd: ScheduleCommand) -> anyhow::Result<Exit> {
@@ -113,13 +110,7 @@ async fn apply_retention(
         ..PruneOptions::default()
     };
     match prune(store, &schedule.retention, &opts, now).await {
-        Ok(report) => {
-            // Repacking forward is best effort: retention itself was applied.
-            if let Err(e) = super::prune::retire(store, &opts).await {
-                tracing::warn!(error = %format!("{e:#}"), "judging packs for repacking failed");
-            }
-            Retention::Applied(Box::new(report))
-        }
+        Ok(report) => Retention::Applied(Box::new(report)),
         Err(e) => Retention::NotApplied(format!("retention was not applied: {}", one_line(&e))),
     }
 }
@@ -190,7 +181,7 @@ async fn run_cmd(ctx: &Context, a: ScheduleRunArgs) -> anyhow::Result<Exit> {
         .clone()
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| schedule.cron_job.namespace.clone());
-    let status_result = record(
+    let status_result = super::record_status(
         &connected,
         &namespace,
         Some(&schedule.name),
@@ -218,7 +209,7 @@ async fn run_cmd(ctx: &Context, a: ScheduleRunArgs) -> anyhow::Result<Exit> {
             )));
         }
     };
-    let objects = objects_of(&manifest);
+    let objects = manifest.resource_objects().unwrap_or_default();
     match ctx.output {
         OutputFormat::Json => output::json(&json!({
             "schedule": schedule.name,
@@ -313,120 +304,4 @@ fn schedule_path(dir: &Path, name: &str) -> Result<std::path::PathBuf, UsageErro
             known.join(", ")
         }
     )))
-}
-
-fn objects_of(manifest: &Manifest) -> u64 {
-    manifest
-        .details
-        .get("resources")
-        .and_then(|r| r["objects"].as_u64())
-        .unwrap_or_default()
-}
-
-/// Writes the outcome of backup `name` to ConfigMap `lifeboat-status` in `namespace`, with an
-/// Event. `incomplete` marks a committed backup whose follow-up (retention) was not done.
-async fn record(
-    connected: &Connected,
-    namespace: &str,
-    schedule: Option<&str>,
-    location: &str,
-    name: &BackupName,
-    result: Result<&Manifest, &BackupError>,
-    incomplete: bool,
-) -> anyhow::Result<()> {
-    let status = match result {
-        Ok(m) => {
-            let outcome = if m.warnings.is_empty() && !incomplete {
-                Outcome::Succeeded
-            } else {
-                Outcome::Partial
-            };
-            let mut message = format!(
-                "Backup {name} {}: {}, {} objects, to location {location}",
-                outcome.as_str(),
-                output::human_bytes(m.total_size()),
-                objects_of(m)
-            );
-            if !m.warnings.is_empty() {
-                message.push_str(&format!("; {} warning(s)", m.warnings.len()));
-            }
-            if incomplete {
-                message.push_str("; retention not applied");
-            }
-            BackupStatus {
-                backup: name.to_string(),
-                outcome,
-                time: m.completed_at,
-                size: Some(m.total_size()),
-                objects: Some(objects_of(m)),
-                schedule: schedule.map(str::to_owned),
-                location: Some(location.to_owned()),
-                message,
-            }
-        }
-        Err(e) => BackupStatus {
-            backup: name.to_string(),
-            outcome: Outcome::Failed,
-            time: jiff::Timestamp::now(),
-            size: None,
-            objects: None,
-            schedule: schedule.map(str::to_owned),
-            location: Some(location.to_owned()),
-            message: format!("Backup {name} failed: {}", one_line(e)),
-        },
-    };
-    status::record(&connected.client, namespace, &status)
-        .await
-        .map(|_| ())
-        .map_err(anyhow::Error::new)
-}
-
-/// An error and its causes on one line (`a: b: c`), as anyhow's `{:#}` prints them.
-fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
-}
-
-/// The namespace `lifeboat backup` records its outcome in: `--status-namespace` /
-/// `$LIFEBOAT_NAMESPACE`, else the pod's namespace when lifeboat runs in a pod and backs up
-/// that same cluster. A CI runner that happens to be a pod backs up another cluster, where its
-/// own namespace means nothing, so in-pod detection needs an in-cluster target.
-pub(super) fn backup_status_namespace(explicit: Option<&str>, in_cluster: bool) -> Option<String> {
-    if let Some(ns) = explicit.filter(|n| !n.is_empty()) {
-        return Some(ns.to_owned());
-    }
-    if in_cluster && std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
-        return std::fs::read_to_string(POD_NAMESPACE_FILE)
-            .ok()
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty());
-    }
-    None
-}
-
-/// Records the outcome of `lifeboat backup` when asked to (see [`backup_status_namespace`]).
-/// Returns false if it was asked and failed (warned on stderr): the command then exits 3.
-pub(super) async fn record_backup_status(
-    connected: &Connected,
-    namespace: Option<String>,
-    location: &str,
-    name: &BackupName,
-    result: &Result<Manifest, BackupError>,
-) -> bool {
-    let Some(ns) = namespace else {
-        return true;
-    };
-    match record(connected, &ns, None, location, name, result.as_ref(), false).await {
-        Ok(()) => true,
-        Err(e) => {
-            eprintln!("warning: the backup's status was not recorded: {e:#}");
-            false
-        }
-    }
 }

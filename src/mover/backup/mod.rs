@@ -8,11 +8,12 @@
 //! ```
 //! Every queue is bounded and nothing grows with the volume: the parent index is read as a
 //! stream from a local file ([`parent`]), the new index is spooled to disk as the packer places
-//! chunks ([`crate::mover::index::IndexWriter`]), known chunks live in a sorted file with fences
+//! chunks ([`crate::repo::index::IndexWriter`]), known chunks live in a sorted file with fences
 //! in memory ([`crate::mover::known`]), and in-run deduplication uses a cache of fixed size
 //! ([`pipeline`]). Memory stays near `workers × max chunk + (queue + uploads) × pack target`
 //! plus ~80 MB of index state, whatever the volume's size.
 
+mod messages;
 mod parent;
 mod pipeline;
 mod walk;
@@ -26,10 +27,10 @@ use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::index::{PackRef, VolumeIndex, WrittenIndex};
 use super::known::KnownChunks;
-use super::pack::FinishedPack;
 use super::{MoverError, Result};
+use crate::repo::index::{PackRef, VolumeIndex, WrittenIndex};
+use crate::repo::pack::FinishedPack;
 use crate::repo::{ChunkerParams, Layout, ObjectEntry, RepoConfig};
 use crate::storage::{PutOutcome, Writer};
 
@@ -248,6 +249,6 @@ async fn upload(store: &Writer, p: FinishedPack) -> Result<ObjectEntry> {
     Ok(ObjectEntry {
         key,
         size,
-        sha256: p.id,
+        sha256: p.id.to_string(),
     })
 }

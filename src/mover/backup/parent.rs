@@ -7,21 +7,20 @@ use std::collections::HashSet;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use super::super::index::{
+use super::super::known::KnownChunks;
+use super::super::{MoverError, Result};
+use crate::repo::index::{
     ChunkRef, FileNode, Flow, IndexEvent, IndexHeader, IndexStream, IndexVisitor, PackRef,
     VolumeIndex, WrittenIndex, read_index,
 };
-use super::super::known::KnownChunks;
-use super::super::{MoverError, Result};
-use crate::repo::ChunkerParams;
-use crate::storage::Reader;
+use crate::repo::{ChunkerParams, IndexFile, PackId};
 
 /// The parent index of a backup: a local file, and the packs its chunks must no longer come
 /// from (retired: mostly garbage, to be stored again).
 #[derive(Debug)]
 pub struct ParentIndex {
     path: PathBuf,
-    retired: HashSet<String>,
+    retired: HashSet<PackId>,
     // Whatever keeps the file alive (a temporary directory), dropped with the parent.
     _keep: Keep,
 }
@@ -49,21 +48,18 @@ impl ParentIndex {
         })
     }
 
-    /// Downloads the index object `key` into a temporary file (ranged reads in parallel);
-    /// `Ok(None)` if there is no such object.
-    pub async fn download(store: &Reader, key: &str) -> Result<Option<Self>> {
-        Ok(super::super::download_index(store, key)
-            .await?
-            .map(|local| Self {
-                path: local.path.clone(),
-                retired: HashSet::new(),
-                _keep: Keep::Local(local),
-            }))
+    /// An index downloaded from the repository ([`crate::repo::RepoReader::volume_index`]).
+    pub fn downloaded(index: IndexFile) -> Self {
+        Self {
+            path: index.copy.path.clone(),
+            retired: HashSet::new(),
+            _keep: Keep::Downloaded(Box::new(index)),
+        }
     }
 
     /// Files with a chunk in one of `retired` are neither taken over unread nor offer their
     /// chunks as known: their live data is stored again, so the retired pack can go.
-    pub fn without_packs(mut self, retired: &HashSet<String>) -> Self {
+    pub fn without_packs(mut self, retired: &HashSet<PackId>) -> Self {
         self.retired.extend(retired.iter().cloned());
         self
     }
@@ -79,7 +75,7 @@ impl ParentIndex {
 enum Keep {
     Nothing,
     Written(#[allow(dead_code)] WrittenIndex),
-    Local(#[allow(dead_code)] super::super::LocalIndex),
+    Downloaded(#[allow(dead_code)] Box<IndexFile>),
 }
 
 /// A parent ready for the walk: its event stream, and which of its files (by ordinal) must be
@@ -143,7 +139,7 @@ pub(super) fn prepare(
 
 struct Pass1<'a> {
     chunker: &'a ChunkerParams,
-    retired: &'a HashSet<String>,
+    retired: &'a HashSet<PackId>,
     known: &'a mut KnownChunks,
     /// Parent pack row → known pack row, `None` for a retired pack.
     rows: Vec<Option<u32>>,

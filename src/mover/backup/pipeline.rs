@@ -8,39 +8,14 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use super::super::chunker::{ChunkId, ChunkerConfig};
-use super::super::index::{ChunkRef, Entry, FileNode, IndexWriter, PackRef, WrittenIndex};
 use super::super::known::{KnownChunks, PackTable};
-use super::super::pack::{FinishedPack, PackBuilder, encode_chunk};
 use super::super::{MoverError, Result};
+use super::messages::{Event, Job, Work};
 use super::parent::ParentCursor;
 use super::walk::Walker;
 use super::{BackupOptions, BackupStats};
-
-/// What the walker hands on, numbered in walk order.
-pub(super) struct Job {
-    pub(super) seq: u64,
-    pub(super) work: Work,
-}
-
-pub(super) enum Work {
-    /// File data to hash (and compress if new).
-    Chunk(Vec<u8>),
-    /// Passed through the workers untouched; batched, so a run of unchanged files costs one
-    /// hand-over per batch instead of three per file.
-    Events(Vec<Event>),
-}
-
-/// Index events, in walk order.
-pub(super) enum Event {
-    /// A directory, symlink or hard link.
-    Entry(Entry),
-    /// A regular file begins; its chunks follow.
-    FileStart(FileNode),
-    /// Chunks of an unchanged file, taken over from the parent (pack rows of the parent).
-    Adopt(Vec<ChunkRef>),
-    /// The file ends, with its size if it changed while read.
-    FileEnd(Option<u64>),
-}
+use crate::repo::index::{ChunkRef, IndexWriter, PackRef, WrittenIndex};
+use crate::repo::pack::{FinishedPack, PackBuilder, encode_chunk};
 
 enum Hashed {
     /// In the repository already.

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use std::sync::mpsc::SyncSender;
 
 use super::super::chunker::{ChunkIter, ChunkerConfig};
-use super::super::index::{DirNode, Entry, FileNode, HardLinkNode, Meta, Mtime, SymlinkNode};
 use super::super::{MoverError, Result};
+use super::messages::{Event, Job, Work};
 use super::parent::ParentCursor;
-use super::pipeline::{Event, Job, Work};
 use super::{BackupOptions, BackupStats, Progress, UnchangedRule};
+use crate::repo::index::{DirNode, Entry, FileNode, HardLinkNode, Meta, Mtime, SymlinkNode};
 
 /// Chunk references per message when a file is taken over from the parent.
 const ADOPT_BATCH: usize = 1024;

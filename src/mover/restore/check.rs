@@ -13,11 +13,11 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
-use super::super::index::{
+use super::super::{IndexError, MoverError, Result};
+use crate::repo::index::{
     ChunkRef, Entry, FileNode, Flow, HardLinkNode, IndexEvent, IndexHeader, IndexVisitor,
     VolumeIndex, read_index,
 };
-use super::super::{IndexError, MoverError, Result};
 
 fn unsafe_path(entry: &str, reason: &'static str) -> MoverError {
     MoverError::UnsafePath {

@@ -10,13 +10,14 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::super::index::{
+use super::tree::{PLACEHOLDER, VerifiedDirs};
+use super::*;
+use crate::repo::index::{
     ChunkRef, DirNode, Entry, FileNode, HardLinkNode, Meta, Mtime, PackRef, SymlinkNode,
     VolumeIndex,
 };
-use super::super::pack::{PackBuilder, encode_chunk};
-use super::*;
-use crate::repo::RepoConfig;
+use crate::repo::pack::{PackBuilder, encode_chunk};
+use crate::repo::{ChunkId, RepoConfig};
 use crate::storage::Writer;
 use crate::storage::memory::MemoryBackend;
 

@@ -113,7 +113,7 @@ fn copy_dir(
 /// Sets `path`'s own mtime (not a symlink's target) to `like`'s.
 fn set_mtime(path: &Path, like: &fs::Metadata) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    crate::mover::restore::set_mtime_nofollow(path, like.mtime(), like.mtime_nsec() as u32)
+    crate::mover::fsmeta::set_mtime_nofollow(path, like.mtime(), like.mtime_nsec() as u32)
 }
 
 /// Returns the total size of the regular files under `dir`.

@@ -2,6 +2,7 @@
 //! in memory and on Azurite.
 
 mod azurite;
+mod gc;
 mod lock;
 
 use std::collections::BTreeSet;
@@ -11,10 +12,11 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use lifeboat::mover::{BackupOptions, KnownChunks, VolumeIndex, backup_volume, store_index};
+use lifeboat::mover::{BackupOptions, KnownChunks, backup_volume};
+use lifeboat::repo::index::VolumeIndex;
 use lifeboat::repo::{
-    BackupName, BackupWriter, Layout, Manifest, PruneOptions, PruneReport, RepoReader, RepoWriter,
-    RetentionPolicy, VerifyOptions, prune,
+    BackupName, BackupWriter, Layout, Manifest, PackId, PruneOptions, PruneReport, RepoReader,
+    RepoWriter, RetentionPolicy, VerifyOptions, prune,
 };
 use lifeboat::storage::Writer;
 use lifeboat::storage::local::LocalBackend;
@@ -61,7 +63,9 @@ pub async fn write_volume(
     .await
     .unwrap();
     let index = out.load_index().unwrap();
-    store_index(bw, "shop", "data-db-0", &index).await.unwrap();
+    bw.put_volume_index("shop", "data-db-0", &index)
+        .await
+        .unwrap();
     index
 }
 
@@ -167,7 +171,7 @@ pub async fn seed(store: &Writer) -> (RepoWriter, VolumeIndex) {
     }
     store
         .put_if_absent(
-            &Layout::pack(&"ab".repeat(32)),
+            &Layout::pack(&PackId::from_hex(&"ab".repeat(32)).unwrap()),
             Bytes::from_static(b"garbage pack"),
         )
         .await
@@ -258,7 +262,10 @@ async fn prune_keeps_the_policy_and_collects_old_garbage_but_not_a_backup_in_pro
             vec!["b0".into(), "b1".into(), "b2".into()]
         )
     );
-    assert_eq!(plan.packs.deleted_keys, [Layout::pack(&"ab".repeat(32))]);
+    assert_eq!(
+        plan.packs.deleted_keys,
+        [Layout::pack(&PackId::from_hex(&"ab".repeat(32)).unwrap())]
+    );
 
     let report = prune(&store, &policy, &opts(Duration::from_secs(3600)), now())
         .await
@@ -270,7 +277,7 @@ async fn prune_keeps_the_policy_and_collects_old_garbage_but_not_a_backup_in_pro
     assert!(
         !keys(&store, "packs/")
             .await
-            .contains(&Layout::pack(&"ab".repeat(32)))
+            .contains(&Layout::pack(&PackId::from_hex(&"ab".repeat(32)).unwrap()))
     );
     assert_eq!(report.leftovers_deleted.len(), 1);
     // The backup in progress keeps its folder and its young packs, and (because it is in

@@ -593,3 +593,32 @@ async fn a_killed_restore_run_again_ends_in_the_same_state_as_an_uninterrupted_o
     r.primary.cluster.shutdown().await.unwrap();
     r.secondary.cluster.shutdown().await.unwrap();
 }
+
+/// Issue 12: a manifest whose volume records do not parse is an error naming the backup and
+/// the field. Before, `Manifest::volumes()` read it as "no volumes" and the restore planned no
+/// volume data at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn issue12_a_malformed_volume_record_fails_the_dry_run_naming_the_field() {
+    let r = Regions::new().await;
+    r.backup("b1");
+    let path = r.path().join("repo/backups/b1/manifest.json");
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    manifest["details"]["volumes"] = json!([
+        {"namespace": "shop", "pvc": "data-db-0", "status": "Completed",
+         "index": "backups/b1/volumes/shop/data-db-0.json"}
+    ]);
+    std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    r.replicate_all(12).await;
+
+    for args in [&["--dry-run"][..], &["--dry-run", "--backup", "b1"]] {
+        let (code, doc, err) = r.restore(args);
+        assert_eq!(code, Some(1), "{args:?}: {doc} {err}");
+        assert!(
+            err.contains("details.volumes[0].status") && err.contains("\"b1\""),
+            "{args:?}: {err}"
+        );
+        assert_eq!(doc, Value::Null, "{args:?}: a plan was printed");
+    }
+    r.primary.cluster.shutdown().await.unwrap();
+    r.secondary.cluster.shutdown().await.unwrap();
+}

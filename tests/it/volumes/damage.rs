@@ -4,8 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use lifeboat::mover::index::{DirNode, Entry, FileNode, Meta, Mtime, SymlinkNode};
-use lifeboat::mover::{self, BackupOptions, KnownChunks, VolumeIndex};
+use lifeboat::mover::{self, BackupOptions, KnownChunks};
+use lifeboat::repo::index::VolumeIndex;
+use lifeboat::repo::index::{DirNode, Entry, FileNode, Meta, Mtime, SymlinkNode};
 use lifeboat::repo::{BackupName, Manifest, RepoConfig, RepoWriter, VolumeRecord, VolumeStatus};
 use lifeboat::storage::Writer;
 use lifeboat::storage::local::LocalBackend;
@@ -25,13 +26,11 @@ async fn repo(dir: &Path) -> RepoWriter {
 async fn commit_with_index(repo: &RepoWriter, name: &str, index: &VolumeIndex) {
     let name = BackupName::new(name).unwrap();
     let mut b = repo.begin_backup(name.clone()).await.unwrap();
-    let entry = mover::store_index(&mut b, "ns", "p", index).await.unwrap();
+    let entry = b.put_volume_index("ns", "p", index).await.unwrap();
     let mut record = VolumeRecord::new("ns", "p", VolumeStatus::Completed);
     record.index = Some(entry.key);
     let mut draft = Manifest::draft(name, jiff::Timestamp::now());
-    draft
-        .details
-        .insert("volumes".into(), serde_json::json!([record]));
+    draft.details.volumes = Some(vec![record]);
     b.commit(draft).await.unwrap();
 }
 

@@ -318,7 +318,7 @@ async fn a_volume_that_fails_to_restore_holds_back_only_the_workloads_mounting_i
         .path()
         .join("replica/backups/b/volumes/db/data-postgres-1.json");
     let index =
-        lifeboat::mover::VolumeIndex::from_json(&std::fs::read(index_path).unwrap()).unwrap();
+        lifeboat::repo::index::VolumeIndex::from_json(&std::fs::read(index_path).unwrap()).unwrap();
     let chunk = index.files().next().unwrap().chunks[0];
     let pack = regions
         .path()

@@ -14,9 +14,8 @@ use std::cell::RefCell;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use super::chunker::ChunkId;
+use crate::repo::{ChunkId, PackId};
 
 /// Last 8 bytes of every pack.
 pub const MAGIC: &[u8; 8] = b"LBPACK\x00\x01";
@@ -211,8 +210,8 @@ pub struct PackBuilder {
 /// A finished pack: its bytes, id and listing.
 #[derive(Debug, Clone)]
 pub struct FinishedPack {
-    /// sha256 of `bytes`, lowercase hex: the pack's id.
-    pub id: String,
+    /// sha256 of `bytes`: the pack's id.
+    pub id: PackId,
     /// The whole object.
     pub bytes: Bytes,
     /// What the trailer lists.
@@ -261,7 +260,7 @@ impl PackBuilder {
         self.buf
             .extend_from_slice(&(tbytes.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(MAGIC);
-        let id = hex::encode(Sha256::digest(&self.buf));
+        let id = PackId::of(&self.buf);
         let PackTrailer::V1 { chunks } = trailer;
         FinishedPack {
             id,
@@ -273,6 +272,8 @@ impl PackBuilder {
 
 #[cfg(test)]
 mod tests {
+    use sha2::{Digest, Sha256};
+
     use super::*;
 
     #[test]
@@ -287,7 +288,7 @@ mod tests {
             b.add(id, data.len() as u32, &encode_chunk(data, 3));
         }
         let p = b.finish();
-        assert_eq!(p.id, hex::encode(Sha256::digest(&p.bytes)));
+        assert_eq!(p.id.as_str(), hex::encode(Sha256::digest(&p.bytes)));
         let t = read_trailer(&p.bytes).unwrap();
         assert_eq!(t.chunks(), &p.chunks[..]);
         assert!(

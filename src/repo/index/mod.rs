@@ -13,8 +13,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::chunker::ChunkId;
-use crate::repo::{ChunkerParams, Layout, ObjectEntry};
+use crate::repo::{ChunkId, ChunkerParams, Layout, ObjectEntry, PackId};
 
 pub use read::{Flow, IndexEvent, IndexHeader, IndexStream, IndexVisitor, read_header, read_index};
 pub(crate) use write::{CHUNK_RECORD, decode_record, encode_record};
@@ -45,7 +44,7 @@ pub struct VolumeIndex {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PackRef {
     /// sha256 of the pack's bytes (lowercase hex); its key is `packs/<aa>/<id>`.
-    pub id: String,
+    pub id: PackId,
     /// The pack's size in bytes.
     pub size: u64,
 }
@@ -61,7 +60,7 @@ impl PackRef {
         ObjectEntry {
             key: self.key(),
             size: self.size,
-            sha256: self.id.clone(),
+            sha256: self.id.to_string(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The streamed writer and reader agree with the serde types, byte for byte and entry for entry.
 
 use super::*;
-use crate::mover::chunker::ChunkId;
+use crate::repo::ChunkId;
 use crate::repo::RepoConfig;
 
 fn meta(mode: u32) -> Meta {
@@ -27,11 +27,11 @@ fn sample() -> VolumeIndex {
     let mut ix = VolumeIndex::new(RepoConfig::new_default().chunker);
     ix.packs = vec![
         PackRef {
-            id: "aa".repeat(32),
+            id: PackId::from_hex(&"aa".repeat(32)).unwrap(),
             size: 10,
         },
         PackRef {
-            id: "bb".repeat(32),
+            id: PackId::from_hex(&"bb".repeat(32)).unwrap(),
             size: 20,
         },
     ];

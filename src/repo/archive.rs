@@ -1,13 +1,31 @@
-//! `resources.tar.zst`: objects stream in, a compressed tar is spooled to a temporary file (so
-//! memory stays flat however large the cluster), then uploaded in staged blocks.
+//! The resource archive `backups/<name>/resources.tar.zst`, both ways: every object of the
+//! cluster as JSON at `<group>/<version>/<resource>/[<ns>/]<name>.json` (`core` for the core
+//! group).
+//!
+//! Writing: objects stream in, a compressed tar is spooled to a temporary file (so memory stays
+//! flat however large the cluster), then uploaded in staged blocks. Reading
+//! ([`super::RepoReader::resources`]): downloaded, checked against the manifest's sha256 and
+//! decoded into [`BackupObject`]s.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
-
-use sha2::{Digest, Sha256};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
+
+use super::RepoError;
+
+/// The path of an object in the archive.
+pub fn entry_path(group: &str, version: &str, plural: &str, namespace: &str, name: &str) -> String {
+    let group = if group.is_empty() { "core" } else { group };
+    if namespace.is_empty() {
+        format!("{group}/{version}/{plural}/{name}.json")
+    } else {
+        format!("{group}/{version}/{plural}/{namespace}/{name}.json")
+    }
+}
 
 /// One object on its way into the archive.
 pub struct Entry {
@@ -145,6 +163,70 @@ pub fn spool(dir: &Path, name: &str, mut rx: mpsc::Receiver<Batch>) -> std::io::
         size,
         sha256,
     })
+}
+
+/// One backed-up object and where it came from.
+#[derive(Debug, Clone)]
+pub struct BackupObject {
+    /// API group (`""` for core).
+    pub group: String,
+    /// Version.
+    pub version: String,
+    /// Plural resource name.
+    pub plural: String,
+    /// Namespace (`""` for cluster-scoped).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The object as backed up.
+    pub object: Value,
+}
+
+/// Decodes every object of an archive.
+pub(super) fn decode(bytes: &[u8], backup: &str) -> Result<Vec<BackupObject>, RepoError> {
+    let bad = |detail: String| RepoError::Archive {
+        backup: backup.to_owned(),
+        detail,
+    };
+    let zstd = zstd::Decoder::new(bytes).map_err(|e| bad(format!("zstd: {e}")))?;
+    let mut archive = tar::Archive::new(zstd);
+    let mut out = Vec::new();
+    for entry in archive.entries().map_err(|e| bad(format!("tar: {e}")))? {
+        let mut entry = entry.map_err(|e| bad(format!("tar: {e}")))?;
+        let path = entry
+            .path()
+            .map_err(|e| bad(format!("tar path: {e}")))?
+            .to_string_lossy()
+            .into_owned();
+        let mut data = Vec::with_capacity(entry.size() as usize);
+        entry
+            .read_to_end(&mut data)
+            .map_err(|e| bad(format!("{path}: {e}")))?;
+        let parts: Vec<&str> = path.split('/').collect();
+        let (namespace, file) = match parts.len() {
+            4 => ("", parts[3]),
+            5 => (parts[3], parts[4]),
+            _ => return Err(bad(format!("unexpected entry {path}"))),
+        };
+        let name = file
+            .strip_suffix(".json")
+            .ok_or_else(|| bad(format!("unexpected entry {path}")))?;
+        let object: Value =
+            serde_json::from_slice(&data).map_err(|e| bad(format!("{path}: {e}")))?;
+        out.push(BackupObject {
+            group: if parts[0] == "core" {
+                String::new()
+            } else {
+                parts[0].to_owned()
+            },
+            version: parts[1].to_owned(),
+            plural: parts[2].to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            object,
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

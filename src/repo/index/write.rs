@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{ChunkRef, Entry, FileNode, INDEX_FORMAT, INDEX_VERSION, PackRef};
-use crate::mover::chunker::ChunkId;
+use crate::repo::ChunkId;
 use crate::repo::ChunkerParams;
 
 /// Bytes of one spooled chunk reference: id, pack, offset, length, size.
