@@ -141,7 +141,10 @@ pub(crate) fn decode(body: &[u8]) -> Result<Value, String> {
 }
 
 fn object(api_version: &str, kind: &str, raw: &[u8]) -> Option<Value> {
-    let read = matches!(kind, "Namespace" | "ConfigMap" | "Secret" | "ServiceAccount");
+    let read = matches!(
+        kind,
+        "Namespace" | "ConfigMap" | "Secret" | "ServiceAccount"
+    );
     if api_version != "v1" || !read {
         return None;
     }
