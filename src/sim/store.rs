@@ -429,14 +429,16 @@ pub(crate) fn log_path(state_dir: &std::path::Path, ns: &str, pod: &str, c: &str
         .join(format!("{c}.log"))
 }
 
-/// Core kinds with a status whose objects a real API server (1.34) gives no
-/// `metadata.generation` (measured against kube-apiserver by the differential suite).
+/// Kinds with a status whose objects a real API server (1.34) gives no `metadata.generation`
+/// (measured against kube-apiserver by the differential suite).
 fn without_generation(rt: &ResourceType) -> bool {
-    rt.group.is_empty()
-        && matches!(
-            rt.plural.as_str(),
+    matches!(
+        (rt.group.as_str(), rt.plural.as_str()),
+        (
+            "",
             "namespaces" | "services" | "persistentvolumeclaims" | "persistentvolumes" | "nodes"
-        )
+        ) | ("apiregistration.k8s.io", "apiservices")
+    )
 }
 
 /// How a write was made (for managedFields and server-side apply).

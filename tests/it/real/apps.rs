@@ -18,7 +18,7 @@ fn shared(rel: &str) -> PathBuf {
 /// Loads metrics-server's kustomize base into namespace `ns`, as its own kustomization does
 /// (the `k8s-app` label on objects and selectors) with the namespace of the test's.
 fn load_metrics_server(r: &Real, ns: &str) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = super::workdir();
     let mut resources = Vec::new();
     for f in [
         "apiservice.yaml",
@@ -163,7 +163,7 @@ async fn real_apps_round_trip_into_the_secondary_and_their_workloads_roll_out() 
     assert_eq!(primary_workloads.len(), 9, "{primary_workloads:?}");
     rolled_out(&r.primary, "cnpg-system");
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = super::workdir();
     write_config(dir.path(), &r, "");
     let scope = format!("{store},{metrics},cnpg-system");
     let out = lifeboat(

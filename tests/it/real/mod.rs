@@ -150,6 +150,13 @@ where
     }
 }
 
+/// A scratch directory for a test's config and locations. Not under /tmp: pods the agent runs
+/// get their own `emptyDir` there, so a local location under /tmp would be another directory
+/// for the mover than for the test.
+pub fn workdir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
 /// Writes `dir/lifeboat.yaml`: both clusters by kubeconfig, the writable `primary` location and
 /// its read-only replica `dr`, and the `secondary` restore profile with the region's zone map.
 pub fn write_config(dir: &Path, r: &Real, extra: &str) {

@@ -13,8 +13,7 @@ use crate::support::{lifeboat, stderr};
 #[tokio::test(flavor = "multi_thread")]
 async fn nightly_cronjob_runs_in_cluster_under_rbac_that_refuses_what_it_must_not_do() {
     let Some(r) = real().await else { return };
-    // Not under /tmp: the job's pod has an emptyDir there, as the rendered CronJob asks.
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = super::workdir();
     let repo = dir.path().join("repo");
     // In the cluster, `primary` is the cluster the pod runs in; the location is a directory the
     // agent's processes share with this test.

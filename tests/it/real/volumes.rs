@@ -51,7 +51,7 @@ async fn statefulset_data_round_trips_byte_identical_through_real_control_planes
     dataset::generate(&vol0, &spec).unwrap();
     std::fs::write(vol1.join("PG_VERSION"), "17\n").unwrap();
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = super::workdir();
     write_config(
         dir.path(),
         &r,
