@@ -11,7 +11,7 @@ use serde_json::Value;
 include!("../../../fixtures/volume/dataset.rs");
 
 use super::{Cluster, get, real, replicate, restore, wait_until, write_config};
-use crate::support::{lifeboat, stderr, stdout};
+use crate::support::{lifeboat, lifeboat_cmd, stderr, stdout};
 
 /// The directory behind a claim once it is bound (`disk.csi.sim` volumes are directories).
 async fn claim_dir(c: &Cluster, ns: &str, pvc: &str) -> PathBuf {
@@ -161,4 +161,77 @@ async fn statefulset_data_round_trips_byte_identical_through_real_control_planes
         );
         assert_eq!(left.trim(), "", "{kind} left behind in the secondary");
     }
+
+    // A run killed while a mover works leaves its snapshot, claim and Job; once their lease has
+    // lapsed, the next run deletes them.
+    let mut child = lifeboat_cmd(
+        dir.path(),
+        &["backup", "--name", "killed", scope[0], scope[1]],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    wait_until("a mover Job of the killed run", || async {
+        let jobs = get(
+            &r.primary,
+            "/apis/batch/v1/jobs?labelSelector=lifeboat.io%2Frole%3Dmover",
+        )
+        .await?;
+        (!jobs["items"].as_array()?.is_empty()).then_some(())
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = temporary(&r.primary).await;
+    assert!(
+        left.iter().any(|o| o["kind"] == "VolumeSnapshot"),
+        "the killed run left its snapshot: {left:?}"
+    );
+    wait_until("the killed run's leases to lapse", || async {
+        let now = jiff::Timestamp::now();
+        temporary(&r.primary)
+            .await
+            .iter()
+            .all(|o| {
+                o["metadata"]["annotations"]["lifeboat.io/alive-until"]
+                    .as_str()
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                    .is_none_or(|until| until < now)
+            })
+            .then_some(())
+    })
+    .await;
+    let out = backup("after");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Deleting a claim or snapshot waits for its controllers' finalizers: poll until gone.
+    wait_until("no temporary object left", || async {
+        temporary(&r.primary).await.is_empty().then_some(())
+    })
+    .await;
+}
+
+/// lifeboat's temporary snapshots, claims and Jobs in a cluster.
+async fn temporary(c: &Cluster) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (path, kind) in [
+        (
+            "/apis/snapshot.storage.k8s.io/v1/volumesnapshots",
+            "VolumeSnapshot",
+        ),
+        ("/api/v1/persistentvolumeclaims", "PersistentVolumeClaim"),
+        ("/apis/batch/v1/jobs", "Job"),
+    ] {
+        let list = get(
+            c,
+            &format!("{path}?labelSelector=lifeboat.io%2Ftemporary%3Dtrue"),
+        )
+        .await
+        .unwrap_or_default();
+        for mut o in list["items"].as_array().cloned().unwrap_or_default() {
+            o["kind"] = kind.into();
+            out.push(o);
+        }
+    }
+    out
 }
