@@ -194,8 +194,16 @@ impl Kubelet {
             Err(e) => return Err(e),
         };
         if !lifeboat {
+            // Containers of other images run nothing: a Job's pod has done its work at once
+            // (Succeeded, as a kubelet reports containers that exited 0); others keep running.
+            let finished = owned_by_job(pod);
             objects
-                .modify_status(Kind::Pod, pod, |p| set_running(p, &prepared.ip, None))
+                .modify_status(Kind::Pod, pod, |p| {
+                    set_running(p, &prepared.ip, None);
+                    if finished {
+                        set_succeeded(p);
+                    }
+                })
                 .await?;
             self.mark(pod, Handled::Done);
             return Ok(());
@@ -674,6 +682,42 @@ fn set_running(p: &mut Value, ip: &str, statuses: Option<Vec<Value>>) {
     }
 }
 
+/// Returns true if and only if a Job controls the pod.
+fn owned_by_job(pod: &Value) -> bool {
+    pod["metadata"]["ownerReferences"]
+        .as_array()
+        .is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r["kind"] == "Job" && r["controller"] == true)
+        })
+}
+
+/// Marks a started pod Succeeded: every container exited 0, as the kubelet reports a finished
+/// Job pod.
+fn set_succeeded(p: &mut Value) {
+    let t = now();
+    let statuses: Vec<Value> = containers(p, "containers")
+        .map(|c| {
+            let done = json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": t, "finishedAt": t}});
+            container_status(c, done, false, 0)
+        })
+        .collect();
+    p["status"]["phase"] = json!("Succeeded");
+    p["status"]["conditions"] = completed_conditions();
+    p["status"]["containerStatuses"] = json!(statuses);
+}
+
+/// The conditions of a pod whose containers have all ended.
+fn completed_conditions() -> Value {
+    let mut conds = conditions(false, true);
+    for c in conds.as_array_mut().into_iter().flatten() {
+        if c["type"] == "Ready" || c["type"] == "ContainersReady" {
+            c["reason"] = json!("PodCompleted");
+        }
+    }
+    conds
+}
+
 /// Runs a lifeboat pod to its end (or until it is killed) and writes its statuses.
 async fn run_pod(
     objects: &Objects,
@@ -776,13 +820,7 @@ async fn run_pod(
     tracing::info!(pod = %pod_key, phase, "kubelet: lifeboat pod finished");
     write_pod_status(objects, pod, &pod_key, |p| {
         p["status"]["phase"] = json!(phase);
-        let mut conds = conditions(false, true);
-        for c in conds.as_array_mut().into_iter().flatten() {
-            if c["type"] == "Ready" || c["type"] == "ContainersReady" {
-                c["reason"] = json!("PodCompleted");
-            }
-        }
-        p["status"]["conditions"] = conds;
+        p["status"]["conditions"] = completed_conditions();
         p["status"]["containerStatuses"] = json!(statuses.clone());
     })
     .await;
