@@ -1,5 +1,5 @@
-//! Units shared by every part: byte sizes for people, and the one duration grammar (`--ttl`,
-//! `--grace`, a schedule's `ttl`, a retention policy's `ttl`). Depends on nothing in the crate,
+//! Units shared by every part: byte sizes for people, Kubernetes quantities, and the one
+//! duration grammar (`--ttl`, `--grace`, a schedule's `ttl`, a retention policy's `ttl`). Depends on nothing in the crate,
 //! so any part may use it without an upward import.
 
 use jiff::{SignedDuration, Span, SpanRelativeTo};
@@ -18,6 +18,53 @@ pub fn human_bytes(n: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[u])
     }
+}
+
+/// A Kubernetes quantity (`10Gi`, `500M`, `1.5Gi`, `1e9`, `100`) as a whole number of units
+/// (bytes, for storage), rounded up; exact for every integer quantity. None if it is not one.
+pub fn parse_quantity(q: &str) -> Option<u128> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let (mult, div): (u128, u128) = match suffix {
+        "" => (1, 1),
+        "m" => (1, 1000),
+        "k" => (1000, 1),
+        "M" => (1000u128.pow(2), 1),
+        "G" => (1000u128.pow(3), 1),
+        "T" => (1000u128.pow(4), 1),
+        "P" => (1000u128.pow(5), 1),
+        "E" => (1000u128.pow(6), 1),
+        "Ki" => (1 << 10, 1),
+        "Mi" => (1 << 20, 1),
+        "Gi" => (1 << 30, 1),
+        "Ti" => (1 << 40, 1),
+        "Pi" => (1 << 50, 1),
+        "Ei" => (1 << 60, 1),
+        s if s.starts_with(['e', 'E']) => (10u128.checked_pow(s[1..].parse().ok()?)?, 1),
+        _ => return None,
+    };
+    let number = number.strip_prefix('+').unwrap_or(number);
+    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+    if int.is_empty() && frac.is_empty() {
+        return None;
+    }
+    let digits = |s: &str| -> Option<u128> {
+        if s.is_empty() {
+            Some(0)
+        } else {
+            s.parse().ok()
+        }
+    };
+    let scale = 10u128.checked_pow(u32::try_from(frac.len()).ok()?)?;
+    // (int + frac / scale) * mult / div, rounded up, in integers.
+    let numerator = (digits(int)?
+        .checked_mul(scale)?
+        .checked_add(digits(frac)?)?)
+    .checked_mul(mult)?;
+    Some(numerator.div_ceil(scale.checked_mul(div)?))
 }
 
 /// A duration that does not parse.
@@ -66,6 +113,19 @@ pub fn parse_duration(s: &str) -> Result<SignedDuration, DurationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantities_parse_exactly_like_kubernetes() {
+        assert_eq!(parse_quantity("10Gi"), Some(10 << 30));
+        assert_eq!(parse_quantity("1.5Gi"), Some(3 << 29));
+        assert_eq!(parse_quantity("500M"), Some(500_000_000));
+        assert_eq!(parse_quantity("1e3"), Some(1000));
+        assert_eq!(parse_quantity("100"), Some(100));
+        assert_eq!(parse_quantity("100m"), Some(1));
+        assert_eq!(parse_quantity("10Xi"), None);
+        assert_eq!(parse_quantity("-1"), None);
+        assert_eq!(parse_quantity("Gi"), None);
+    }
 
     #[test]
     fn human_units() {

@@ -197,8 +197,15 @@ fn rule_skip(
         ("", "Secret") if o.object["type"] == "kubernetes.io/service-account-token" => {
             return Some("service account tokens are issued by the target".into());
         }
-        ("rbac.authorization.k8s.io", "ClusterRole" | "ClusterRoleBinding")
-            if o.name.starts_with("system:") =>
+        // The cluster marks its own RBAC so; `system:` names of an application's (metrics and
+        // monitoring stacks ship them) are the application's.
+        (
+            "rbac.authorization.k8s.io",
+            "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding",
+        ) if o
+            .object
+            .pointer("/metadata/labels/kubernetes.io~1bootstrapping")
+            == Some(&Value::from("rbac-defaults")) =>
         {
             return Some("bootstrap RBAC belongs to the target cluster".into());
         }
@@ -576,5 +583,36 @@ mod tests {
         // An application's own Service and an extra ServiceCIDR are restored.
         assert_eq!(skip("", "services", "Service", "shop", "kubernetes"), None);
         assert_eq!(skip(ns, "servicecidrs", "ServiceCIDR", "", "extra"), None);
+    }
+
+    /// Bootstrap RBAC is the cluster's by its label; an application's `system:` roles are not.
+    #[test]
+    fn bootstrap_rbac_is_recognised_by_its_label_not_its_name() {
+        let rbac = "rbac.authorization.k8s.io";
+        let mut bootstrap = object(rbac, "clusterroles", "", "admin");
+        bootstrap.object["metadata"]["labels"] =
+            serde_json::json!({"kubernetes.io/bootstrapping": "rbac-defaults"});
+        let filters = RestoreFilters::default();
+        assert!(rule_skip(&bootstrap, "ClusterRole", &HashMap::new(), &filters).is_some());
+        assert_eq!(
+            skip(
+                rbac,
+                "clusterroles",
+                "ClusterRole",
+                "",
+                "system:metrics-server"
+            ),
+            None
+        );
+        assert_eq!(
+            skip(
+                rbac,
+                "clusterrolebindings",
+                "ClusterRoleBinding",
+                "",
+                "system:metrics-server"
+            ),
+            None
+        );
     }
 }

@@ -53,6 +53,7 @@ pub struct Context<'a> {
 
 /// Every rule, in the order applied, with the name the plan reports.
 pub const RULES: &[(&str, Rule)] = &[
+    ("claim-capacity", claim_capacity),
     ("strip-server-fields", strip_server_fields),
     ("drop-owner-references", drop_owner_references),
     ("service-cluster-ip", service_cluster_ip),
@@ -62,6 +63,7 @@ pub const RULES: &[(&str, Rule)] = &[
     ("map-storage-class", map_storage_class),
     ("map-zones", map_zones),
     ("map-namespace", map_namespace),
+    ("aggregated-rules", aggregated_rules),
     ("mark-restored", mark_restored),
 ];
 

@@ -253,3 +253,50 @@ pub fn mark_restored(obj: &mut Value, ctx: &Context<'_>) -> bool {
     );
     true
 }
+
+/// A claim asks for at least the capacity of the volume it was bound to: since Kubernetes 1.34 a
+/// claim's request may be below it (recovery from a failed expansion), and the data may not fit
+/// a volume of the request's size. Runs before the status is stripped.
+pub fn claim_capacity(obj: &mut Value, _: &Context<'_>) -> bool {
+    if kind(obj) != "PersistentVolumeClaim" || !group(obj).is_empty() {
+        return false;
+    }
+    let Some(capacity) = obj["status"]["capacity"]["storage"]
+        .as_str()
+        .map(str::to_owned)
+    else {
+        return false;
+    };
+    let requested = obj["spec"]["resources"]["requests"]["storage"].as_str();
+    let bigger = match (
+        crate::units::parse_quantity(&capacity),
+        requested.and_then(crate::units::parse_quantity),
+    ) {
+        (Some(c), Some(r)) => c > r,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    if bigger {
+        obj["spec"]["resources"]["requests"]["storage"] = Value::String(capacity);
+    }
+    bigger
+}
+
+/// An aggregated ClusterRole (one with an `aggregationRule`) is restored without its rules: the
+/// target's aggregation controller fills them from the target's own roles.
+pub fn aggregated_rules(obj: &mut Value, _: &Context<'_>) -> bool {
+    if kind(obj) != "ClusterRole" || obj.get("aggregationRule").is_none_or(Value::is_null) {
+        return false;
+    }
+    let Some(o) = obj.as_object_mut() else {
+        return false;
+    };
+    match o.get("rules") {
+        Some(Value::Array(rules)) if rules.is_empty() => false,
+        None => false,
+        Some(_) => {
+            o.insert("rules".into(), Value::Array(Vec::new()));
+            true
+        }
+    }
+}

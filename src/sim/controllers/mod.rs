@@ -862,34 +862,7 @@ pub(crate) fn now() -> String {
 /// Parses a Kubernetes quantity (`10Gi`, `500M`, `1.5Gi`, `1e9`, `100`) into a whole number of
 /// units (bytes, for storage), rounding up.
 pub(crate) fn parse_quantity(q: &str) -> Option<u64> {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let mult: f64 = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0f64.powi(2),
-        "Gi" => 1024.0f64.powi(3),
-        "Ti" => 1024.0f64.powi(4),
-        "Pi" => 1024.0f64.powi(5),
-        "Ei" => 1024.0f64.powi(6),
-        s if s.starts_with(['e', 'E']) => 10f64.powi(s[1..].parse().ok()?),
-        _ => return None,
-    };
-    let n: f64 = num.parse().ok()?;
-    if n < 0.0 {
-        return None;
-    }
-    Some((n * mult).ceil() as u64)
+    crate::units::parse_quantity(q).and_then(|v| u64::try_from(v).ok())
 }
 
 /// Returns true if and only if the pod has the condition `Ready` = `True`.

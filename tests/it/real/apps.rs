@@ -265,6 +265,7 @@ async fn real_apps_round_trip_into_the_secondary_and_their_workloads_roll_out() 
                 let unmapped = item["transforms"].as_array().unwrap().iter().all(|t| {
                     [
                         "strip-server-fields",
+                        "drop-owner-references",
                         "mark-restored",
                         "service-cluster-ip",
                         "service-node-ports",
