@@ -220,13 +220,7 @@ async fn reconcile_snapshot(objects: &Objects, vs: &Value) -> Result<(), Error> 
                 .as_str()
                 .and_then(parse_quantity)
                 .unwrap_or(copied);
-            let nanos = jiff::Timestamp::now().as_nanosecond();
-            vsc["status"] = json!({
-                "creationTime": i64::try_from(nanos).unwrap_or(i64::MAX),
-                "readyToUse": true,
-                "restoreSize": size,
-                "snapshotHandle": to.to_string_lossy(),
-            });
+            vsc["status"] = content_status(&to, size);
             objects
                 .update_status(Kind::VolumeSnapshotContent, vsc)
                 .await?
@@ -307,17 +301,7 @@ async fn reconcile_content(
         .unwrap_or("");
     if !bound_to.is_empty() && !live.contains(bound_to) {
         if vsc["spec"]["deletionPolicy"] == "Delete" {
-            if handle.starts_with(objects.config().state_dir.join("snapshots")) {
-                let h = handle.clone();
-                tokio::task::spawn_blocking(move || csi::remove(&h))
-                    .await
-                    .expect("the CSI removal task does not panic")
-                    .map_err(|source| Error::Csi {
-                        op: "delete snapshot",
-                        path: handle,
-                        source,
-                    })?;
-            }
+            remove_copy(objects, handle).await?;
             tracing::info!(
                 content = name(&vsc),
                 "snapshot deleted; deleted its content"
@@ -332,27 +316,53 @@ async fn reconcile_content(
         && vsc["spec"]["source"]["snapshotHandle"].is_string()
         && handle.is_dir()
     {
-        let h = handle.clone();
-        let size = tokio::task::spawn_blocking(move || csi::tree_size(&h))
-            .await
-            .expect("the CSI size task does not panic")
-            .map_err(|source| Error::Csi {
-                op: "measure snapshot",
-                path: handle.clone(),
-                source,
-            })?;
-        let nanos = jiff::Timestamp::now().as_nanosecond();
-        vsc["status"] = json!({
-            "creationTime": i64::try_from(nanos).unwrap_or(i64::MAX),
-            "readyToUse": true,
-            "restoreSize": size,
-            "snapshotHandle": handle.to_string_lossy(),
-        });
+        vsc["status"] = ready_status(handle).await?;
         objects
             .update_status(Kind::VolumeSnapshotContent, vsc)
             .await?;
     }
     Ok(())
+}
+
+/// Deletes a snapshot's copy, if it is one this driver made (under `<state_dir>/snapshots`).
+async fn remove_copy(objects: &Objects, handle: PathBuf) -> Result<(), Error> {
+    if !handle.starts_with(objects.config().state_dir.join("snapshots")) {
+        return Ok(());
+    }
+    let h = handle.clone();
+    tokio::task::spawn_blocking(move || csi::remove(&h))
+        .await
+        .expect("the CSI removal task does not panic")
+        .map_err(|source| Error::Csi {
+            op: "delete snapshot",
+            path: handle,
+            source,
+        })
+}
+
+/// A content's status once its copy at `handle` exists: ready, with its size.
+async fn ready_status(handle: PathBuf) -> Result<Value, Error> {
+    let h = handle.clone();
+    let size = tokio::task::spawn_blocking(move || csi::tree_size(&h))
+        .await
+        .expect("the CSI size task does not panic")
+        .map_err(|source| Error::Csi {
+            op: "measure snapshot",
+            path: handle.clone(),
+            source,
+        })?;
+    Ok(content_status(&handle, size))
+}
+
+/// The status a snapshotter writes for a ready snapshot.
+fn content_status(handle: &std::path::Path, size: u64) -> Value {
+    let nanos = jiff::Timestamp::now().as_nanosecond();
+    json!({
+        "creationTime": i64::try_from(nanos).unwrap_or(i64::MAX),
+        "readyToUse": true,
+        "restoreSize": size,
+        "snapshotHandle": handle.to_string_lossy(),
+    })
 }
 
 /// The finalizer the snapshot-controller puts on a bound content; the sidecar removes it once
@@ -385,17 +395,8 @@ async fn sidecar_content(objects: &Objects, mut vsc: Value) -> Result<(), Error>
         }
         if vsc["spec"]["deletionPolicy"] == "Delete"
             && let Some(handle) = vsc["status"]["snapshotHandle"].as_str().map(PathBuf::from)
-            && handle.starts_with(objects.config().state_dir.join("snapshots"))
         {
-            let h = handle.clone();
-            tokio::task::spawn_blocking(move || csi::remove(&h))
-                .await
-                .expect("the CSI removal task does not panic")
-                .map_err(|source| Error::Csi {
-                    op: "delete snapshot",
-                    path: handle,
-                    source,
-                })?;
+            remove_copy(objects, handle).await?;
             tracing::info!(
                 content = name(&vsc),
                 "content deleted; deleted its snapshot"
@@ -421,7 +422,7 @@ async fn sidecar_content(objects: &Objects, mut vsc: Value) -> Result<(), Error>
         }
         return Ok(());
     }
-    let (handle, size) = if pre_provisioned {
+    vsc["status"] = if pre_provisioned {
         let handle = PathBuf::from(
             vsc["spec"]["source"]["snapshotHandle"]
                 .as_str()
@@ -430,16 +431,7 @@ async fn sidecar_content(objects: &Objects, mut vsc: Value) -> Result<(), Error>
         if !handle.is_dir() {
             return Ok(());
         }
-        let h = handle.clone();
-        let size = tokio::task::spawn_blocking(move || csi::tree_size(&h))
-            .await
-            .expect("the CSI size task does not panic")
-            .map_err(|source| Error::Csi {
-                op: "measure snapshot",
-                path: handle.clone(),
-                source,
-            })?;
-        (handle, size)
+        ready_status(handle).await?
     } else {
         let Some(volume) = vsc["spec"]["source"]["volumeHandle"]
             .as_str()
@@ -458,15 +450,8 @@ async fn sidecar_content(objects: &Objects, mut vsc: Value) -> Result<(), Error>
                 source,
             })?;
         tracing::info!(content = name(&vsc), "cut snapshot");
-        (dir, size)
+        content_status(&dir, size)
     };
-    let nanos = jiff::Timestamp::now().as_nanosecond();
-    vsc["status"] = json!({
-        "creationTime": i64::try_from(nanos).unwrap_or(i64::MAX),
-        "readyToUse": true,
-        "restoreSize": size,
-        "snapshotHandle": handle.to_string_lossy(),
-    });
     objects
         .update_status(Kind::VolumeSnapshotContent, vsc)
         .await?;

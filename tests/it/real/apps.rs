@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::{Real, get, kubectl, real, replicate, restore, unique, write_config};
+use crate::restore::item_path;
 use crate::support::{lifeboat, stderr, stdout};
 
 fn shared(rel: &str) -> PathBuf {
@@ -133,27 +134,6 @@ fn content(o: &Value) -> Value {
         }
     }
     Value::Object(c)
-}
-
-/// The path of a plan item's object.
-fn item_path(item: &Value) -> String {
-    let (g, v, r) = (
-        item["group"].as_str().unwrap(),
-        item["version"].as_str().unwrap(),
-        item["resource"].as_str().unwrap(),
-    );
-    let base = if g.is_empty() {
-        format!("/api/{v}")
-    } else {
-        format!("/apis/{g}/{v}")
-    };
-    match item["namespace"].as_str().unwrap() {
-        "" => format!("{base}/{r}/{}", item["name"].as_str().unwrap()),
-        ns => format!(
-            "{base}/namespaces/{ns}/{r}/{}",
-            item["name"].as_str().unwrap()
-        ),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -131,23 +131,12 @@ pub async fn get(c: &Cluster, path: &str) -> Option<Value> {
 }
 
 /// Polls `probe` until it returns Some, or panics after [`WAIT`] naming `what`.
-pub async fn wait_until<T, F, Fut>(what: &str, mut probe: F) -> T
+pub async fn wait_until<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}"
-        );
-        // Polling the API is the condition check; the interval only paces it.
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    crate::sim::eventually_within(what, WAIT, probe).await
 }
 
 /// A scratch directory for a test's config and locations. Not under /tmp: pods the agent runs

@@ -8,29 +8,13 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-include!("../../../fixtures/volume/dataset.rs");
-
 use super::{Cluster, get, real, replicate, restore, wait_until, write_config};
 use crate::support::{lifeboat, lifeboat_cmd, stderr, stdout};
+use crate::volumes::{dataset, leases_lapsed, leftovers};
 
 /// The directory behind a claim once it is bound (`disk.csi.sim` volumes are directories).
 async fn claim_dir(c: &Cluster, ns: &str, pvc: &str) -> PathBuf {
-    let path = format!("/api/v1/namespaces/{ns}/persistentvolumeclaims/{pvc}");
-    let volume = wait_until(&format!("claim {ns}/{pvc} bound"), || async {
-        let claim = get(c, &path).await?;
-        (claim["status"]["phase"] == "Bound")
-            .then(|| claim["spec"]["volumeName"].as_str().map(str::to_owned))
-            .flatten()
-    })
-    .await;
-    let pv = get(c, &format!("/api/v1/persistentvolumes/{volume}"))
-        .await
-        .expect("the bound volume exists");
-    PathBuf::from(
-        pv["spec"]["csi"]["volumeHandle"]
-            .as_str()
-            .expect("a CSI volume"),
-    )
+    crate::volumes::claim_dir_within(&c.client, ns, pvc, super::WAIT).await
 }
 
 fn summary(out: &std::process::Output) -> Value {
@@ -183,55 +167,20 @@ async fn statefulset_data_round_trips_byte_identical_through_real_control_planes
     .await;
     child.kill().unwrap();
     child.wait().unwrap();
-    let left = temporary(&r.primary).await;
+    let left = leftovers(&r.primary.client).await;
     assert!(
-        left.iter().any(|o| o["kind"] == "VolumeSnapshot"),
+        left.iter().any(|l| l.contains("volumesnapshots")),
         "the killed run left its snapshot: {left:?}"
     );
     wait_until("the killed run's leases to lapse", || async {
-        let now = jiff::Timestamp::now();
-        temporary(&r.primary)
-            .await
-            .iter()
-            .all(|o| {
-                o["metadata"]["annotations"]["lifeboat.io/alive-until"]
-                    .as_str()
-                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-                    .is_none_or(|until| until < now)
-            })
-            .then_some(())
+        leases_lapsed(&r.primary.client).await.then_some(())
     })
     .await;
     let out = backup("after");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     // Deleting a claim or snapshot waits for its controllers' finalizers: poll until gone.
     wait_until("no temporary object left", || async {
-        temporary(&r.primary).await.is_empty().then_some(())
+        leftovers(&r.primary.client).await.is_empty().then_some(())
     })
     .await;
-}
-
-/// lifeboat's temporary snapshots, claims and Jobs in a cluster.
-async fn temporary(c: &Cluster) -> Vec<Value> {
-    let mut out = Vec::new();
-    for (path, kind) in [
-        (
-            "/apis/snapshot.storage.k8s.io/v1/volumesnapshots",
-            "VolumeSnapshot",
-        ),
-        ("/api/v1/persistentvolumeclaims", "PersistentVolumeClaim"),
-        ("/apis/batch/v1/jobs", "Job"),
-    ] {
-        let list = get(
-            c,
-            &format!("{path}?labelSelector=lifeboat.io%2Ftemporary%3Dtrue"),
-        )
-        .await
-        .unwrap_or_default();
-        for mut o in list["items"].as_array().cloned().unwrap_or_default() {
-            o["kind"] = kind.into();
-            out.push(o);
-        }
-    }
-    out
 }

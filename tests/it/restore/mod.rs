@@ -112,7 +112,7 @@ pub async fn get(client: &kube::Client, path: &str) -> Option<Value> {
     }
 }
 
-fn item_path(item: &Value) -> String {
+pub fn item_path(item: &Value) -> String {
     let (g, v, r) = (
         item["group"].as_str().unwrap(),
         item["version"].as_str().unwrap(),

@@ -57,19 +57,28 @@ pub fn code(e: &kube::Error) -> (u16, String) {
 }
 
 /// Polls `probe` until it returns `Some`, or panics after [`WAIT`] naming `what`.
-pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    eventually_within(what, WAIT, probe).await
+}
+
+/// Polls `probe` until it returns `Some`, or panics after `wait` naming `what`.
+pub async fn eventually_within<T, F, Fut>(what: &str, wait: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
         if let Some(v) = probe().await {
             return v;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
+            "timed out after {wait:?} waiting for {what}"
         );
         // Polling an API is the condition check here; the interval only paces it.
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -7,18 +7,7 @@ use crate::restore::{Regions, get};
 use crate::sim::eventually;
 use crate::support::{lifeboat, lifeboat_cmd, stderr, stdout};
 
-use super::{claim_dir, dataset, leftovers, temporary_objects};
-
-/// Whether every temporary object's `lifeboat.io/alive-until` lease has passed.
-async fn leases_lapsed(client: &kube::Client) -> bool {
-    let now = jiff::Timestamp::now();
-    temporary_objects(client).await.iter().all(|(_, o)| {
-        o["metadata"]["annotations"]["lifeboat.io/alive-until"]
-            .as_str()
-            .and_then(|s| s.parse::<jiff::Timestamp>().ok())
-            .is_none_or(|until| until < now)
-    })
-}
+use super::{claim_dir, dataset, leases_lapsed, leftovers};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_killed_mid_volume_leaves_nothing_after_the_next_backup() {

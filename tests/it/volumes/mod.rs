@@ -12,13 +12,23 @@ use serde_json::Value;
 include!("../../../fixtures/volume/dataset.rs");
 
 use crate::restore::{Regions, get};
-use crate::sim::eventually;
+use crate::sim::{eventually, eventually_within};
 use crate::support::{lifeboat, stderr, stdout};
 
 /// The directory of a claim's volume once it is bound (`disk.csi.sim` volumes are directories).
 pub async fn claim_dir(client: &kube::Client, ns: &str, pvc: &str) -> PathBuf {
+    claim_dir_within(client, ns, pvc, crate::sim::WAIT).await
+}
+
+/// [`claim_dir`], waiting at most `wait` for the binding.
+pub async fn claim_dir_within(
+    client: &kube::Client,
+    ns: &str,
+    pvc: &str,
+    wait: std::time::Duration,
+) -> PathBuf {
     let path = format!("/api/v1/namespaces/{ns}/persistentvolumeclaims/{pvc}");
-    let volume = eventually(&format!("claim {ns}/{pvc} bound"), || async {
+    let volume = eventually_within(&format!("claim {ns}/{pvc} bound"), wait, || async {
         let c = get(client, &path).await?;
         (c["status"]["phase"] == "Bound")
             .then(|| c["spec"]["volumeName"].as_str().map(str::to_owned))
@@ -54,6 +64,18 @@ pub async fn temporary_objects(client: &kube::Client) -> Vec<(&'static str, Valu
         }
     }
     out
+}
+
+/// Returns true if and only if every temporary object's `lifeboat.io/alive-until` lease has
+/// passed.
+pub async fn leases_lapsed(client: &kube::Client) -> bool {
+    let now = jiff::Timestamp::now();
+    temporary_objects(client).await.iter().all(|(_, o)| {
+        o["metadata"]["annotations"]["lifeboat.io/alive-until"]
+            .as_str()
+            .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+            .is_none_or(|until| until < now)
+    })
 }
 
 /// Temporary objects of lifeboat's left in a cluster, as `path namespace/name`.
