@@ -141,7 +141,7 @@ fn kubectl_keys(env: &Env, manifest: &Value) -> BTreeSet<ObjectKey> {
         .iter()
         .map(|r| r["resource"].as_str().unwrap())
         .collect();
-    let out = Command::new("kubectl")
+    let out = Command::new(crate::support::kubectl_path())
         .arg("--kubeconfig")
         .arg(env.sim.cluster.kubeconfig_path())
         .args(["get", &names.join(","), "-A", "-o", "json"])
@@ -193,7 +193,7 @@ fn has(keys: &BTreeSet<ObjectKey>, group: &str, resource: &str, ns: &str, name: 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn full_backup_holds_exactly_what_kubectl_lists_and_no_skipped_kinds() {
-    if !require_tool("kubectl") || !require_tool("zstd") {
+    if !crate::support::kubectl_present() || !require_tool("zstd") {
         return;
     }
     let env = Env::new().await;
