@@ -264,3 +264,127 @@ async fn a_backup_referencing_a_pack_that_is_gone_is_not_committed() {
             .is_none()
     );
 }
+
+/// A store whose manifest writes land but whose answers are lost: the first `once` such writes
+/// answer what the SDK's retry then sees (409, "already exists"); after those, every write
+/// fails as a connection that keeps dropping the answer would, once retries run out.
+struct LostAnswers {
+    inner: MemoryBackend,
+    once: std::sync::atomic::AtomicUsize,
+    /// Another writer's manifest, stored just before ours arrives (a genuine race).
+    rival: Option<Bytes>,
+}
+
+#[async_trait::async_trait]
+impl crate::storage::ObjectRead for LostAnswers {
+    fn location(&self) -> &str {
+        self.inner.location()
+    }
+    async fn get(&self, key: &str) -> crate::storage::Result<Bytes> {
+        self.inner.get(key).await
+    }
+    async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> crate::storage::Result<Bytes> {
+        self.inner.get_range(key, range).await
+    }
+    async fn head(&self, key: &str) -> crate::storage::Result<Option<crate::storage::ObjectMeta>> {
+        self.inner.head(key).await
+    }
+    fn list<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> futures::stream::BoxStream<'a, crate::storage::Result<crate::storage::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::storage::ObjectWrite for LostAnswers {
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        data: Bytes,
+    ) -> crate::storage::Result<crate::storage::PutOutcome> {
+        if !key.ends_with("/manifest.json") {
+            return self.inner.put_if_absent(key, data).await;
+        }
+        if let Some(rival) = &self.rival {
+            self.inner.put_if_absent(key, rival.clone()).await?;
+        }
+        self.inner.put_if_absent(key, data).await?;
+        use std::sync::atomic::Ordering;
+        if self
+            .once
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Ok(crate::storage::PutOutcome::AlreadyExists);
+        }
+        Err(crate::storage::StorageError::Io {
+            op: "put object",
+            path: key.to_owned(),
+            source: std::io::ErrorKind::ConnectionReset.into(),
+        })
+    }
+    async fn put_file_if_absent(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        opts: &crate::storage::TransferOptions,
+    ) -> crate::storage::Result<crate::storage::PutOutcome> {
+        self.inner.put_file_if_absent(key, path, opts).await
+    }
+    async fn delete(&self, key: &str) -> crate::storage::Result<()> {
+        self.inner.delete(key).await
+    }
+}
+
+async fn commit_through(once: usize, rival: Option<&str>) -> (Result<Manifest>, RepoReader) {
+    let store = Writer::new(Arc::new(LostAnswers {
+        inner: MemoryBackend::new("lost"),
+        once: once.into(),
+        rival: rival.map(|r| Bytes::from(r.to_owned())),
+    }));
+    let repo = RepoWriter::open_or_init(store).await.unwrap();
+    let mut b = repo
+        .begin_backup(BackupName::new("b1").unwrap())
+        .await
+        .unwrap();
+    b.put("resources.tar.zst", Bytes::from_static(b"data"))
+        .await
+        .unwrap();
+    (b.commit(draft()).await, repo.reader().clone())
+}
+
+#[tokio::test]
+async fn a_lost_answer_to_the_manifest_write_is_settled_by_reading_it_back() {
+    // Answer lost once (the retry got 409), then lost on every try (an error): both committed.
+    for once in [1, 0] {
+        let (result, reader) = commit_through(once, None).await;
+        let committed = result.unwrap_or_else(|e| panic!("once={once}: {e}"));
+        assert_eq!(reader.manifest(&committed.name).await.unwrap(), committed);
+    }
+}
+
+#[tokio::test]
+async fn another_writers_manifest_is_a_commit_race_even_when_our_answer_is_lost() {
+    let rival = serde_json::to_string(&Manifest::draft(
+        BackupName::new("b1").unwrap(),
+        jiff::Timestamp::now(),
+    ))
+    .unwrap();
+    for once in [1, 0] {
+        let (result, reader) = commit_through(once, Some(&rival)).await;
+        let err = result.unwrap_err();
+        assert!(matches!(err, RepoError::CommitRace { .. }), "{err}");
+        // The rival's manifest is left as it was.
+        let stored = reader
+            .manifest(&BackupName::new("b1").unwrap())
+            .await
+            .unwrap();
+        assert!(stored.objects.is_empty(), "{stored:?}");
+    }
+}
