@@ -300,7 +300,6 @@ impl BackupWriter {
             }
         }
     }
-
 }
 
 /// Whose manifest `key` holds, comparing its bytes with the `body` this writer sent.
