@@ -65,6 +65,17 @@ pub enum RepoError {
         /// The location.
         location: String,
     },
+    /// A location that holds something but no repository: the first backup would mix its
+    /// objects with someone else's files (and prune could later delete theirs).
+    #[error(
+        "{location} is not empty and is not a lifeboat repository (it holds {found:?} but no lifeboat.json): point the location at a new or empty directory, or at an existing repository"
+    )]
+    ForeignLocation {
+        /// The location.
+        location: String,
+        /// An entry found at its top.
+        found: String,
+    },
     /// `lifeboat.json` is of a newer format or uses a feature this build lacks.
     #[error(
         "{location}: repository format {found} is not supported by this lifeboat (it reads format {supported}); upgrade lifeboat"
@@ -210,6 +221,18 @@ pub enum RepoError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl RepoError {
+    /// True if and only if the location was refused before anything was written to it (see
+    /// [`StorageError::is_location_refused`]): a configuration mistake, not a failure.
+    pub fn is_location_refused(&self) -> bool {
+        match self {
+            Self::ForeignLocation { .. } => true,
+            Self::Storage(e) => e.is_location_refused(),
+            _ => false,
+        }
+    }
 }
 
 /// Repository result.

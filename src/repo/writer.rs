@@ -37,6 +37,17 @@ impl RepoWriter {
             }
             Err(e) => return Err(e.into()),
         }
+        if store.head(Layout::CONFIG).await?.is_none()
+            && let Some(found) = store.top_entry().await?
+            && found != Layout::CONFIG
+            // A writer initialising beside us may have created the config (and more) since.
+            && store.head(Layout::CONFIG).await?.is_none()
+        {
+            return Err(RepoError::ForeignLocation {
+                location: store.location().into(),
+                found,
+            });
+        }
         let config = RepoConfig::new_default();
         let body = serde_json::to_vec_pretty(&config).expect("RepoConfig serializes");
         match store

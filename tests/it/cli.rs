@@ -208,3 +208,112 @@ async fn list_describe_and_verify_a_committed_backup() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
 }
+
+/// A kubeconfig whose only cluster listens nowhere (port 1 on loopback refuses at once).
+fn unreachable_kubeconfig(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("unreachable.kubeconfig");
+    std::fs::write(
+        &path,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: gone\n  cluster: { server: 'https://127.0.0.1:1', insecure-skip-tls-verify: true }\n\
+         users:\n- name: u\n  user: { token: t }\ncontexts:\n- name: gone\n  context: { cluster: gone, user: u }\ncurrent-context: gone\n",
+    )
+    .unwrap();
+    path
+}
+
+/// A config with a cluster nobody answers for and one local location at `path`.
+fn config_with_location(dir: &Path, path: &Path) {
+    let kubeconfig = unreachable_kubeconfig(dir);
+    std::fs::write(
+        dir.join("lifeboat.yaml"),
+        format!(
+            "clusters:\n  gone: {{ context: gone, kubeconfig: {kubeconfig:?} }}\nlocations:\n  here: {{ local: {{ path: {path:?} }} }}\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// `lifeboat backup` with `HOME` set to `home`.
+fn backup_with_home(dir: &Path, home: &Path) -> std::process::Output {
+    crate::support::lifeboat_cmd(dir, &["backup", "--no-volumes", "--name", "b1"])
+        .env("HOME", home)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_local_location_at_the_root_or_the_home_directory_is_refused_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+
+    config_with_location(dir.path(), Path::new("/"));
+    let out = backup_with_home(dir.path(), &home);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("location local:/ is the file-system root"),
+        "{err}"
+    );
+    assert!(
+        err.contains("set its `path` to a new or empty directory"),
+        "{err}"
+    );
+    assert!(!Path::new("/lifeboat.json").exists());
+
+    // The home directory is refused even when empty, also when named through `..`.
+    config_with_location(dir.path(), &home.join("sub/.."));
+    std::fs::create_dir(home.join("sub")).unwrap();
+    let out = backup_with_home(dir.path(), &home);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("is the home directory"), "{err}");
+    assert!(
+        err.contains(&format!("{}", home.join("lifeboat-backups").display())),
+        "suggests a directory: {err}"
+    );
+    assert!(!home.join("lifeboat.json").exists());
+}
+
+#[test]
+fn a_non_empty_foreign_directory_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("photos");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("holiday.jpg"), b"not a backup").unwrap();
+    config_with_location(dir.path(), &foreign);
+    let out = lifeboat(dir.path(), &["backup", "--no-volumes", "--name", "b1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("is not empty and is not a lifeboat repository")
+            && err.contains("\"holiday.jpg\"")
+            && err.contains("point the location at a new or empty directory"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&foreign)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["holiday.jpg"], "nothing written beside it");
+}
+
+#[test]
+fn an_empty_directory_a_missing_one_and_an_existing_repository_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for location in [empty.clone(), dir.path().join("missing"), empty] {
+        // The third run finds the repository the first one created.
+        config_with_location(dir.path(), &location);
+        let out = lifeboat(dir.path(), &["backup", "--no-volumes", "--name", "b1"]);
+        // Accepted: the repository is there, and the backup fails later, at the cluster.
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("lifeboat repository"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(location.join("lifeboat.json").is_file(), "{location:?}");
+    }
+}
