@@ -317,3 +317,104 @@ fn an_empty_directory_a_missing_one_and_an_existing_repository_are_accepted() {
         assert!(location.join("lifeboat.json").is_file(), "{location:?}");
     }
 }
+
+/// Runs `args` and parses stdout as one JSON document (failing the test if it is not).
+fn json_of(dir: &Path, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    let out = lifeboat(dir, args);
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?}: stdout is not one JSON document ({e}):\n{}\nstderr:\n{}",
+            stdout(&out),
+            stderr(&out)
+        )
+    });
+    (out.status.code(), doc, stderr(&out))
+}
+
+#[test]
+fn backup_json_reports_a_failure_against_an_unreachable_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    config_with_location(dir.path(), &dir.path().join("repo"));
+    let (code, doc, err) = json_of(
+        dir.path(),
+        &["backup", "--no-volumes", "--name", "b1", "-o", "json"],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(doc["status"], "Failed", "{doc}");
+    assert_eq!(doc["exitCode"], 1, "{doc}");
+    assert_eq!(doc["committed"], false, "{doc}");
+    assert_eq!(doc["name"], "b1", "{doc}");
+    assert_eq!(doc["location"], "here", "{doc}");
+    assert_eq!(doc["cluster"], "gone", "{doc}");
+    let error = doc["error"].as_str().unwrap();
+    assert!(
+        error.contains("nothing was committed") && error.contains("discover"),
+        "{error}"
+    );
+    // The same message as stderr, which still carries it for people.
+    assert!(err.contains(error), "{err}");
+    assert_eq!(
+        doc["done"],
+        serde_json::json!([
+            "location opened",
+            "repository opened",
+            "cluster client configured",
+            "backup attempted"
+        ]),
+        "{doc}"
+    );
+}
+
+#[test]
+fn backup_json_reports_a_read_only_location_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    config_with_location(dir.path(), &dir.path().join("repo"));
+    let cfg = std::fs::read_to_string(dir.path().join("lifeboat.yaml"))
+        .unwrap()
+        .replace("here: {", "here: { readOnly: true,");
+    std::fs::write(dir.path().join("lifeboat.yaml"), cfg).unwrap();
+    let (code, doc, err) = json_of(dir.path(), &["backup", "--no-volumes", "-o", "json"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(doc["status"], "Failed", "{doc}");
+    assert_eq!(doc["exitCode"], 2, "{doc}");
+    assert_eq!(doc["committed"], false, "{doc}");
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains("location here is read-only"),
+        "{doc}"
+    );
+    assert_eq!(doc["done"], serde_json::json!([]), "{doc}");
+    assert!(!dir.path().join("repo").exists(), "nothing written");
+}
+
+#[test]
+fn schedule_run_json_reports_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    config_with_location(dir.path(), &dir.path().join("repo"));
+    std::fs::create_dir(dir.path().join("schedules")).unwrap();
+    std::fs::write(
+        dir.path().join("schedules/tick.yaml"),
+        "name: tick\nschedule: \"*/5 * * * *\"\ncluster: gone\nlocation: here\nvolumes: false\ncronJob: { namespace: ops }\n",
+    )
+    .unwrap();
+    let (code, doc, err) = json_of(dir.path(), &["schedule", "run", "tick", "-o", "json"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(doc["schedule"], "tick", "{doc}");
+    assert_eq!(doc["status"], "Failed", "{doc}");
+    assert_eq!(doc["exitCode"], 1, "{doc}");
+    assert_eq!(doc["committed"], false, "{doc}");
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was committed"),
+        "{doc}"
+    );
+    // A usage error (no such schedule) is a document too, with exit 2.
+    let (code, doc, err) = json_of(dir.path(), &["schedule", "run", "nope", "-o", "json"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(doc["exitCode"], 2, "{doc}");
+    assert_eq!(doc["done"], serde_json::json!([]), "{doc}");
+}
