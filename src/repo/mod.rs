@@ -116,6 +116,23 @@ pub enum RepoError {
         #[source]
         source: serde_json::Error,
     },
+    /// The manifest does not match the digest of its own content it carries: it was damaged
+    /// after the commit (the objects it names are not to blame).
+    #[error(
+        "the manifest of backup {backup:?} ({key} in {location}) is damaged: its content's sha256 is {actual}, it records {recorded}; restore from another backup or another copy of this one"
+    )]
+    ManifestDamaged {
+        /// The backup.
+        backup: String,
+        /// The location.
+        location: String,
+        /// The manifest's key.
+        key: String,
+        /// The digest it records (as found, JSON).
+        recorded: String,
+        /// The digest of its content.
+        actual: String,
+    },
     /// The backup has no manifest: never committed, or not (yet) replicated here.
     #[error("backup {name:?} does not exist in {location} (no committed manifest)")]
     NoSuchBackup {

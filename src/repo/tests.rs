@@ -388,3 +388,81 @@ async fn another_writers_manifest_is_a_commit_race_even_when_our_answer_is_lost(
         assert!(stored.objects.is_empty(), "{stored:?}");
     }
 }
+
+/// Replaces `key` in `store` with `f` applied to its text.
+async fn rewrite(store: &Writer, key: &str, f: impl FnOnce(String) -> String) {
+    let text = String::from_utf8(store.get(key).await.unwrap().to_vec()).unwrap();
+    store.delete(key).await.unwrap();
+    store
+        .put_if_absent(key, Bytes::from(f(text)))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn damage_to_the_manifest_is_named_as_damage_to_the_manifest() {
+    let store = memory("damaged");
+    let repo = RepoWriter::open_or_init(store.clone()).await.unwrap();
+    let committed = backup(&repo, "b1").await;
+    let digest = committed
+        .manifest_sha256
+        .clone()
+        .expect("the commit records it");
+    assert_eq!(digest.len(), 64);
+    let name = BackupName::new("b1").unwrap();
+    assert_eq!(repo.reader().manifest(&name).await.unwrap(), committed);
+
+    // One hex digit of the archive's recorded sha256 flipped: the JSON still parses.
+    let recorded = committed.objects[0].sha256.clone();
+    let flipped = format!(
+        "{}{}",
+        if recorded.starts_with('0') { '1' } else { '0' },
+        &recorded[1..]
+    );
+    rewrite(&store, &Layout::manifest(&name), |t| {
+        t.replacen(&recorded, &flipped, 1)
+    })
+    .await;
+    let err = repo.reader().manifest(&name).await.unwrap_err();
+    assert!(matches!(err, RepoError::ManifestDamaged { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(
+            "the manifest of backup \"b1\" (backups/b1/manifest.json in memory:damaged) is damaged"
+        ),
+        "{msg}"
+    );
+    assert!(!msg.contains("resources.tar.zst"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_manifest_without_its_own_digest_still_reads() {
+    let store = memory("old");
+    let repo = RepoWriter::open_or_init(store.clone()).await.unwrap();
+    let mut committed = backup(&repo, "b1").await;
+    let name = BackupName::new("b1").unwrap();
+    // As written before the field existed.
+    rewrite(&store, &Layout::manifest(&name), |t| {
+        let mut doc: serde_json::Value = serde_json::from_str(&t).unwrap();
+        doc.as_object_mut().unwrap().remove("manifestSha256");
+        serde_json::to_string_pretty(&doc).unwrap()
+    })
+    .await;
+    committed.manifest_sha256 = None;
+    assert_eq!(repo.reader().manifest(&name).await.unwrap(), committed);
+}
+
+#[test]
+fn the_manifest_digest_does_not_depend_on_layout_or_key_order() {
+    let a: serde_json::Value =
+        serde_json::from_str(r#"{"b":[1,{"y":"é\"","x":2.5}],"a":null,"manifestSha256":"x"}"#)
+            .unwrap();
+    let b: serde_json::Value = serde_json::from_str(
+        "{\n  \"a\": null,\n  \"b\": [1, {\"x\": 2.5, \"y\": \"\\u00e9\\\"\"}]\n}",
+    )
+    .unwrap();
+    assert_eq!(manifest::content_sha256(&a), manifest::content_sha256(&b));
+    let c: serde_json::Value =
+        serde_json::from_str(r#"{"a":null,"b":[1,{"x":2.5,"y":"e"}]}"#).unwrap();
+    assert_ne!(manifest::content_sha256(&a), manifest::content_sha256(&c));
+}

@@ -263,6 +263,10 @@ impl BackupWriter {
         draft.objects = self.objects;
         draft.packs = self.packs;
         draft.completed_at = jiff::Timestamp::now();
+        draft.manifest_sha256 = None;
+        draft.manifest_sha256 = Some(super::manifest::content_sha256(
+            &serde_json::to_value(&draft).expect("Manifest serializes"),
+        ));
         let body = Bytes::from(serde_json::to_vec_pretty(&draft).expect("Manifest serializes"));
         let key = Layout::manifest(&self.name);
         let put_error = match self.store.put_if_absent(&key, body.clone()).await {

@@ -111,6 +111,7 @@ pub async fn run(ctx: &Context, a: RestoreArgs) -> anyhow::Result<Exit> {
             include_resources: pick(&a.scope.include_resources, &profile.include_resources),
             exclude_resources: pick(&a.scope.exclude_resources, &profile.exclude_resources),
         },
+        replica: loc.read_only,
     };
     let plan = restore::prepare(
         &repo,
