@@ -264,9 +264,13 @@ impl BackupWriter {
         draft.packs = self.packs;
         draft.completed_at = jiff::Timestamp::now();
         draft.manifest_sha256 = None;
-        draft.manifest_sha256 = Some(super::manifest::content_sha256(
-            &serde_json::to_value(&draft).expect("Manifest serializes"),
-        ));
+        // Hashed as a reader will see it: parsed back from text. `to_value` would keep each
+        // float exactly, while parsing its text may land one ulp away (serde_json's fast float
+        // parsing), and the digests would differ.
+        let unsigned = serde_json::to_vec(&draft).expect("Manifest serializes");
+        let doc: serde_json::Value =
+            serde_json::from_slice(&unsigned).expect("a serialized Manifest parses");
+        draft.manifest_sha256 = Some(super::manifest::content_sha256(&doc));
         let body = Bytes::from(serde_json::to_vec_pretty(&draft).expect("Manifest serializes"));
         let key = Layout::manifest(&self.name);
         let put_error = match self.store.put_if_absent(&key, body.clone()).await {

@@ -418,3 +418,36 @@ fn schedule_run_json_reports_a_failure() {
     assert_eq!(doc["exitCode"], 2, "{doc}");
     assert_eq!(doc["done"], serde_json::json!([]), "{doc}");
 }
+
+#[tokio::test]
+async fn a_flipped_digest_inside_the_manifest_is_named_as_a_damaged_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let committed = write_backup(&repo, "b1").await;
+    std::fs::write(
+        dir.path().join("lifeboat.yaml"),
+        "locations:\n  here:\n    local: { path: repo }\n",
+    )
+    .unwrap();
+    let path = repo.join("backups/b1/manifest.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let recorded = &committed.objects[0].sha256;
+    let flipped = format!(
+        "{}{}",
+        if recorded.starts_with('f') { 'e' } else { 'f' },
+        &recorded[1..]
+    );
+    std::fs::write(&path, text.replacen(recorded.as_str(), &flipped, 1)).unwrap();
+
+    for args in [&["verify", "b1", "--deep"][..], &["describe", "b1"]] {
+        let out = lifeboat(dir.path(), args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stdout(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("the manifest of backup \"b1\" (backups/b1/manifest.json in local:")
+                && err.contains("is damaged"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("resources.tar.zst"), "{args:?}: {err}");
+    }
+}
