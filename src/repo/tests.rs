@@ -35,6 +35,18 @@ async fn backup(repo: &RepoWriter, name: &str) -> Manifest {
     b.commit(draft()).await.unwrap()
 }
 
+/// Backup `b1` begun, with a small `resources.tar.zst` stored.
+async fn begun_with_archive(repo: &RepoWriter) -> BackupWriter {
+    let mut b = repo
+        .begin_backup(BackupName::new("b1").unwrap())
+        .await
+        .unwrap();
+    b.put("resources.tar.zst", Bytes::from_static(b"data"))
+        .await
+        .unwrap();
+    b
+}
+
 #[tokio::test]
 async fn init_writes_config_once_and_reopens() {
     let store = memory("init");
@@ -73,13 +85,7 @@ async fn newer_format_or_unknown_encryption_is_refused() {
 #[tokio::test]
 async fn uncommitted_backup_is_invisible_until_its_manifest_is_written() {
     let repo = RepoWriter::open_or_init(memory("commit")).await.unwrap();
-    let mut b = repo
-        .begin_backup(BackupName::new("b1").unwrap())
-        .await
-        .unwrap();
-    b.put("resources.tar.zst", Bytes::from_static(b"data"))
-        .await
-        .unwrap();
+    let b = begun_with_archive(&repo).await;
     assert!(
         repo.reader().backup_names().await.unwrap().is_empty(),
         "objects without a manifest must not list"
@@ -349,13 +355,7 @@ async fn commit_through(once: usize, rival: Option<&str>) -> (Result<Manifest>, 
         rival: rival.map(|r| Bytes::from(r.to_owned())),
     }));
     let repo = RepoWriter::open_or_init(store).await.unwrap();
-    let mut b = repo
-        .begin_backup(BackupName::new("b1").unwrap())
-        .await
-        .unwrap();
-    b.put("resources.tar.zst", Bytes::from_static(b"data"))
-        .await
-        .unwrap();
+    let b = begun_with_archive(&repo).await;
     (b.commit(draft()).await, repo.reader().clone())
 }
 

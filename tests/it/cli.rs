@@ -331,6 +331,14 @@ fn json_of(dir: &Path, args: &[&str]) -> (Option<i32>, serde_json::Value, String
     (out.status.code(), doc, stderr(&out))
 }
 
+/// A failure document: `status`, `exitCode`, `committed`, and an `error` containing `part`.
+fn assert_failed(doc: &serde_json::Value, code: u8, part: &str) {
+    assert_eq!(doc["status"], "Failed", "{doc}");
+    assert_eq!(doc["exitCode"], code, "{doc}");
+    assert_eq!(doc["committed"], false, "{doc}");
+    assert!(doc["error"].as_str().unwrap().contains(part), "{doc}");
+}
+
 #[test]
 fn backup_json_reports_a_failure_against_an_unreachable_cluster() {
     let dir = tempfile::tempdir().unwrap();
@@ -340,9 +348,7 @@ fn backup_json_reports_a_failure_against_an_unreachable_cluster() {
         &["backup", "--no-volumes", "--name", "b1", "-o", "json"],
     );
     assert_eq!(code, Some(1), "{err}");
-    assert_eq!(doc["status"], "Failed", "{doc}");
-    assert_eq!(doc["exitCode"], 1, "{doc}");
-    assert_eq!(doc["committed"], false, "{doc}");
+    assert_failed(&doc, 1, "nothing was committed");
     assert_eq!(doc["name"], "b1", "{doc}");
     assert_eq!(doc["location"], "here", "{doc}");
     assert_eq!(doc["cluster"], "gone", "{doc}");
@@ -375,16 +381,7 @@ fn backup_json_reports_a_read_only_location_with_exit_2() {
     std::fs::write(dir.path().join("lifeboat.yaml"), cfg).unwrap();
     let (code, doc, err) = json_of(dir.path(), &["backup", "--no-volumes", "-o", "json"]);
     assert_eq!(code, Some(2), "{err}");
-    assert_eq!(doc["status"], "Failed", "{doc}");
-    assert_eq!(doc["exitCode"], 2, "{doc}");
-    assert_eq!(doc["committed"], false, "{doc}");
-    assert!(
-        doc["error"]
-            .as_str()
-            .unwrap()
-            .contains("location here is read-only"),
-        "{doc}"
-    );
+    assert_failed(&doc, 2, "location here is read-only");
     assert_eq!(doc["done"], serde_json::json!([]), "{doc}");
     assert!(!dir.path().join("repo").exists(), "nothing written");
 }
@@ -402,16 +399,7 @@ fn schedule_run_json_reports_a_failure() {
     let (code, doc, err) = json_of(dir.path(), &["schedule", "run", "tick", "-o", "json"]);
     assert_eq!(code, Some(1), "{err}");
     assert_eq!(doc["schedule"], "tick", "{doc}");
-    assert_eq!(doc["status"], "Failed", "{doc}");
-    assert_eq!(doc["exitCode"], 1, "{doc}");
-    assert_eq!(doc["committed"], false, "{doc}");
-    assert!(
-        doc["error"]
-            .as_str()
-            .unwrap()
-            .contains("nothing was committed"),
-        "{doc}"
-    );
+    assert_failed(&doc, 1, "nothing was committed");
     // A usage error (no such schedule) is a document too, with exit 2.
     let (code, doc, err) = json_of(dir.path(), &["schedule", "run", "nope", "-o", "json"]);
     assert_eq!(code, Some(2), "{err}");

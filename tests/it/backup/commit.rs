@@ -44,6 +44,35 @@ fn run(env: &Env, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// A rule applying `first` to the first manifest PUT and forwarding everything else; `seen`
+/// counts the manifest PUTs.
+fn first_manifest_put(
+    seen: Arc<AtomicUsize>,
+    first: impl Fn() -> Action + Send + Sync + 'static,
+) -> Rule {
+    Arc::new(move |line| {
+        if is_manifest_put(line) && seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            first()
+        } else {
+            Action::Forward
+        }
+    })
+}
+
+/// Runs `lifeboat backup --name NAME` through `proxy`, checks its exit code, returns stderr.
+fn backup_exits(env: &Env, proxy: &Proxy, container: &str, name: &str, code: i32) -> String {
+    use_azure(env, proxy, container);
+    let out = run(env, &["backup", "--no-volumes", "--name", name]);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stderr(&out)
+}
+
 /// The names `lifeboat list` shows.
 fn listed(env: &Env) -> Vec<String> {
     let out = run(env, &["list", "-o", "json"]);
@@ -66,24 +95,9 @@ async fn a_lost_answer_to_the_manifest_write_is_committed_and_a_rival_commit_is_
     // 1. The first manifest PUT's answer is dropped (after Azurite stored it); the SDK's retry
     //    then gets 409 from `If-None-Match: *`, which used to read as "another writer won".
     let drops = Arc::new(AtomicUsize::new(0));
-    let seen = drops.clone();
-    let rule: Rule = Arc::new(move |line| {
-        if is_manifest_put(line) && seen.fetch_add(1, Ordering::SeqCst) == 0 {
-            Action::Fault(Fault::DropAnswer)
-        } else {
-            Action::Forward
-        }
-    });
+    let rule = first_manifest_put(drops.clone(), || Action::Fault(Fault::DropAnswer));
     let proxy = Proxy::with_rule(&base, rule).await;
-    use_azure(&env, &proxy, &container);
-    let out = run(&env, &["backup", "--no-volumes", "--name", "dropped-once"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    backup_exits(&env, &proxy, &container, "dropped-once", 0);
     assert!(
         drops.load(Ordering::SeqCst) >= 2,
         "the manifest PUT was retried: {:?}",
@@ -99,31 +113,17 @@ async fn a_lost_answer_to_the_manifest_write_is_committed_and_a_rival_commit_is_
     let rival_key = "backups/raced/manifest.json";
     let rival_body = Bytes::from_static(b"{\"rival\":true}");
     let rival = (direct.clone(), rival_body.clone());
-    let first = Arc::new(AtomicUsize::new(0));
-    let rule: Rule = Arc::new(move |line| {
-        if is_manifest_put(line) && first.fetch_add(1, Ordering::SeqCst) == 0 {
-            let (w, body) = rival.clone();
-            Action::ForwardAfter(Box::pin(async move {
-                w.put_if_absent(rival_key, body).await.unwrap();
-            }))
-        } else {
-            Action::Forward
-        }
+    let rule = first_manifest_put(Arc::default(), move || {
+        let (w, body) = rival.clone();
+        Action::ForwardAfter(Box::pin(async move {
+            w.put_if_absent(rival_key, body).await.unwrap();
+        }))
     });
     let proxy = Proxy::with_rule(&base, rule).await;
-    use_azure(&env, &proxy, &container);
-    let out = run(&env, &["backup", "--no-volumes", "--name", "raced"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    let err = backup_exits(&env, &proxy, &container, "raced", 1);
     assert!(
-        stderr(&out).contains("another writer committed backup \"raced\""),
-        "{}",
-        stderr(&out)
+        err.contains("another writer committed backup \"raced\""),
+        "{err}"
     );
     assert_eq!(direct.get(rival_key).await.unwrap(), rival_body);
     env.sim.cluster.shutdown().await.unwrap();
