@@ -119,7 +119,9 @@ impl ObjectRead for LocalBackend {
                     .file_name()
                     .to_string_lossy()
                     .into_owned();
-                if !name.starts_with(TEMP_PREFIX) && first.as_ref().is_none_or(|f| name < *f) {
+                // Lifeboat's own in-flight files and a doctor's leftover probe are not foreign.
+                let ours = name.starts_with(TEMP_PREFIX) || name.starts_with(super::PROBE_PREFIX);
+                if !ours && first.as_ref().is_none_or(|f| name < *f) {
                     first = Some(name);
                 }
             }

@@ -46,6 +46,10 @@ pub use lease::{Lease, LeaseAttempt, LeaseHolder};
 pub use open::{open_reader, open_writer, probe_write};
 pub use transfer::{LocalCopy, TransferOptions, download_to_temp, sha256_file};
 
+/// Names of `probe_write`'s objects start with this; a leftover one (its delete failed) does not
+/// make a location foreign.
+pub(crate) const PROBE_PREFIX: &str = ".lifeboat-probe-";
+
 /// What a listing or a `head` tells about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {

@@ -303,6 +303,12 @@ fn an_empty_directory_a_missing_one_and_an_existing_repository_are_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
+    // What a `doctor` whose probe could not be deleted leaves: lifeboat's own, not foreign.
+    std::fs::write(
+        empty.join(".lifeboat-probe-0123"),
+        b"lifeboat write probe\n",
+    )
+    .unwrap();
     for location in [empty.clone(), dir.path().join("missing"), empty] {
         // The third run finds the repository the first one created.
         config_with_location(dir.path(), &location);
