@@ -52,12 +52,17 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Config and usage errors exit 2; everything else 1.
-fn exit_code_of(err: &anyhow::Error) -> Exit {
-    if err
-        .chain()
-        .any(|e| e.is::<ConfigError>() || e.is::<UsageError>())
-    {
+/// Config and usage errors, and a location refused before anything was written to it
+/// (read-only, the file-system root, a foreign directory), exit 2; everything else 1.
+pub(crate) fn exit_code_of(err: &anyhow::Error) -> Exit {
+    if err.chain().any(|e| {
+        e.is::<ConfigError>()
+            || e.is::<UsageError>()
+            || e.downcast_ref::<crate::repo::RepoError>()
+                .is_some_and(|r| r.is_location_refused())
+            || e.downcast_ref::<crate::storage::StorageError>()
+                .is_some_and(|s| s.is_location_refused())
+    }) {
         Exit::Usage
     } else {
         Exit::Failed

@@ -80,6 +80,63 @@ pub struct Manifest {
     /// not parse makes the whole manifest an error naming the field.
     #[serde(default, skip_serializing_if = "ManifestDetails::is_empty")]
     pub details: ManifestDetails,
+    /// sha256 of the manifest's own content (see [`content_sha256`]), set by the commit and
+    /// checked on every read, so damage to the manifest is named as such rather than blamed on
+    /// an object whose recorded digest was hit. Absent from manifests written before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
+}
+
+/// The JSON key of [`Manifest::manifest_sha256`].
+pub(super) const DIGEST_FIELD: &str = "manifestSha256";
+
+/// sha256 (lowercase hex) of a manifest document without its `manifestSha256` field, written as
+/// compact JSON with object keys sorted: independent of the file's layout, so the writer (from
+/// the struct) and a reader (from the stored bytes) compute the same digest.
+pub(super) fn content_sha256(doc: &serde_json::Value) -> String {
+    use sha2::{Digest, Sha256};
+    let mut doc = doc.clone();
+    if let Some(obj) = doc.as_object_mut() {
+        obj.remove(DIGEST_FIELD);
+    }
+    let mut h = Sha256::new();
+    write_canonical(&doc, &mut h);
+    hex::encode(h.finalize())
+}
+
+/// Compact JSON with every object's keys in byte order, whatever map type serde_json was built
+/// with (a dependency may turn on `preserve_order`).
+fn write_canonical(v: &serde_json::Value, out: &mut sha2::Sha256) {
+    use sha2::Digest;
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.update(b"{");
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.update(b",");
+                }
+                out.update(serde_json::Value::String(k.clone()).to_string().as_bytes());
+                out.update(b":");
+                if let Some(value) = map.get(k) {
+                    write_canonical(value, out);
+                }
+            }
+            out.update(b"}");
+        }
+        serde_json::Value::Array(items) => {
+            out.update(b"[");
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.update(b",");
+                }
+                write_canonical(item, out);
+            }
+            out.update(b"]");
+        }
+        scalar => out.update(scalar.to_string().as_bytes()),
+    }
 }
 
 impl Manifest {
@@ -100,6 +157,7 @@ impl Manifest {
             packs: Vec::new(),
             warnings: Vec::new(),
             details: ManifestDetails::default(),
+            manifest_sha256: None,
         }
     }
 

@@ -65,6 +65,17 @@ pub enum RepoError {
         /// The location.
         location: String,
     },
+    /// A location that holds something but no repository: the first backup would mix its
+    /// objects with someone else's files (and prune could later delete theirs).
+    #[error(
+        "{location} is not empty and is not a lifeboat repository (it holds {found:?} but no lifeboat.json): point the location at a new or empty directory, or at an existing repository"
+    )]
+    ForeignLocation {
+        /// The location.
+        location: String,
+        /// An entry found at its top.
+        found: String,
+    },
     /// `lifeboat.json` is of a newer format or uses a feature this build lacks.
     #[error(
         "{location}: repository format {found} is not supported by this lifeboat (it reads format {supported}); upgrade lifeboat"
@@ -104,6 +115,23 @@ pub enum RepoError {
         /// The parse error.
         #[source]
         source: serde_json::Error,
+    },
+    /// The manifest does not match the digest of its own content it carries: it was damaged
+    /// after the commit (the objects it names are not to blame).
+    #[error(
+        "the manifest of backup {backup:?} ({key} in {location}) is damaged: its content's sha256 is {actual}, it records {recorded}; restore from another backup or another copy of this one"
+    )]
+    ManifestDamaged {
+        /// The backup.
+        backup: String,
+        /// The location.
+        location: String,
+        /// The manifest's key.
+        key: String,
+        /// The digest it records (as found, JSON).
+        recorded: String,
+        /// The digest of its content.
+        actual: String,
     },
     /// The backup has no manifest: never committed, or not (yet) replicated here.
     #[error("backup {name:?} does not exist in {location} (no committed manifest)")]
@@ -210,6 +238,18 @@ pub enum RepoError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl RepoError {
+    /// True if and only if the location was refused before anything was written to it (see
+    /// [`StorageError::is_location_refused`]): a configuration mistake, not a failure.
+    pub fn is_location_refused(&self) -> bool {
+        match self {
+            Self::ForeignLocation { .. } => true,
+            Self::Storage(e) => e.is_location_refused(),
+            _ => false,
+        }
+    }
 }
 
 /// Repository result.

@@ -345,6 +345,22 @@ pub(super) fn parse_manifest(
     key: &str,
     bytes: &[u8],
 ) -> Result<Manifest> {
+    // The digest first: a damaged manifest may still parse (a flipped hex digit in an object's
+    // sha256) or fail on a field, and either way it is the manifest that is damaged.
+    if let Ok(doc) = serde_json::from_slice::<serde_json::Value>(bytes)
+        && let Some(recorded) = doc.get(super::manifest::DIGEST_FIELD)
+    {
+        let actual = super::manifest::content_sha256(&doc);
+        if recorded.as_str() != Some(actual.as_str()) {
+            return Err(RepoError::ManifestDamaged {
+                backup: name.to_string(),
+                location: location.into(),
+                key: key.into(),
+                recorded: recorded.to_string(),
+                actual,
+            });
+        }
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let field = e.path().to_string();

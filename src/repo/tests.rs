@@ -35,6 +35,18 @@ async fn backup(repo: &RepoWriter, name: &str) -> Manifest {
     b.commit(draft()).await.unwrap()
 }
 
+/// Backup `b1` begun, with a small `resources.tar.zst` stored.
+async fn begun_with_archive(repo: &RepoWriter) -> BackupWriter {
+    let mut b = repo
+        .begin_backup(BackupName::new("b1").unwrap())
+        .await
+        .unwrap();
+    b.put("resources.tar.zst", Bytes::from_static(b"data"))
+        .await
+        .unwrap();
+    b
+}
+
 #[tokio::test]
 async fn init_writes_config_once_and_reopens() {
     let store = memory("init");
@@ -73,13 +85,7 @@ async fn newer_format_or_unknown_encryption_is_refused() {
 #[tokio::test]
 async fn uncommitted_backup_is_invisible_until_its_manifest_is_written() {
     let repo = RepoWriter::open_or_init(memory("commit")).await.unwrap();
-    let mut b = repo
-        .begin_backup(BackupName::new("b1").unwrap())
-        .await
-        .unwrap();
-    b.put("resources.tar.zst", Bytes::from_static(b"data"))
-        .await
-        .unwrap();
+    let b = begun_with_archive(&repo).await;
     assert!(
         repo.reader().backup_names().await.unwrap().is_empty(),
         "objects without a manifest must not list"
@@ -263,4 +269,216 @@ async fn a_backup_referencing_a_pack_that_is_gone_is_not_committed() {
             .unwrap()
             .is_none()
     );
+}
+
+/// A store whose manifest writes land but whose answers are lost: the first `once` such writes
+/// answer what the SDK's retry then sees (409, "already exists"); after those, every write
+/// fails as a connection that keeps dropping the answer would, once retries run out.
+struct LostAnswers {
+    inner: MemoryBackend,
+    once: std::sync::atomic::AtomicUsize,
+    /// Another writer's manifest, stored just before ours arrives (a genuine race).
+    rival: Option<Bytes>,
+}
+
+#[async_trait::async_trait]
+impl crate::storage::ObjectRead for LostAnswers {
+    fn location(&self) -> &str {
+        self.inner.location()
+    }
+    async fn get(&self, key: &str) -> crate::storage::Result<Bytes> {
+        self.inner.get(key).await
+    }
+    async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> crate::storage::Result<Bytes> {
+        self.inner.get_range(key, range).await
+    }
+    async fn head(&self, key: &str) -> crate::storage::Result<Option<crate::storage::ObjectMeta>> {
+        self.inner.head(key).await
+    }
+    fn list<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> futures::stream::BoxStream<'a, crate::storage::Result<crate::storage::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::storage::ObjectWrite for LostAnswers {
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        data: Bytes,
+    ) -> crate::storage::Result<crate::storage::PutOutcome> {
+        if !key.ends_with("/manifest.json") {
+            return self.inner.put_if_absent(key, data).await;
+        }
+        if let Some(rival) = &self.rival {
+            self.inner.put_if_absent(key, rival.clone()).await?;
+        }
+        self.inner.put_if_absent(key, data).await?;
+        use std::sync::atomic::Ordering;
+        if self
+            .once
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Ok(crate::storage::PutOutcome::AlreadyExists);
+        }
+        Err(crate::storage::StorageError::Io {
+            op: "put object",
+            path: key.to_owned(),
+            source: std::io::ErrorKind::ConnectionReset.into(),
+        })
+    }
+    async fn put_file_if_absent(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        opts: &crate::storage::TransferOptions,
+    ) -> crate::storage::Result<crate::storage::PutOutcome> {
+        self.inner.put_file_if_absent(key, path, opts).await
+    }
+    async fn delete(&self, key: &str) -> crate::storage::Result<()> {
+        self.inner.delete(key).await
+    }
+}
+
+async fn commit_through(once: usize, rival: Option<&str>) -> (Result<Manifest>, RepoReader) {
+    let store = Writer::new(Arc::new(LostAnswers {
+        inner: MemoryBackend::new("lost"),
+        once: once.into(),
+        rival: rival.map(|r| Bytes::from(r.to_owned())),
+    }));
+    let repo = RepoWriter::open_or_init(store).await.unwrap();
+    let b = begun_with_archive(&repo).await;
+    (b.commit(draft()).await, repo.reader().clone())
+}
+
+#[tokio::test]
+async fn a_lost_answer_to_the_manifest_write_is_settled_by_reading_it_back() {
+    // Answer lost once (the retry got 409), then lost on every try (an error): both committed.
+    for once in [1, 0] {
+        let (result, reader) = commit_through(once, None).await;
+        let committed = result.unwrap_or_else(|e| panic!("once={once}: {e}"));
+        assert_eq!(reader.manifest(&committed.name).await.unwrap(), committed);
+    }
+}
+
+#[tokio::test]
+async fn another_writers_manifest_is_a_commit_race_even_when_our_answer_is_lost() {
+    let rival = serde_json::to_string(&Manifest::draft(
+        BackupName::new("b1").unwrap(),
+        jiff::Timestamp::now(),
+    ))
+    .unwrap();
+    for once in [1, 0] {
+        let (result, reader) = commit_through(once, Some(&rival)).await;
+        let err = result.unwrap_err();
+        assert!(matches!(err, RepoError::CommitRace { .. }), "{err}");
+        // The rival's manifest is left as it was.
+        let stored = reader
+            .manifest(&BackupName::new("b1").unwrap())
+            .await
+            .unwrap();
+        assert!(stored.objects.is_empty(), "{stored:?}");
+    }
+}
+
+/// Replaces `key` in `store` with `f` applied to its text.
+async fn rewrite(store: &Writer, key: &str, f: impl FnOnce(String) -> String) {
+    let text = String::from_utf8(store.get(key).await.unwrap().to_vec()).unwrap();
+    store.delete(key).await.unwrap();
+    store
+        .put_if_absent(key, Bytes::from(f(text)))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn damage_to_the_manifest_is_named_as_damage_to_the_manifest() {
+    let store = memory("damaged");
+    let repo = RepoWriter::open_or_init(store.clone()).await.unwrap();
+    let committed = backup(&repo, "b1").await;
+    let digest = committed
+        .manifest_sha256
+        .clone()
+        .expect("the commit records it");
+    assert_eq!(digest.len(), 64);
+    let name = BackupName::new("b1").unwrap();
+    assert_eq!(repo.reader().manifest(&name).await.unwrap(), committed);
+
+    // One hex digit of the archive's recorded sha256 flipped: the JSON still parses.
+    let recorded = committed.objects[0].sha256.clone();
+    let flipped = format!(
+        "{}{}",
+        if recorded.starts_with('0') { '1' } else { '0' },
+        &recorded[1..]
+    );
+    rewrite(&store, &Layout::manifest(&name), |t| {
+        t.replacen(&recorded, &flipped, 1)
+    })
+    .await;
+    let err = repo.reader().manifest(&name).await.unwrap_err();
+    assert!(matches!(err, RepoError::ManifestDamaged { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(
+            "the manifest of backup \"b1\" (backups/b1/manifest.json in memory:damaged) is damaged"
+        ),
+        "{msg}"
+    );
+    assert!(!msg.contains("resources.tar.zst"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_manifest_without_its_own_digest_still_reads() {
+    let store = memory("old");
+    let repo = RepoWriter::open_or_init(store.clone()).await.unwrap();
+    let mut committed = backup(&repo, "b1").await;
+    let name = BackupName::new("b1").unwrap();
+    // As written before the field existed.
+    rewrite(&store, &Layout::manifest(&name), |t| {
+        let mut doc: serde_json::Value = serde_json::from_str(&t).unwrap();
+        doc.as_object_mut().unwrap().remove("manifestSha256");
+        serde_json::to_string_pretty(&doc).unwrap()
+    })
+    .await;
+    committed.manifest_sha256 = None;
+    assert_eq!(repo.reader().manifest(&name).await.unwrap(), committed);
+}
+
+#[test]
+fn the_manifest_digest_does_not_depend_on_layout_or_key_order() {
+    let a: serde_json::Value =
+        serde_json::from_str(r#"{"b":[1,{"y":"é\"","x":2.5}],"a":null,"manifestSha256":"x"}"#)
+            .unwrap();
+    let b: serde_json::Value = serde_json::from_str(
+        "{\n  \"a\": null,\n  \"b\": [1, {\"x\": 2.5, \"y\": \"\\u00e9\\\"\"}]\n}",
+    )
+    .unwrap();
+    assert_eq!(manifest::content_sha256(&a), manifest::content_sha256(&b));
+    let c: serde_json::Value =
+        serde_json::from_str(r#"{"a":null,"b":[1,{"x":2.5,"y":"e"}]}"#).unwrap();
+    assert_ne!(manifest::content_sha256(&a), manifest::content_sha256(&c));
+}
+
+#[tokio::test]
+async fn the_manifest_digest_survives_a_float_that_does_not_parse_back_exactly() {
+    // serde_json (without `float_roundtrip`) parses this value's text one ulp away from it;
+    // a digest over the written value would not match the one read back.
+    let seconds = 94624.09633333333_f64;
+    let store = memory("float");
+    let repo = RepoWriter::open_or_init(store.clone()).await.unwrap();
+    let name = BackupName::new("b1").unwrap();
+    let b = repo.begin_backup(name.clone()).await.unwrap();
+    let mut draft = draft();
+    draft.details.duration_seconds = Some(seconds);
+    b.commit(draft).await.unwrap();
+    let read = repo.reader().manifest(&name).await.unwrap();
+    assert!(read.manifest_sha256.is_some());
 }

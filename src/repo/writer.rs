@@ -37,6 +37,17 @@ impl RepoWriter {
             }
             Err(e) => return Err(e.into()),
         }
+        if store.head(Layout::CONFIG).await?.is_none()
+            && let Some(found) = store.top_entry().await?
+            && found != Layout::CONFIG
+            // A writer initialising beside us may have created the config (and more) since.
+            && store.head(Layout::CONFIG).await?.is_none()
+        {
+            return Err(RepoError::ForeignLocation {
+                location: store.location().into(),
+                found,
+            });
+        }
         let config = RepoConfig::new_default();
         let body = serde_json::to_vec_pretty(&config).expect("RepoConfig serializes");
         match store
@@ -252,16 +263,82 @@ impl BackupWriter {
         draft.objects = self.objects;
         draft.packs = self.packs;
         draft.completed_at = jiff::Timestamp::now();
-        let body = serde_json::to_vec_pretty(&draft).expect("Manifest serializes");
+        draft.manifest_sha256 = None;
+        // Hashed as a reader will see it: parsed back from text. `to_value` would keep each
+        // float exactly, while parsing its text may land one ulp away (serde_json's fast float
+        // parsing), and the digests would differ.
+        let unsigned = serde_json::to_vec(&draft).expect("Manifest serializes");
+        let doc: serde_json::Value =
+            serde_json::from_slice(&unsigned).expect("a serialized Manifest parses");
+        draft.manifest_sha256 = Some(super::manifest::content_sha256(&doc));
+        let body = Bytes::from(serde_json::to_vec_pretty(&draft).expect("Manifest serializes"));
         let key = Layout::manifest(&self.name);
-        match self.store.put_if_absent(&key, Bytes::from(body)).await? {
-            PutOutcome::Created => Ok(draft),
-            PutOutcome::AlreadyExists => Err(RepoError::CommitRace {
+        let put_error = match self.store.put_if_absent(&key, body.clone()).await {
+            Ok(PutOutcome::Created) => return Ok(draft),
+            Ok(PutOutcome::AlreadyExists) => None,
+            Err(e) => Some(e),
+        };
+        // A refused create (409) or an error does not say who wrote: when the answer to our PUT
+        // is lost, the service may have stored it and the retry then finds "our" manifest
+        // there. Only its content settles it: the body carries `completedAt` to the
+        // nanosecond, so no other writer's manifest is byte-for-byte ours.
+        match read_back(&self.store, &key, &body).await {
+            Ok(ReadBack::Ours) => {
+                tracing::info!(
+                    backup = %self.name,
+                    "the manifest write's answer was lost; reading it back shows it committed"
+                );
+                Ok(draft)
+            }
+            Ok(ReadBack::Theirs) => Err(RepoError::CommitRace {
                 name: self.name.to_string(),
                 location: self.store.location().into(),
             }),
+            Ok(ReadBack::Absent) => Err(match put_error {
+                Some(e) => e.into(),
+                // 409 and then nothing there: a concurrent delete of a just-committed backup;
+                // whatever it was, it was not ours.
+                None => RepoError::CommitRace {
+                    name: self.name.to_string(),
+                    location: self.store.location().into(),
+                },
+            }),
+            Err(read_error) => {
+                tracing::warn!(
+                    backup = %self.name,
+                    error = %read_error,
+                    "could not read the manifest back to settle the commit"
+                );
+                Err(match put_error {
+                    Some(e) => e.into(),
+                    None => RepoError::CommitRace {
+                        name: self.name.to_string(),
+                        location: self.store.location().into(),
+                    },
+                })
+            }
         }
     }
+}
+
+/// Whose manifest `key` holds, comparing its bytes with the `body` this writer sent.
+async fn read_back(store: &Writer, key: &str, body: &[u8]) -> crate::storage::Result<ReadBack> {
+    match store.get(key).await {
+        Ok(stored) if Sha256::digest(&stored) == Sha256::digest(body) => Ok(ReadBack::Ours),
+        Ok(_) => Ok(ReadBack::Theirs),
+        Err(crate::storage::StorageError::NotFound { .. }) => Ok(ReadBack::Absent),
+        Err(e) => Err(e),
+    }
+}
+
+/// What reading a manifest back after an unsettled commit found.
+enum ReadBack {
+    /// The bytes this writer sent: the commit happened.
+    Ours,
+    /// Another writer's manifest of the same name.
+    Theirs,
+    /// No manifest.
+    Absent,
 }
 
 async fn hash_file(path: &Path) -> Result<(u64, String)> {

@@ -31,8 +31,8 @@ pub enum RestoreError {
         #[source]
         source: RepoError,
     },
-    /// The named backup is not completely replicated here.
-    #[error("backup {}: {} of {} objects not yet replicated to this location; choose another backup, wait for replication, or pass --allow-incomplete", .0.name, .0.missing, .0.total)]
+    /// The named backup is not complete here: not yet replicated (on a replica) or damaged.
+    #[error("backup {}: {} of {} objects {} {}", .0.name, .0.missing, .0.total, .0.absent(), if .0.replica { "to this location; choose another backup, wait for replication, or pass --allow-incomplete" } else { "from this location (it is no replica: they will not arrive); choose another backup or pass --allow-incomplete" })]
     Incomplete(PassedOver),
     /// No committed backup is complete on this location.
     #[error("no complete backup in {location}{}", if passed_over.is_empty() { String::new() } else { format!(" (incomplete: {})", passed_over.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")) })]
@@ -61,7 +61,7 @@ pub async fn prepare(
     allow_incomplete: bool,
     mut opts: PlanOptions,
 ) -> Result<Plan, RestoreError> {
-    let (manifest, point) = point::choose(repo, backup, allow_incomplete).await?;
+    let (manifest, point) = point::choose(repo, backup, allow_incomplete, opts.replica).await?;
     tracing::info!(backup = %manifest.name, "restore point chosen");
     let objects = repo
         .resources(&manifest)

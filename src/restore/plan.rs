@@ -59,6 +59,9 @@ pub struct PlanOptions {
     pub existing: ExistingPolicy,
     /// What to restore.
     pub filters: RestoreFilters,
+    /// The location read is a replica (configured `readOnly: true`): an absent object is
+    /// "not yet replicated" there, "missing" anywhere else.
+    pub replica: bool,
 }
 
 /// What happens to one object.

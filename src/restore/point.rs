@@ -16,14 +16,32 @@ pub struct PassedOver {
     pub total: usize,
     /// Objects not (yet) present here.
     pub missing: usize,
+    /// Whether the location read is a replica (configured `readOnly: true`): only there may an
+    /// absent object still arrive; elsewhere it is lost.
+    #[serde(skip)]
+    pub replica: bool,
+}
+
+impl PassedOver {
+    /// What the absent objects are: on a replica they may still arrive, elsewhere they are gone.
+    pub fn absent(&self) -> &'static str {
+        if self.replica {
+            "not yet replicated"
+        } else {
+            "missing"
+        }
+    }
 }
 
 impl std::fmt::Display for PassedOver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}: {} of {} objects not yet replicated",
-            self.name, self.missing, self.total
+            "{}: {} of {} objects {}",
+            self.name,
+            self.missing,
+            self.total,
+            self.absent()
         )
     }
 }
@@ -48,11 +66,13 @@ pub struct RestorePoint {
 }
 
 /// Picks `wanted`, or the newest complete backup. A named incomplete backup is refused unless
-/// `allow_incomplete`.
+/// `allow_incomplete`. `replica` says whether the location is a replica (see
+/// [`PassedOver::replica`]).
 pub async fn choose(
     repo: &RepoReader,
     wanted: Option<&BackupName>,
     allow_incomplete: bool,
+    replica: bool,
 ) -> Result<(Manifest, RestorePoint), RestoreError> {
     let repo_err = |what| move |source| RestoreError::Repo { what, source };
     let replication = repo.store().replication_status().await.ok().flatten();
@@ -78,6 +98,7 @@ pub async fn choose(
                 name: name.to_string(),
                 total: c.total,
                 missing: c.total - c.present(),
+                replica,
             }));
         }
         let p = point(&m, vec![], !c.is_complete());
@@ -99,11 +120,12 @@ pub async fn choose(
             let p = point(&m, passed_over, false);
             return Ok((m, p));
         }
-        tracing::info!(backup = %m.name, missing = c.total - c.present(), "not completely replicated; trying an older one");
+        tracing::info!(backup = %m.name, missing = c.total - c.present(), "incomplete here; trying an older one");
         passed_over.push(PassedOver {
             name: m.name.to_string(),
             total: c.total,
             missing: c.total - c.present(),
+            replica,
         });
     }
     Err(RestoreError::NoRestorePoint {

@@ -25,6 +25,32 @@ use super::{
     StorageError, TransferOptions, validate_key, validate_prefix,
 };
 
+/// Refuses the file-system root and the home directory as a repository's root, whatever they
+/// hold: the first backup would scatter `lifeboat.json` and `backups/` among the system's or the
+/// user's own files.
+fn refuse_unsuitable(root: &Path, location: &str) -> Result<()> {
+    // Compared resolved, so `/srv/..`, `~/.` or a symlink to either cannot slip through; a root
+    // that does not exist yet cannot be either of them.
+    let Ok(resolved) = fs::canonicalize(root) else {
+        return Ok(());
+    };
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .and_then(|h| fs::canonicalize(h).ok());
+    let what = if resolved.parent().is_none() {
+        "the file-system root"
+    } else if home.as_deref() == Some(resolved.as_path()) {
+        "the home directory"
+    } else {
+        return Ok(());
+    };
+    Err(StorageError::Unsuitable {
+        location: location.to_owned(),
+        what,
+        suggestion: resolved.join("lifeboat-backups").display().to_string(),
+    })
+}
+
 /// Names of in-flight temporary files start with this; listings skip them and keys may not use it.
 pub const TEMP_PREFIX: &str = ".lifeboat-tmp.";
 
@@ -75,6 +101,33 @@ impl LocalBackend {
 impl ObjectRead for LocalBackend {
     fn location(&self) -> &str {
         &self.location
+    }
+
+    /// One `readdir` of the root, not a walk: the root may be a large foreign tree.
+    async fn top_entry(&self) -> Result<Option<String>> {
+        let root = self.root.clone();
+        blocking(move || {
+            let entries = match fs::read_dir(&root) {
+                Ok(d) => d,
+                Err(e) if is_missing(&e) => return Ok(None),
+                Err(e) => return Err(io_err("read directory", &root)(e)),
+            };
+            let mut first: Option<String> = None;
+            for e in entries {
+                let name = e
+                    .map_err(io_err("read directory", &root))?
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned();
+                // Lifeboat's own in-flight files and a doctor's leftover probe are not foreign.
+                let ours = name.starts_with(TEMP_PREFIX) || name.starts_with(super::PROBE_PREFIX);
+                if !ours && first.as_ref().is_none_or(|f| name < *f) {
+                    first = Some(name);
+                }
+            }
+            Ok(first)
+        })
+        .await
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
@@ -278,7 +331,9 @@ impl ObjectWrite for LocalBackend {
 
     async fn create_location(&self) -> Result<bool> {
         let root = self.root.clone();
+        let location = self.location.clone();
         blocking(move || {
+            refuse_unsuitable(&root, &location)?;
             let existed = root.is_dir();
             fs::create_dir_all(&root).map_err(io_err("create directory", &root))?;
             Ok(!existed)

@@ -46,6 +46,10 @@ pub use lease::{Lease, LeaseAttempt, LeaseHolder};
 pub use open::{open_reader, open_writer, probe_write};
 pub use transfer::{LocalCopy, TransferOptions, download_to_temp, sha256_file};
 
+/// Names of `probe_write`'s objects start with this; a leftover one (its delete failed) does not
+/// make a location foreign.
+pub(crate) const PROBE_PREFIX: &str = ".lifeboat-probe-";
+
 /// What a listing or a `head` tells about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
@@ -156,6 +160,19 @@ pub enum StorageError {
         /// What happened.
         reason: String,
     },
+    /// A location that must never hold a repository (the file-system root, a home directory):
+    /// a repository writes `lifeboat.json` and `backups/` at its top.
+    #[error(
+        "location {location} is {what}; lifeboat will not write a repository there: set its `path` to a new or empty directory (e.g. {suggestion})"
+    )]
+    Unsuitable {
+        /// The location.
+        location: String,
+        /// What it is (`the file-system root`, `the home directory`).
+        what: &'static str,
+        /// A directory that would do.
+        suggestion: String,
+    },
     /// Azure request failure (after retries, where retrying made sense).
     #[error("{op} {key:?} on {location} failed")]
     Azure {
@@ -179,6 +196,14 @@ pub enum StorageError {
     },
 }
 
+impl StorageError {
+    /// True if and only if the location itself was refused before anything was written to it
+    /// (read-only, or a place no repository belongs): a configuration mistake, not a failure.
+    pub fn is_location_refused(&self) -> bool {
+        matches!(self, Self::ReadOnly { .. } | Self::Unsuitable { .. })
+    }
+}
+
 /// Storage result.
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
@@ -195,6 +220,12 @@ pub trait ObjectRead: Send + Sync + 'static {
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>>;
     /// Every object whose key starts with `prefix`, streamed page by page, in key order.
     fn list<'a>(&'a self, prefix: &'a str) -> BoxStream<'a, Result<ObjectMeta>>;
+    /// The name of some entry at the top of the location, or `None` if it is empty. Backends
+    /// that cannot tell cheaply answer `None` (a container is made for the purpose; only a
+    /// directory is commonly shared with other things).
+    async fn top_entry(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
     /// Replication facts for a geo-secondary endpoint; `None` where the notion does not apply.
     async fn replication_status(&self) -> Result<Option<ReplicationStatus>> {
         Ok(None)

@@ -34,7 +34,11 @@ pub fn open_writer(name: &str, loc: &Location) -> Result<Writer> {
 /// system), and `Err` for any other failure (unreachable, bad configuration).
 pub async fn probe_write(name: &str, loc: &Location) -> Result<bool> {
     let backend = backend(name, loc)?;
-    let key = format!(".lifeboat-probe-{}", azure_core::Uuid::new_v4().simple());
+    let key = format!(
+        "{}{}",
+        super::PROBE_PREFIX,
+        azure_core::Uuid::new_v4().simple()
+    );
     match backend
         .put_if_absent(&key, Bytes::from_static(b"lifeboat write probe\n"))
         .await

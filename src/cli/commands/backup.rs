@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use serde_json::json;
 
+use super::Progressed;
 use crate::backup::{self, BackupRequest, Filters};
 use crate::cli::args::{BackupArgs, OutputFormat};
 use crate::cli::output;
@@ -34,28 +35,47 @@ fn filters(ctx: &Context, a: &BackupArgs) -> Filters {
     }
 }
 
-/// Takes a backup and prints its summary.
+/// Takes a backup and prints its summary; under `-o json` a failure prints one document too.
 pub async fn run(ctx: &Context, args: BackupArgs) -> anyhow::Result<Exit> {
+    let mut progressed = Progressed::default();
+    let result = take(ctx, args, &mut progressed).await;
+    if let (Err(e), OutputFormat::Json) = (&result, ctx.output) {
+        output::json(&progressed.failure_json(e))?;
+    }
+    result
+}
+
+async fn take(
+    ctx: &Context,
+    args: BackupArgs,
+    progressed: &mut Progressed,
+) -> anyhow::Result<Exit> {
     let started = jiff::Timestamp::now();
     let cluster_ref = ctx.config.cluster(args.cluster.as_deref())?;
     let cluster_name = cluster_ref
         .map(|(n, _)| n.to_owned())
         .unwrap_or_else(|| "cluster".into());
+    progressed.cluster = Some(cluster_name.clone());
     let name = match &args.name {
         Some(n) => BackupName::new(n).map_err(|e| UsageError(format!("--name: {e}")))?,
         None => {
             backup::default_name(&cluster_name, started).map_err(|e| UsageError(e.to_string()))?
         }
     };
+    progressed.name = Some(name.to_string());
     let (location, loc) = ctx.config.location(args.to.as_deref())?;
+    progressed.location = Some(location.to_owned());
     let store = storage::open_writer(location, loc)
         .with_context(|| format!("opening location {location:?} for writing"))?;
+    progressed.step("location opened");
     let repo = RepoWriter::open_or_init(store)
         .await
         .with_context(|| format!("opening the repository in {location:?}"))?;
+    progressed.step("repository opened");
     let connected = cluster::connect(&cluster_name, cluster_ref.map(|(_, c)| c))
         .await
         .with_context(|| format!("connecting to cluster {cluster_name:?}"))?;
+    progressed.step("cluster client configured");
 
     let request = request(ctx, &args, name.clone(), &cluster_name);
     let progress = BackupProgress::new(ctx.output == OutputFormat::Json);
@@ -65,8 +85,11 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> anyhow::Result<Exit> {
         args.status_namespace.as_deref(),
         cluster_ref.is_some_and(|(_, c)| c.in_cluster),
     );
+    let asked_for_status = status_namespace.is_some();
     let status_recorded =
         super::record_backup_status(&connected, status_namespace, location, &name, &result).await;
+    progressed.step("backup attempted");
+    progressed.status_recorded = asked_for_status.then_some(status_recorded);
     let manifest = result.with_context(|| {
         format!("backup {name} of cluster {cluster_name:?} failed; nothing was committed")
     })?;

@@ -87,3 +87,45 @@ async fn record_backup_status(
         }
     }
 }
+
+/// How far a backup command (`backup`, `schedule run`) got, for the one JSON document it prints
+/// under `-o json` also when it fails: CI pipelines upload that file, and a failed run is
+/// exactly when it must not be empty.
+#[derive(Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Progressed {
+    /// The backup's name, once chosen.
+    name: Option<String>,
+    /// The location's configured name, once resolved.
+    location: Option<String>,
+    /// The cluster's configured name, once resolved.
+    cluster: Option<String>,
+    /// The steps completed, in order (`location opened`, `repository opened`, ...).
+    done: Vec<&'static str>,
+    /// Whether the failed backup's outcome was written to the status ConfigMap; `None` when it
+    /// was not asked for or the backup never ran.
+    status_recorded: Option<bool>,
+}
+
+impl Progressed {
+    fn step(&mut self, what: &'static str) {
+        self.done.push(what);
+    }
+
+    /// The failure document: `status`, `error` (the whole chain, as stderr shows it),
+    /// `exitCode` (the one the process exits with), `committed` and what was done.
+    fn failure_json(&self, err: &anyhow::Error) -> serde_json::Value {
+        let mut doc = serde_json::json!({
+            "status": "Failed",
+            "error": format!("{err:#}"),
+            "exitCode": crate::cli::exit_code_of(err) as u8,
+            "committed": false,
+        });
+        if let (Some(obj), Ok(serde_json::Value::Object(more))) =
+            (doc.as_object_mut(), serde_json::to_value(self))
+        {
+            obj.extend(more);
+        }
+        doc
+    }
+}

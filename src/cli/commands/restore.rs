@@ -111,6 +111,7 @@ pub async fn run(ctx: &Context, a: RestoreArgs) -> anyhow::Result<Exit> {
             include_resources: pick(&a.scope.include_resources, &profile.include_resources),
             exclude_resources: pick(&a.scope.exclude_resources, &profile.exclude_resources),
         },
+        replica: loc.read_only,
     };
     let plan = restore::prepare(
         &repo,
@@ -126,7 +127,7 @@ pub async fn run(ctx: &Context, a: RestoreArgs) -> anyhow::Result<Exit> {
         match ctx.output {
             OutputFormat::Json => output::json(&json!({ "dryRun": true, "plan": plan }))?,
             OutputFormat::Text => {
-                print_plan_summary(&plan, location, &cluster_label);
+                print_plan_summary(&plan, location, &cluster_label, loc.read_only);
                 print_items(&plan);
                 println!("\nDry run: nothing was written.");
             }
@@ -134,7 +135,7 @@ pub async fn run(ctx: &Context, a: RestoreArgs) -> anyhow::Result<Exit> {
         return Ok(Exit::Ok);
     }
     if ctx.output == OutputFormat::Text {
-        print_plan_summary(&plan, location, &cluster_label);
+        print_plan_summary(&plan, location, &cluster_label, loc.read_only);
     }
     let bar = RestoreBar::new(ctx.output == OutputFormat::Json, plan.items.len());
     let exec = ExecOptions {
@@ -171,7 +172,8 @@ pub async fn run(ctx: &Context, a: RestoreArgs) -> anyhow::Result<Exit> {
     })
 }
 
-fn print_plan_summary(plan: &Plan, location: &str, cluster: &str) {
+/// `replica`: the location is configured `readOnly` (absent objects may still arrive there).
+fn print_plan_summary(plan: &Plan, location: &str, cluster: &str, replica: bool) {
     let p = &plan.restore_point;
     println!(
         "Restore point: {} (taken {}) from location {location:?} into cluster {cluster:?}",
@@ -180,8 +182,10 @@ fn print_plan_summary(plan: &Plan, location: &str, cluster: &str) {
     for skipped in &p.passed_over {
         println!("  passed over {skipped}");
     }
-    if p.incomplete {
+    if p.incomplete && replica {
         println!("  WARNING: this backup is not completely replicated here (--allow-incomplete)");
+    } else if p.incomplete {
+        println!("  WARNING: objects of this backup are missing here (--allow-incomplete)");
     }
     if let Some(r) = &p.replication {
         let lst = r

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use serde::Deserialize as _;
 use serde_json::{Value, json};
 
+use super::Progressed;
 use crate::backup;
 use crate::cli::args::{
     BackupArgs, OutputFormat, ScheduleCommand, ScheduleRenderArgs, ScheduleRunArgs, ScopeArgs,
@@ -115,7 +116,26 @@ async fn apply_retention(
     }
 }
 
+/// Runs a schedule once; under `-o json` a failure prints one document too (with `schedule`).
 async fn run_cmd(ctx: &Context, a: ScheduleRunArgs) -> anyhow::Result<Exit> {
+    let schedule_name = a.name.clone();
+    let mut progressed = Progressed::default();
+    let result = run_schedule(ctx, a, &mut progressed).await;
+    if let (Err(e), OutputFormat::Json) = (&result, ctx.output) {
+        let mut doc = progressed.failure_json(e);
+        if let Some(obj) = doc.as_object_mut() {
+            obj.insert("schedule".into(), schedule_name.into());
+        }
+        output::json(&doc)?;
+    }
+    result
+}
+
+async fn run_schedule(
+    ctx: &Context,
+    a: ScheduleRunArgs,
+    progressed: &mut Progressed,
+) -> anyhow::Result<Exit> {
     let path = schedule_path(&a.schedules, &a.name)?;
     let file = path.display().to_string();
     let schedule = Schedule::load(&path)?;
@@ -123,20 +143,26 @@ async fn run_cmd(ctx: &Context, a: ScheduleRunArgs) -> anyhow::Result<Exit> {
     let at = a.now.unwrap_or_else(jiff::Timestamp::now);
     let name = BackupName::new(schedule.backup_name(at))
         .map_err(|e| UsageError(format!("{file}: name: {e}")))?;
+    progressed.name = Some(name.to_string());
 
     let cluster_ref = ctx.config.cluster(schedule.cluster.as_deref())?;
     let cluster_name = cluster_ref
         .map(|(n, _)| n.to_owned())
         .unwrap_or_else(|| "cluster".into());
+    progressed.cluster = Some(cluster_name.clone());
     let (location, loc) = ctx.config.location(schedule.location.as_deref())?;
+    progressed.location = Some(location.to_owned());
     let store = storage::open_writer(location, loc)
         .with_context(|| format!("opening location {location:?} for writing"))?;
+    progressed.step("location opened");
     let repo = RepoWriter::open_or_init(store.clone())
         .await
         .with_context(|| format!("opening the repository in {location:?}"))?;
+    progressed.step("repository opened");
     let connected = cluster::connect(&cluster_name, cluster_ref.map(|(_, c)| c))
         .await
         .with_context(|| format!("connecting to cluster {cluster_name:?}"))?;
+    progressed.step("cluster client configured");
 
     // Exactly what `lifeboat backup` with the equivalent flags takes.
     let f = &schedule.backup;
@@ -191,6 +217,8 @@ async fn run_cmd(ctx: &Context, a: ScheduleRunArgs) -> anyhow::Result<Exit> {
         retention.incomplete(),
     )
     .await;
+    progressed.step("backup attempted");
+    progressed.status_recorded = Some(status_result.is_ok());
     let status_json = match &status_result {
         Ok(()) => json!({"namespace": namespace, "recorded": true}),
         Err(e) => json!({"namespace": namespace, "recorded": false, "error": format!("{e:#}")}),

@@ -1,5 +1,6 @@
 //! `lifeboat backup` against a simulated cluster (issue 4).
 
+mod commit;
 mod kill;
 
 use std::collections::BTreeSet;

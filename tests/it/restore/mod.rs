@@ -383,6 +383,17 @@ async fn latest_skips_a_partly_replicated_backup_and_naming_it_is_refused() {
         "{err}"
     );
     assert!(err.contains("--allow-incomplete"), "{err}");
+
+    // On the writable primary, which is no replica, an absent object is missing, not "not yet
+    // replicated" (issue 15).
+    std::fs::remove_file(r.path().join("repo/backups/b2/resources.tar.zst")).unwrap();
+    let (code, _, err) = r.restore(&["--from", "primary", "--backup", "b2"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("b2: 1 of 1 objects missing from this location (it is no replica"),
+        "{err}"
+    );
+    assert!(!err.contains("replicated"), "{err}");
     r.primary.cluster.shutdown().await.unwrap();
     r.secondary.cluster.shutdown().await.unwrap();
 }
@@ -607,6 +618,9 @@ async fn issue12_a_malformed_volume_record_fails_the_dry_run_naming_the_field() 
         {"namespace": "shop", "pvc": "data-db-0", "status": "Completed",
          "index": "backups/b1/volumes/shop/data-db-0.json"}
     ]);
+    // As a writer would have committed it: without the digest of its own content (an older
+    // lifeboat's manifest), else the edit reads as damage to the manifest (issue 15).
+    manifest.as_object_mut().unwrap().remove("manifestSha256");
     std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
     r.replicate_all(12).await;
 

@@ -4,7 +4,7 @@
 mod azurite;
 mod conformance;
 mod open;
-mod proxy;
+pub mod proxy;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
