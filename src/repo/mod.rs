@@ -190,6 +190,16 @@ pub enum RepoError {
         /// The backup.
         backup: String,
     },
+    /// An object of the backup's own (its archive or a volume index) is gone before the commit.
+    #[error(
+        "backup {backup}'s {key} no longer exists (a prune collected it while the backup ran longer than its grace period); nothing was committed, run the backup again"
+    )]
+    LostBeforeCommit {
+        /// The object.
+        key: String,
+        /// The backup.
+        backup: String,
+    },
     /// An object does not hold what was recorded for it: what its mover reported (when a backup
     /// adopts it), or what the manifest lists (when a reader downloads it). Corrupt or tampered.
     #[error("{key} is corrupted: its sha256 is {actual}, {expected} was recorded")]

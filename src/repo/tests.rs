@@ -231,6 +231,24 @@ fn backup_names_are_validated() {
     }
 }
 
+/// Issue 15: a backup that outlived the grace period may have lost its own archive to a
+/// prune; the commit proves every object it names, not only packs.
+#[tokio::test]
+async fn a_backup_whose_archive_is_gone_is_not_committed() {
+    let store = memory("archive-gone");
+    let repo = RepoWriter::open_or_init(store.clone()).await.unwrap();
+    let b = begun_with_archive(&repo).await;
+    let archive = Layout::resources(&BackupName::new("b1").unwrap());
+    store.delete(&archive).await.unwrap();
+    let err = b.commit(draft()).await.unwrap_err();
+    assert!(
+        matches!(&err, RepoError::LostBeforeCommit { key, .. } if *key == archive),
+        "{err}"
+    );
+    let manifest = Layout::manifest(&BackupName::new("b1").unwrap());
+    assert!(store.reader().head(&manifest).await.unwrap().is_none());
+}
+
 #[tokio::test]
 async fn a_backup_referencing_a_pack_that_is_gone_is_not_committed() {
     let store = memory("gone");

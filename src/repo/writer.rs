@@ -236,27 +236,30 @@ impl BackupWriter {
         self.objects.sort_by(|a, b| a.key.cmp(&b.key));
         self.packs.sort_by(|a, b| a.key.cmp(&b.key));
         self.packs.dedup_by(|a, b| a.key == b.key);
-        // A pack deduplicated against may have been collected by a prune since (the grace
-        // period bounds this): fail the backup rather than commit one that names a lost pack.
+        // Every object the manifest will name must be there right before it is written: a pack
+        // deduplicated against, or this backup's own archive or index when the backup outlived
+        // the grace period, may have been collected by a prune since. Fail the backup rather
+        // than commit one that names a lost object.
         let store = &self.store;
-        let missing = futures::stream::iter(self.packs.iter())
-            .map(|p| async move { (p, store.head(&p.key).await) })
+        let named = self.packs.iter().map(|p| (&p.key, true));
+        let named = named.chain(self.objects.iter().map(|o| (&o.key, false)));
+        let missing = futures::stream::iter(named)
+            .map(|(key, pack)| async move { (key, pack, store.head(key).await) })
             .buffer_unordered(16)
-            .filter_map(|(p, head)| async move {
+            .filter_map(|(key, pack, head)| async move {
                 match head {
                     Ok(Some(_)) => None,
-                    Ok(None) => Some(Ok(p.key.clone())),
+                    Ok(None) => Some(Ok((key.clone(), pack))),
                     Err(e) => Some(Err(e)),
                 }
             })
             .collect::<Vec<_>>()
             .await;
         if let Some(first) = missing.into_iter().next() {
+            let backup = self.name.to_string();
             return Err(match first {
-                Ok(key) => RepoError::MissingPack {
-                    key,
-                    backup: self.name.to_string(),
-                },
+                Ok((key, true)) => RepoError::MissingPack { key, backup },
+                Ok((key, false)) => RepoError::LostBeforeCommit { key, backup },
                 Err(e) => e.into(),
             });
         }
