@@ -248,16 +248,7 @@ async fn provision(objects: &Objects, pvc: &Value) -> Result<(), Error> {
     let allowed = match class_zones(&class, cluster) {
         Ok(z) => z,
         Err(msg) => {
-            return objects
-                .event(
-                    Kind::Pvc,
-                    pvc,
-                    true,
-                    "ProvisioningFailed",
-                    &msg,
-                    PROVISIONER,
-                )
-                .await;
+            return provisioning_failed(objects, pvc, &msg).await;
         }
     };
     let mut selected_node = None;
@@ -296,16 +287,7 @@ async fn provision(objects: &Objects, pvc: &Value) -> Result<(), Error> {
                 "failed to provision volume with StorageClass {:?}: the selected node {node} is in zone {zone:?}, which allowedTopologies does not allow",
                 name(&class)
             );
-            return objects
-                .event(
-                    Kind::Pvc,
-                    pvc,
-                    true,
-                    "ProvisioningFailed",
-                    &msg,
-                    PROVISIONER,
-                )
-                .await;
+            return provisioning_failed(objects, pvc, &msg).await;
         }
         selected_node = Some(node);
         zone
@@ -318,16 +300,7 @@ async fn provision(objects: &Objects, pvc: &Value) -> Result<(), Error> {
     let source = match data_source(objects, pvc).await? {
         Ok(source) => source,
         Err(msg) => {
-            return objects
-                .event(
-                    Kind::Pvc,
-                    pvc,
-                    true,
-                    "ProvisioningFailed",
-                    &msg,
-                    PROVISIONER,
-                )
-                .await;
+            return provisioning_failed(objects, pvc, &msg).await;
         }
     };
 
@@ -382,6 +355,13 @@ async fn provision(objects: &Objects, pvc: &Value) -> Result<(), Error> {
         return Ok(()); // the PV controller binds the claim to the PV that names it
     }
     bind(objects, pvc, &pv, selected_node.as_deref()).await
+}
+
+/// Records a ProvisioningFailed event on the claim, as the external provisioner does.
+async fn provisioning_failed(objects: &Objects, pvc: &Value, msg: &str) -> Result<(), Error> {
+    objects
+        .event(Kind::Pvc, pvc, true, "ProvisioningFailed", msg, PROVISIONER)
+        .await
 }
 
 /// The unfinished pods in `ns` that mount claim `claim`.
