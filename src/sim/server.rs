@@ -643,19 +643,7 @@ async fn pod_log(app: &App, ns: &str, pod: &str, p: &Params) -> Result<Response,
     let follow_rt = rt.clone();
     match tokio::fs::read(&path).await {
         Ok(bytes) => {
-            let bytes = match p.tail_lines {
-                Some(n) => {
-                    let text = String::from_utf8_lossy(&bytes);
-                    let lines: Vec<&str> = text.lines().collect();
-                    let start = lines.len().saturating_sub(n);
-                    let mut s = lines[start..].join("\n");
-                    if !s.is_empty() {
-                        s.push('\n');
-                    }
-                    s.into_bytes()
-                }
-                None => bytes,
-            };
+            let bytes = super::store::tail_lines(bytes, p.tail_lines);
             if p.follow {
                 return Ok(follow_log(app, follow_rt, ns, pod, path, bytes));
             }

@@ -421,6 +421,18 @@ impl SimContext {
     }
 }
 
+/// The last `n` lines of a container log (all of it when `n` is None), as `tailLines` asks.
+pub(crate) fn tail_lines(bytes: Vec<u8>, n: Option<usize>) -> Vec<u8> {
+    let Some(n) = n else { return bytes };
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    let mut s = lines[lines.len().saturating_sub(n)..].join("\n");
+    if !s.is_empty() {
+        s.push('\n');
+    }
+    s.into_bytes()
+}
+
 pub(crate) fn log_path(state_dir: &std::path::Path, ns: &str, pod: &str, c: &str) -> PathBuf {
     state_dir
         .join("logs")
@@ -2158,6 +2170,14 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tail_lines_keeps_the_last_n() {
+        assert_eq!(tail_lines(b"a\nb\nc\n".to_vec(), Some(2)), b"b\nc\n");
+        assert_eq!(tail_lines(b"a\nb\n".to_vec(), Some(5)), b"a\nb\n");
+        assert_eq!(tail_lines(b"a\nb".to_vec(), None), b"a\nb");
+        assert_eq!(tail_lines(Vec::new(), Some(1)), b"");
+    }
 
     fn store() -> Store {
         let cat = Catalogue::builtin();

@@ -17,20 +17,15 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::AgentError;
 
-/// A listening endpoint: its port, and the task serving it until shutdown.
-pub(super) struct Endpoint {
-    pub(super) port: u16,
-}
-
 /// Binds 127.0.0.1:`port` (0: any free port) with the serving certificate and key (PEM files),
-/// and serves the container logs under `state_dir` until `shutdown`.
+/// and serves the container logs under `state_dir` until `shutdown`. Returns the bound port.
 pub(super) async fn serve(
     port: u16,
     cert: &Path,
     key: &Path,
     state_dir: PathBuf,
     shutdown: crate::sim::Shutdown,
-) -> Result<Endpoint, AgentError> {
+) -> Result<u16, AgentError> {
     let tls_err = |detail: String| AgentError::Endpoint(detail);
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
@@ -84,7 +79,7 @@ pub(super) async fn serve(
             });
         }
     });
-    Ok(Endpoint { port })
+    Ok(port)
 }
 
 async fn answer<B>(state_dir: &Path, req: &Request<B>) -> Response<Full<Bytes>> {
@@ -115,35 +110,10 @@ async fn answer<B>(state_dir: &Path, req: &Request<B>) -> Response<Full<Bytes>> 
     });
     let path = crate::sim::store::log_path(state_dir, ns, pod, container);
     match tokio::fs::read(&path).await {
-        Ok(bytes) => reply(StatusCode::OK, tail_lines(bytes, tail)),
+        Ok(bytes) => reply(StatusCode::OK, crate::sim::store::tail_lines(bytes, tail)),
         Err(_) => reply(
             StatusCode::NOT_FOUND,
             format!("container {container:?} in pod {pod:?} has no log yet\n").into_bytes(),
         ),
-    }
-}
-
-/// The last `n` lines of a log (all of it when `n` is None).
-fn tail_lines(bytes: Vec<u8>, n: Option<usize>) -> Vec<u8> {
-    let Some(n) = n else { return bytes };
-    let text = String::from_utf8_lossy(&bytes);
-    let lines: Vec<&str> = text.lines().collect();
-    let mut s = lines[lines.len().saturating_sub(n)..].join("\n");
-    if !s.is_empty() {
-        s.push('\n');
-    }
-    s.into_bytes()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tail_lines_keeps_the_last_n() {
-        assert_eq!(tail_lines(b"a\nb\nc\n".to_vec(), Some(2)), b"b\nc\n");
-        assert_eq!(tail_lines(b"a\nb\n".to_vec(), Some(5)), b"a\nb\n");
-        assert_eq!(tail_lines(b"a\nb".to_vec(), None), b"a\nb");
-        assert_eq!(tail_lines(Vec::new(), Some(1)), b"");
     }
 }

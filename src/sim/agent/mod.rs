@@ -149,9 +149,10 @@ pub async fn run(
     let port = match &opts.serving {
         Some((cert, key)) => {
             let state = opts.state_dir.clone();
-            let e = endpoint::serve(opts.kubelet_port, cert, key, state, shutdown.clone()).await?;
-            tracing::info!(port = e.port, "kubelet endpoint serving container logs");
-            e.port
+            let port =
+                endpoint::serve(opts.kubelet_port, cert, key, state, shutdown.clone()).await?;
+            tracing::info!(port, "kubelet endpoint serving container logs");
+            port
         }
         None => 0,
     };
