@@ -182,7 +182,7 @@ newer ones not yet fully replicated are reported and passed over.
 Order: CRDs (waited for until Established), Namespaces, storage/priority classes, service
 accounts/secrets/config/RBAC, PersistentVolumeClaims, Services, workloads, everything else,
 admission webhooks last. Server-set fields, status, ClusterIPs, nodePorts and PVC bindings are
-stripped; objects owned by a controller in the backup, auto-created objects and system
+stripped; objects a built-in controller in the backup recreates, auto-created objects and system
 namespaces are skipped. Every object is labelled lifeboat.io/restored-from=<backup>, so running
 the same restore again after an interruption finishes the job.
 

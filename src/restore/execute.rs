@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::order::Tier;
+use super::owners;
 use super::plan::{Action, Plan, PlanItem};
 use super::volumes::{self, VolumeResult};
 use crate::cluster::{self, ClusterError};
@@ -83,6 +84,8 @@ pub struct Outcome {
     pub failed: Vec<Failure>,
     /// Volume data restored into the created claims.
     pub volumes: Vec<VolumeResult>,
+    /// Owner references attached again, pointing at the owners' uids in the target.
+    pub owner_references: usize,
     /// Wall time of the execution.
     pub duration_seconds: f64,
 }
@@ -283,6 +286,39 @@ pub async fn execute(
             }
         }
     }
+    attach_owner_references(client, plan, opts, &mut out).await;
     out.duration_seconds = t0.elapsed().as_secs_f64();
     out
+}
+
+/// Once every tier is done, each restored owned object gets its references back, pointing at
+/// its owners' uids in the target (see `owners`).
+async fn attach_owner_references(
+    client: &kube::Client,
+    plan: &Plan,
+    opts: &ExecOptions,
+    out: &mut Outcome,
+) {
+    let failed: BTreeSet<String> = out.failed.iter().map(|f| f.object.clone()).collect();
+    let owned = plan.items.iter().filter(|i| {
+        i.owner_references.iter().any(|l| l.target.is_some()) && !failed.contains(&i.display())
+    });
+    let results: Vec<(&PlanItem, Result<usize, ClusterError>)> = futures::stream::iter(owned)
+        .map(|i| async move {
+            let path = format!("{}/{}", collection(i), i.name);
+            (i, owners::attach(client, &path, &i.owner_references).await)
+        })
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect()
+        .await;
+    for (i, r) in results {
+        match r {
+            Ok(n) => out.owner_references += n,
+            Err(e) => out.failed.push(Failure {
+                object: i.display(),
+                tier: i.tier,
+                message: format!("attaching its owner references: {e}"),
+            }),
+        }
+    }
 }

@@ -4,6 +4,7 @@
 
 mod execute;
 pub mod order;
+mod owners;
 pub mod plan;
 mod point;
 mod target;

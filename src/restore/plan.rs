@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::order::Tier;
+use super::owners::{self, OwnerLink};
 use super::point::RestorePoint;
 use crate::config::ExistingPolicy;
 use crate::filter::{namespace_allowed, resource_allowed};
@@ -103,6 +104,10 @@ pub struct PlanItem {
     /// Why it is skipped, or what to know about it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Its owners in the backup: references attached again once the restore created them, or
+    /// dropped (with the reason).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub owner_references: Vec<OwnerLink>,
     /// The object to send (after transforms).
     #[serde(skip)]
     pub object: Value,
@@ -148,13 +153,22 @@ pub struct Plan {
     pub volumes: Vec<VolumeFill>,
     /// Claims whose data is not restored, and why.
     pub volume_notes: Vec<String>,
+    /// Other things to know: owner references dropped, and why.
+    pub notes: Vec<String>,
+}
+
+/// An object of the backup that owns others: what its uid stands for.
+struct OwnerOf {
+    group: String,
+    kind: String,
+    display: String,
 }
 
 /// Why an object is never restored, if it is not.
 fn rule_skip(
     o: &BackupObject,
     kind: &str,
-    owners: &HashMap<String, String>,
+    owners: &HashMap<String, OwnerOf>,
     filters: &RestoreFilters,
 ) -> Option<String> {
     let ns = o.namespace.as_str();
@@ -222,9 +236,11 @@ fn rule_skip(
         for r in refs {
             if r["controller"] == true
                 && let Some(owner) = r["uid"].as_str().and_then(|u| owners.get(u))
+                && owners::recreated_by(&owner.group, &owner.kind, &o.group, kind)
             {
                 return Some(format!(
-                    "owned by {owner} in the backup; its controller recreates it"
+                    "owned by {} in the backup; its controller recreates it",
+                    owner.display
                 ));
             }
         }
@@ -329,20 +345,25 @@ pub fn plan(
     target: &TargetView,
     opts: &PlanOptions,
 ) -> Plan {
-    let owners: HashMap<String, String> = objects
+    let owners: HashMap<String, OwnerOf> = objects
         .iter()
         .filter_map(|o| {
             let uid = o.object.pointer("/metadata/uid")?.as_str()?.to_owned();
+            let kind = o.object["kind"].as_str().unwrap_or_default();
             Some((
                 uid,
-                format!(
-                    "{} {}",
-                    o.object["kind"].as_str().unwrap_or_default(),
-                    o.name
-                ),
+                OwnerOf {
+                    group: o.group.clone(),
+                    kind: kind.to_owned(),
+                    display: format!("{kind} {}", o.name),
+                },
             ))
         })
         .collect();
+    // Item index of each uid, and the references of each item restored, to resolve once every
+    // item's action is known.
+    let mut item_of_uid: HashMap<String, usize> = HashMap::new();
+    let mut references: Vec<(usize, Value)> = Vec::new();
     let ctx = transform::Context {
         mappings: &opts.mappings,
         options: &opts.transform,
@@ -363,14 +384,19 @@ pub fn plan(
             name: o.name.clone(),
             transforms: vec![],
             reason: None,
+            owner_references: vec![],
             object: Value::Null,
         };
+        if let Some(uid) = o.object.pointer("/metadata/uid").and_then(Value::as_str) {
+            item_of_uid.insert(uid.to_owned(), items.len());
+        }
         if let Some(reason) = rule_skip(&o, &kind, &owners, &opts.filters) {
             item.reason = Some(reason);
             items.push(item);
             continue;
         }
         let mut obj = o.object;
+        let refs = obj.pointer("/metadata/ownerReferences").cloned();
         item.transforms = transform::apply_all(&mut obj, &ctx);
         // A rename (storage class, namespace) changes the target name.
         item.name = obj
@@ -417,8 +443,52 @@ pub fn plan(
             }
             None => item.action = Action::Create,
         }
+        // References are attached to what this restore writes or wrote, never to an object
+        // of someone else's that it leaves as it is.
+        let ours = matches!(item.action, Action::Create | Action::Update)
+            || item.reason.as_deref() == Some("restored earlier from this backup");
+        if let Some(refs) = refs.filter(|_| ours) {
+            references.push((
+                items.len(),
+                serde_json::json!({"metadata": {"ownerReferences": refs}}),
+            ));
+        }
         item.object = obj;
         items.push(item);
+    }
+    let mut notes = Vec::new();
+    for (at, refs) in references {
+        let links = owners::links(&refs, |uid| {
+            let Some(owner) = item_of_uid.get(uid).map(|&j| &items[j]) else {
+                return Err("the owner is not in the backup".into());
+            };
+            match owner.action {
+                Action::SkipRule => Err(format!(
+                    "the owner {} is not restored ({})",
+                    owner.display(),
+                    owner.reason.as_deref().unwrap_or("a rule")
+                )),
+                _ => Ok(format!(
+                    "{}/{}",
+                    crate::cluster::collection_path(
+                        &owner.group,
+                        &owner.version,
+                        &owner.resource,
+                        &owner.namespace
+                    ),
+                    owner.name
+                )),
+            }
+        });
+        for l in links.iter().filter(|l| l.target.is_none()) {
+            notes.push(format!(
+                "{}: its owner reference to {} is dropped: {}",
+                items[at].display(),
+                l.owner,
+                l.dropped.as_deref().unwrap_or_default()
+            ));
+        }
+        items[at].owner_references = links;
     }
     find_risks(&items, target, &mut risks);
     items.sort_by(|a, b| {
@@ -442,6 +512,7 @@ pub fn plan(
         counts,
         volumes: Vec::new(),
         volume_notes: Vec::new(),
+        notes,
     }
 }
 

@@ -211,6 +211,7 @@ mod tests {
             name: name.into(),
             transforms: vec![],
             reason: None,
+            owner_references: vec![],
             object,
         }
     }

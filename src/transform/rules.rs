@@ -61,8 +61,8 @@ pub fn strip_server_fields(obj: &mut Value, _: &Context<'_>) -> bool {
 }
 
 /// Owner uids are the primary's: the target's garbage collector would delete an object whose
-/// owner uid does not exist. Controller-owned objects are skipped by the planner; what remains
-/// loses its owner references (the owner, if restored, re-adopts it).
+/// owner uid does not exist. The object is created without them; the restore attaches them
+/// again, with the owners' uids in the target, once its owners exist (`restore::owners`).
 pub fn drop_owner_references(obj: &mut Value, _: &Context<'_>) -> bool {
     meta(obj).is_some_and(|m| m.remove("ownerReferences").is_some())
 }

@@ -212,7 +212,7 @@ fn print_plan_summary(plan: &Plan, location: &str, cluster: &str, replica: bool)
             output::human_bytes(bytes)
         );
     }
-    for n in &plan.volume_notes {
+    for n in plan.volume_notes.iter().chain(&plan.notes) {
         println!("  {n}");
     }
     if plan.risks.is_empty() {

@@ -13,6 +13,7 @@
 mod apps;
 mod cluster;
 mod differential;
+mod owners;
 mod schedule;
 mod volumes;
 
