@@ -93,10 +93,10 @@ pub fn merged(live: &[Value], links: &[(&OwnerLink, String)]) -> Option<Vec<Valu
         }
         let mut r = link.reference.clone();
         r["uid"] = Value::from(uid.as_str());
-        if refs.iter().any(|l| l["controller"] == true) {
-            if let Some(m) = r.as_object_mut() {
-                m.remove("controller");
-            }
+        if refs.iter().any(|l| l["controller"] == true)
+            && let Some(m) = r.as_object_mut()
+        {
+            m.remove("controller");
         }
         refs.push(r);
         added = true;
