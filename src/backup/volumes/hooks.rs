@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! pre.hook.backup.lifeboat.io/command:  '["/bin/sh", "-c", "psql -c CHECKPOINT"]'  (or a plain string for sh -c)
-//! pre.hook.backup.lifeboat.io/container: pg          (default: the first container)
+//! pre.hook.backup.lifeboat.io/container: pg          (default: see `container_for`)
 //! pre.hook.backup.lifeboat.io/on-error:  Fail        (Fail: the volume is not backed up; Continue)
 //! pre.hook.backup.lifeboat.io/timeout:   30          (seconds)
 //! ```
@@ -41,8 +41,8 @@ impl Phase {
 pub struct Hook {
     /// Pod name.
     pub pod: String,
-    /// Container (None: the first).
-    pub container: Option<String>,
+    /// Container: a running one, an app container or a native sidecar.
+    pub container: String,
     /// argv.
     pub command: Vec<String>,
     /// Whether a failure stops the volume's backup.
@@ -56,7 +56,7 @@ impl Hook {
         format!(
             "{}[{}]: {}",
             self.pod,
-            self.container.as_deref().unwrap_or("-"),
+            self.container,
             self.command.join(" ")
         )
     }
@@ -78,8 +78,94 @@ pub fn pods_mounting<'a>(pods: &'a [Value], claim: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-/// The hooks of `phase` the pods declare; an unparsable annotation is an error naming it.
-pub fn hooks_of(pods: &[&Value], phase: Phase) -> Result<Vec<Hook>, String> {
+/// The containers of a pod that run for as long as it does: its app containers and its native
+/// sidecars (init containers with `restartPolicy: Always`, Kubernetes 1.29+), with whether each
+/// mounts one of `volumes`. Plain init containers have finished: nothing can be exec'd in them.
+fn running_containers<'a>(pod: &'a Value, volumes: &[&str]) -> Vec<(&'a str, bool, bool)> {
+    let mounts = |c: &Value| {
+        c["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["name"].as_str().is_some_and(|n| volumes.contains(&n)))
+    };
+    let apps = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| (c, false));
+    let sidecars = pod["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["restartPolicy"] == "Always")
+        .map(|c| (c, true));
+    apps.chain(sidecars)
+        .filter_map(|(c, sidecar)| Some((c["name"].as_str()?, sidecar, mounts(c))))
+        .collect()
+}
+
+/// The container a hook of `pod` runs in. Named by the annotation: it must be running (an app
+/// container or a native sidecar). Else the pod's `kubectl.kubernetes.io/default-container`,
+/// else the first app container that mounts `claim`, else the first native sidecar that does
+/// (a backup agent, say), else the first app container: never a sidecar by position alone,
+/// since injected sidecars (service meshes) come first in `initContainers`.
+pub fn container_for(pod: &Value, claim: &str, named: Option<&str>) -> Result<String, String> {
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    let volumes: Vec<&str> = pod["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["persistentVolumeClaim"]["claimName"] == claim)
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    let running = running_containers(pod, &volumes);
+    if let Some(want) = named {
+        if running.iter().any(|(c, ..)| *c == want) {
+            return Ok(want.to_owned());
+        }
+        let init = pod["spec"]["initContainers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["name"] == want);
+        let names: Vec<&str> = running.iter().map(|(c, ..)| *c).collect();
+        return Err(if init {
+            format!(
+                "pod {name}: hook container {want:?} is an init container, which has finished before the pod runs; name a running one ({}) or make it a native sidecar (restartPolicy: Always)",
+                names.join(", ")
+            )
+        } else {
+            format!(
+                "pod {name}: hook container {want:?} is not in the pod; its containers: {}",
+                names.join(", ")
+            )
+        });
+    }
+    let default = pod["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"]
+        .as_str()
+        .filter(|d| running.iter().any(|(c, ..)| c == d));
+    default
+        .or_else(|| {
+            running
+                .iter()
+                .find(|(_, sidecar, m)| !sidecar && *m)
+                .map(|r| r.0)
+        })
+        .or_else(|| {
+            running
+                .iter()
+                .find(|(_, sidecar, m)| *sidecar && *m)
+                .map(|r| r.0)
+        })
+        .or_else(|| running.iter().find(|(_, sidecar, _)| !sidecar).map(|r| r.0))
+        .map(str::to_owned)
+        .ok_or_else(|| format!("pod {name} has no running container to run a hook in"))
+}
+
+/// The hooks of `phase` the pods mounting `claim` declare; an unparsable annotation is an error
+/// naming it.
+pub fn hooks_of(pods: &[&Value], claim: &str, phase: Phase) -> Result<Vec<Hook>, String> {
     let mut hooks = Vec::new();
     for p in pods {
         let pod = p["metadata"]["name"].as_str().unwrap_or_default();
@@ -122,7 +208,7 @@ pub fn hooks_of(pods: &[&Value], phase: Phase) -> Result<Vec<Hook>, String> {
         };
         hooks.push(Hook {
             pod: pod.to_owned(),
-            container: a[key("container")].as_str().map(str::to_owned),
+            container: container_for(p, claim, a[key("container")].as_str())?,
             command,
             fail,
             timeout,
@@ -138,9 +224,7 @@ async fn exec(client: &kube::Client, ns: &str, hook: &Hook) -> Result<(), String
         .stdin(false)
         .stdout(true)
         .stderr(true);
-    if let Some(c) = &hook.container {
-        params = params.container(c.clone());
-    }
+    params = params.container(hook.container.clone());
     let run = async {
         let mut process = api
             .exec(&hook.pod, hook.command.clone(), &params)
@@ -219,8 +303,53 @@ mod tests {
 
     fn pod(name: &str, claim: &str, annotations: Value) -> Value {
         json!({"metadata": {"name": name, "annotations": annotations},
-               "spec": {"volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": claim}}]},
+               "spec": {"volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": claim}}],
+                        "containers": [{"name": "pg", "volumeMounts": [{"name": "d", "mountPath": "/data"}]}]},
                "status": {"phase": "Running"}})
+    }
+
+    /// A pod with a mesh proxy injected as a native sidecar first, a plain init container, an
+    /// app container that does not mount the claim, and one that does.
+    fn pod_with_sidecars() -> Value {
+        json!({"metadata": {"name": "db-0", "annotations": {}},
+               "spec": {"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data-db-0"}}],
+                        "initContainers": [
+                            {"name": "istio-proxy", "restartPolicy": "Always"},
+                            {"name": "init-perms", "volumeMounts": [{"name": "data", "mountPath": "/d"}]},
+                            {"name": "backup-agent", "restartPolicy": "Always", "volumeMounts": [{"name": "data", "mountPath": "/d"}]}],
+                        "containers": [
+                            {"name": "metrics"},
+                            {"name": "db", "volumeMounts": [{"name": "data", "mountPath": "/var/lib/db"}]}]},
+               "status": {"phase": "Running"}})
+    }
+
+    #[test]
+    fn hooks_run_in_the_app_container_mounting_the_claim_never_in_a_finished_init_container() {
+        let mut p = pod_with_sidecars();
+        assert_eq!(container_for(&p, "data-db-0", None).unwrap(), "db");
+        // A native sidecar may be named: it runs as long as the pod does.
+        assert_eq!(
+            container_for(&p, "data-db-0", Some("backup-agent")).unwrap(),
+            "backup-agent"
+        );
+        let err = container_for(&p, "data-db-0", Some("init-perms")).unwrap_err();
+        assert!(err.contains("is an init container"), "{err}");
+        assert!(err.contains("backup-agent"), "{err}");
+        let err = container_for(&p, "data-db-0", Some("nope")).unwrap_err();
+        assert!(err.contains("not in the pod"), "{err}");
+        // kubectl's default container wins when it is running.
+        p["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"] = json!("metrics");
+        assert_eq!(container_for(&p, "data-db-0", None).unwrap(), "metrics");
+        // Only a native sidecar mounts the claim: it is the one.
+        let mut p = pod_with_sidecars();
+        p["spec"]["containers"][1]["volumeMounts"] = json!([]);
+        assert_eq!(
+            container_for(&p, "data-db-0", None).unwrap(),
+            "backup-agent"
+        );
+        // Nothing mounts it: the first app container, not the injected proxy.
+        p["spec"]["initContainers"][2]["volumeMounts"] = json!([]);
+        assert_eq!(container_for(&p, "data-db-0", None).unwrap(), "metrics");
     }
 
     #[test]
@@ -244,11 +373,11 @@ mod tests {
         ];
         let mounting = pods_mounting(&pods, "data-pg-0");
         assert_eq!(mounting.len(), 1);
-        let pre = hooks_of(&mounting, Phase::Pre).unwrap();
+        let pre = hooks_of(&mounting, "data-pg-0", Phase::Pre).unwrap();
         assert_eq!(pre[0].command, vec!["psql", "-c", "CHECKPOINT"]);
-        assert_eq!(pre[0].container.as_deref(), Some("pg"));
+        assert_eq!(pre[0].container, "pg");
         assert!(pre[0].fail);
-        let post = hooks_of(&mounting, Phase::Post).unwrap();
+        let post = hooks_of(&mounting, "data-pg-0", Phase::Post).unwrap();
         assert_eq!(post[0].command, vec!["/bin/sh", "-c", "echo done"]);
         assert!(!post[0].fail);
     }
@@ -262,7 +391,7 @@ mod tests {
                 "pre.hook.backup.lifeboat.io/command": "[1, 2]",
             }),
         )];
-        let err = hooks_of(&pods.iter().collect::<Vec<_>>(), Phase::Pre).unwrap_err();
+        let err = hooks_of(&pods.iter().collect::<Vec<_>>(), "c", Phase::Pre).unwrap_err();
         assert!(err.contains("pre.hook.backup.lifeboat.io/command"), "{err}");
         let pods = [pod(
             "p",
@@ -272,7 +401,7 @@ mod tests {
                 "post.hook.backup.lifeboat.io/on-error": "Ignore",
             }),
         )];
-        let err = hooks_of(&pods.iter().collect::<Vec<_>>(), Phase::Post).unwrap_err();
+        let err = hooks_of(&pods.iter().collect::<Vec<_>>(), "c", Phase::Post).unwrap_err();
         assert!(err.contains("expected Fail or Continue"), "{err}");
     }
 }

@@ -92,8 +92,8 @@ async fn steps(
         .await
         .map_err(|e| api("listing the pods that mount the claim", e))?;
     let mounting = hooks::pods_mounting(&pods, &claim.name);
-    let pre = hooks::hooks_of(&mounting, Phase::Pre)?;
-    let post = hooks::hooks_of(&mounting, Phase::Post)?;
+    let pre = hooks::hooks_of(&mounting, &claim.name, Phase::Pre)?;
+    let post = hooks::hooks_of(&mounting, &claim.name, Phase::Post)?;
     ctx.progress
         .phase(&format!("volume {ns}/{}: snapshot", claim.name));
     let (ran, pre_failed) = hooks::run(ctx.client, ns, Phase::Pre, &pre).await;

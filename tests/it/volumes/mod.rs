@@ -291,7 +291,7 @@ async fn hooks_run_around_the_snapshot_and_a_failing_pre_hook_fails_only_its_vol
         v0["hooks"][1]
             .as_str()
             .unwrap()
-            .starts_with("post postgres-0[-]: /bin/sh -c echo thawed: ok"),
+            .starts_with("post postgres-0[pg]: /bin/sh -c echo thawed: ok"),
         "{v0}"
     );
     assert_eq!(v1["status"], "failed", "{v1}");
