@@ -63,6 +63,7 @@ const NEVER: &[(&str, &str, &str)] = &[
 /// `(group, plural)`; CRDs and Namespaces are narrowed to the ones the backup needs.
 const ALWAYS: &[(&str, &str)] = &[
     ("storage.k8s.io", "storageclasses"),
+    ("storage.k8s.io", "volumeattributesclasses"),
     ("snapshot.storage.k8s.io", "volumesnapshotclasses"),
     ("scheduling.k8s.io", "priorityclasses"),
     ("networking.k8s.io", "ingressclasses"),

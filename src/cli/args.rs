@@ -220,6 +220,9 @@ pub struct RestoreArgs {
     /// Storage class rename `from=to` (repeatable).
     #[arg(long = "storage-class-map", value_name = "FROM=TO", value_parser = parse_pair)]
     pub storage_class_map: Vec<(String, String)>,
+    /// VolumeAttributesClass rename `from=to` (repeatable).
+    #[arg(long = "volume-attributes-class-map", value_name = "FROM=TO", value_parser = parse_pair)]
+    pub volume_attributes_class_map: Vec<(String, String)>,
     /// Zone rename `from=to` (repeatable), e.g. `eastus2-1=centralus-1`.
     #[arg(long = "zone-map", value_name = "FROM=TO", value_parser = parse_pair)]
     pub zone_map: Vec<(String, String)>,

@@ -102,6 +102,9 @@ pub struct RestoreProfile {
     /// Storage class renames, primary name → secondary name.
     #[serde(default)]
     pub storage_class_map: BTreeMap<String, String>,
+    /// VolumeAttributesClass renames, primary name → secondary name.
+    #[serde(default)]
+    pub volume_attributes_class_map: BTreeMap<String, String>,
     /// Zone renames, e.g. `eastus2-1: centralus-1`.
     #[serde(default)]
     pub zone_map: BTreeMap<String, String>,
@@ -335,6 +338,7 @@ impl Config {
             }
             for (field, map) in [
                 ("storageClassMap", &r.storage_class_map),
+                ("volumeAttributesClassMap", &r.volume_attributes_class_map),
                 ("zoneMap", &r.zone_map),
                 ("namespaceMap", &r.namespace_map),
             ] {

@@ -11,7 +11,8 @@ pub enum Tier {
     Crds,
     /// Namespaces.
     Namespaces,
-    /// StorageClasses, VolumeSnapshotClasses, PriorityClasses, IngressClasses, RuntimeClasses.
+    /// StorageClasses, VolumeAttributesClasses, VolumeSnapshotClasses, PriorityClasses,
+    /// IngressClasses, RuntimeClasses.
     ClusterClasses,
     /// ServiceAccounts, Secrets, ConfigMaps, RBAC, quotas and limits.
     Identity,
@@ -46,7 +47,7 @@ impl Tier {
         match (group, kind) {
             ("apiextensions.k8s.io", "CustomResourceDefinition") => Tier::Crds,
             ("", "Namespace") => Tier::Namespaces,
-            ("storage.k8s.io", "StorageClass")
+            ("storage.k8s.io", "StorageClass" | "VolumeAttributesClass")
             | ("snapshot.storage.k8s.io", "VolumeSnapshotClass")
             | ("scheduling.k8s.io", "PriorityClass")
             | ("networking.k8s.io", "IngressClass")
@@ -94,5 +95,9 @@ mod tests {
             Tier::ClusterClasses
         );
         assert_eq!(Tier::of("batch", "CronJob"), Tier::Workloads);
+        assert!(
+            Tier::of("storage.k8s.io", "VolumeAttributesClass")
+                < Tier::of("", "PersistentVolumeClaim")
+        );
     }
 }

@@ -31,6 +31,8 @@ pub struct TargetView {
     pub zones: BTreeSet<String>,
     /// StorageClasses that exist.
     pub storage_classes: BTreeSet<String>,
+    /// VolumeAttributesClasses that exist.
+    pub volume_attributes_classes: BTreeSet<String>,
     /// Objects that exist, for the resources of the backup.
     pub existing: HashMap<TargetKey, Value>,
 }
@@ -618,10 +620,58 @@ fn find_risks(items: &[PlanItem], target: &TargetView, risks: &mut BTreeSet<Risk
             }
         }
     }
+    missing_attribute_classes(items, target, risks);
     for (class, users) in claims_by_class {
         risks.insert(Risk {
             kind: "storage-class-missing",
             message: format!("StorageClass {class} neither exists in the target nor is restored, and no --storage-class-map covers it; used by {}", users.join(", ")),
+        });
+    }
+}
+
+/// Claims (and StatefulSet claim templates) naming a VolumeAttributesClass that neither exists
+/// in the target nor is restored: the API server accepts them, but they never bind.
+fn missing_attribute_classes(items: &[PlanItem], target: &TargetView, risks: &mut BTreeSet<Risk>) {
+    let planned: BTreeSet<&str> = items
+        .iter()
+        .filter(|i| i.kind == "VolumeAttributesClass" && i.action != Action::SkipRule)
+        .map(|i| i.name.as_str())
+        .collect();
+    let mut users: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for i in items
+        .iter()
+        .filter(|i| matches!(i.action, Action::Create | Action::Update))
+    {
+        let classes: Vec<&str> = match (i.group.as_str(), i.kind.as_str()) {
+            ("", "PersistentVolumeClaim") => i
+                .object
+                .pointer("/spec/volumeAttributesClassName")
+                .and_then(Value::as_str)
+                .into_iter()
+                .collect(),
+            ("apps", "StatefulSet") => i
+                .object
+                .pointer("/spec/volumeClaimTemplates")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|t| {
+                    t.pointer("/spec/volumeAttributesClassName")
+                        .and_then(Value::as_str)
+                })
+                .collect(),
+            _ => vec![],
+        };
+        for c in classes {
+            if !target.volume_attributes_classes.contains(c) && !planned.contains(c) {
+                users.entry(c).or_default().push(i.display());
+            }
+        }
+    }
+    for (class, users) in users {
+        risks.insert(Risk {
+            kind: "volume-attributes-class-missing",
+            message: format!("VolumeAttributesClass {class} neither exists in the target nor is restored, and no --volume-attributes-class-map covers it; claims naming it stay Pending: {}", users.join(", ")),
         });
     }
 }
@@ -644,6 +694,100 @@ mod tests {
     fn skip(group: &str, plural: &str, kind: &str, ns: &str, name: &str) -> Option<String> {
         let o = object(group, plural, ns, name);
         rule_skip(&o, kind, &HashMap::new(), &RestoreFilters::default())
+    }
+
+    fn point() -> RestorePoint {
+        RestorePoint {
+            name: "b".into(),
+            taken_at: jiff::Timestamp::UNIX_EPOCH,
+            passed_over: vec![],
+            replication: None,
+            rpo_seconds: 0,
+            incomplete: false,
+        }
+    }
+
+    fn typed(
+        group: &str,
+        plural: &str,
+        kind: &str,
+        ns: &str,
+        name: &str,
+        spec: Value,
+    ) -> BackupObject {
+        let api_version = if group.is_empty() {
+            "v1".to_owned()
+        } else {
+            format!("{group}/v1")
+        };
+        let mut o = object(group, plural, ns, name);
+        o.object["apiVersion"] = Value::from(api_version);
+        o.object["kind"] = Value::from(kind);
+        o.object["spec"] = spec;
+        o
+    }
+
+    /// VolumeAttributesClasses come before the claims naming them; a claim naming one the
+    /// target lacks and the backup does not hold is a risk.
+    #[test]
+    fn volume_attributes_classes_are_restored_before_claims_and_missing_ones_are_risks() {
+        let objects = vec![
+            typed(
+                "",
+                "persistentvolumeclaims",
+                "PersistentVolumeClaim",
+                "db",
+                "gold-claim",
+                serde_json::json!({"volumeAttributesClassName": "gold"}),
+            ),
+            typed(
+                "",
+                "persistentvolumeclaims",
+                "PersistentVolumeClaim",
+                "db",
+                "silver-claim",
+                serde_json::json!({"volumeAttributesClassName": "silver"}),
+            ),
+            typed(
+                "",
+                "persistentvolumeclaims",
+                "PersistentVolumeClaim",
+                "db",
+                "bronze-claim",
+                serde_json::json!({"volumeAttributesClassName": "bronze"}),
+            ),
+            typed(
+                "storage.k8s.io",
+                "volumeattributesclasses",
+                "VolumeAttributesClass",
+                "",
+                "gold",
+                Value::Null,
+            ),
+        ];
+        let target = TargetView {
+            volume_attributes_classes: ["bronze".to_owned()].into(),
+            ..Default::default()
+        };
+        let plan = plan(objects, point(), &target, &PlanOptions::default());
+        let tier = |name: &str| plan.items.iter().find(|i| i.name == name).unwrap().tier;
+        assert!(tier("gold") < tier("gold-claim"));
+        let risks: Vec<&Risk> = plan
+            .risks
+            .iter()
+            .filter(|r| r.kind == "volume-attributes-class-missing")
+            .collect();
+        assert_eq!(risks.len(), 1, "{:?}", plan.risks);
+        assert!(
+            risks[0].message.contains("VolumeAttributesClass silver"),
+            "{:?}",
+            risks[0]
+        );
+        assert!(
+            risks[0].message.contains("db/silver-claim"),
+            "{:?}",
+            risks[0]
+        );
     }
 
     /// What a real kube-apiserver creates from its own flags is the target's, never restored

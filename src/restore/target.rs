@@ -47,15 +47,14 @@ pub async fn view(
             }
         }
     }
-    let wanted: BTreeSet<(&str, &str)> = objects
+    let mut wanted: BTreeSet<(&str, &str)> = objects
         .iter()
         .map(|o| (o.group.as_str(), o.plural.as_str()))
         .collect();
-    let types: Vec<&ResourceType> = wanted
-        .iter()
-        .chain(std::iter::once(&("storage.k8s.io", "storageclasses")))
-        .filter_map(|(g, p)| find(g, p))
-        .collect();
+    // The classes claims name, whether or not the backup holds any.
+    wanted.insert(("storage.k8s.io", "storageclasses"));
+    wanted.insert(("storage.k8s.io", "volumeattributesclasses"));
+    let types: Vec<&ResourceType> = wanted.iter().filter_map(|(g, p)| find(g, p)).collect();
     let lists: Vec<(&ResourceType, Vec<Value>)> = futures::stream::iter(types)
         .map(|rt| async move {
             cluster::list_all(client, rt, 500)
@@ -78,8 +77,14 @@ pub async fn view(
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
-            if rt.group == "storage.k8s.io" && rt.plural == "storageclasses" {
-                view.storage_classes.insert(name.clone());
+            match (rt.group.as_str(), rt.plural.as_str()) {
+                ("storage.k8s.io", "storageclasses") => {
+                    view.storage_classes.insert(name.clone());
+                }
+                ("storage.k8s.io", "volumeattributesclasses") => {
+                    view.volume_attributes_classes.insert(name.clone());
+                }
+                _ => {}
             }
             view.existing
                 .insert((rt.group.clone(), rt.plural.clone(), ns, name), obj);

@@ -210,6 +210,7 @@ fn builtin_types() -> Vec<ResourceType> {
         rbac::ClusterRole => [] [];
         rbac::ClusterRoleBinding => [] [];
         storage::StorageClass => [] ["sc"];
+        storage::VolumeAttributesClass => [] ["vac"];
         storage::CSIDriver => [] [];
         storage::CSINode => [] [];
         storage::VolumeAttachment => ["status"] [];

@@ -18,6 +18,9 @@ pub use rules::*;
 pub struct Mappings {
     /// Storage class renames.
     pub storage_classes: BTreeMap<String, String>,
+    /// VolumeAttributesClass renames.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub volume_attributes_classes: BTreeMap<String, String>,
     /// Zone renames.
     pub zones: BTreeMap<String, String>,
     /// Namespace renames.
@@ -61,6 +64,7 @@ pub const RULES: &[(&str, Rule)] = &[
     ("pvc-unbind", pvc_unbind),
     ("pod-node-name", pod_node_name),
     ("map-storage-class", map_storage_class),
+    ("map-volume-attributes-class", map_volume_attributes_class),
     ("map-zones", map_zones),
     ("map-namespace", map_namespace),
     ("aggregated-rules", aggregated_rules),

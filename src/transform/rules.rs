@@ -171,6 +171,37 @@ pub fn map_storage_class(obj: &mut Value, ctx: &Context<'_>) -> bool {
     }
 }
 
+/// VolumeAttributesClass names (Kubernetes 1.34: a claim's mutable disk parameters, such as
+/// IOPS and throughput) of the primary region → the secondary's: the classes themselves,
+/// claims, and StatefulSet claim templates.
+pub fn map_volume_attributes_class(obj: &mut Value, ctx: &Context<'_>) -> bool {
+    let map = &ctx.mappings.volume_attributes_classes;
+    if map.is_empty() {
+        return false;
+    }
+    match (group(obj), kind(obj)) {
+        ("storage.k8s.io", "VolumeAttributesClass") => {
+            map_string(obj.pointer_mut("/metadata/name"), map)
+        }
+        ("", "PersistentVolumeClaim") => {
+            map_string(obj.pointer_mut("/spec/volumeAttributesClassName"), map)
+        }
+        ("apps", "StatefulSet") => {
+            let mut changed = false;
+            if let Some(ts) = obj
+                .pointer_mut("/spec/volumeClaimTemplates")
+                .and_then(Value::as_array_mut)
+            {
+                for t in ts {
+                    changed |= map_string(t.pointer_mut("/spec/volumeAttributesClassName"), map);
+                }
+            }
+            changed
+        }
+        _ => false,
+    }
+}
+
 const ZONE_KEYS: &[&str] = &[
     "topology.kubernetes.io/zone",
     "failure-domain.beta.kubernetes.io/zone",

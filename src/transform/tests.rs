@@ -10,6 +10,7 @@ use super::*;
 fn context() -> (Mappings, TransformOptions) {
     let m = Mappings {
         storage_classes: [("premium-zrs".into(), "premium".into())].into(),
+        volume_attributes_classes: [("gold-eastus2".into(), "gold".into())].into(),
         zones: [
             ("eastus2-1".into(), "centralus-1".into()),
             ("eastus2-2".into(), "centralus-2".into()),

@@ -97,6 +97,10 @@ pub async fn run(ctx: &Context, a: RestoreArgs) -> anyhow::Result<Exit> {
     let opts = PlanOptions {
         mappings: Mappings {
             storage_classes: merged(&profile.storage_class_map, &a.storage_class_map),
+            volume_attributes_classes: merged(
+                &profile.volume_attributes_class_map,
+                &a.volume_attributes_class_map,
+            ),
             zones: merged(&profile.zone_map, &a.zone_map),
             namespaces: merged(&profile.namespace_map, &a.namespace_map),
         },
