@@ -223,6 +223,9 @@ pub struct RestoreArgs {
     /// VolumeAttributesClass rename `from=to` (repeatable).
     #[arg(long = "volume-attributes-class-map", value_name = "FROM=TO", value_parser = parse_pair)]
     pub volume_attributes_class_map: Vec<(String, String)>,
+    /// Storage account rename `from=to` (repeatable) for restored pre-provisioned volumes.
+    #[arg(long = "storage-account-map", value_name = "FROM=TO", value_parser = parse_pair)]
+    pub storage_account_map: Vec<(String, String)>,
     /// Zone rename `from=to` (repeatable), e.g. `eastus2-1=centralus-1`.
     #[arg(long = "zone-map", value_name = "FROM=TO", value_parser = parse_pair)]
     pub zone_map: Vec<(String, String)>,

@@ -105,6 +105,10 @@ pub struct RestoreProfile {
     /// VolumeAttributesClass renames, primary name → secondary name.
     #[serde(default)]
     pub volume_attributes_class_map: BTreeMap<String, String>,
+    /// Storage account renames for restored pre-provisioned volumes (Azure Files, Blob, NFS on
+    /// Azure), primary account → the secondary's.
+    #[serde(default)]
+    pub storage_account_map: BTreeMap<String, String>,
     /// Zone renames, e.g. `eastus2-1: centralus-1`.
     #[serde(default)]
     pub zone_map: BTreeMap<String, String>,
@@ -339,6 +343,7 @@ impl Config {
             for (field, map) in [
                 ("storageClassMap", &r.storage_class_map),
                 ("volumeAttributesClassMap", &r.volume_attributes_class_map),
+                ("storageAccountMap", &r.storage_account_map),
                 ("zoneMap", &r.zone_map),
                 ("namespaceMap", &r.namespace_map),
             ] {

@@ -25,6 +25,11 @@ pub struct VolumesConfig {
     /// what the location's `env:` credential references name (SAS token, account key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
+    /// CSI drivers of shared storage (`file.csi.azure.com`, `nfs.csi.k8s.io`): their volumes'
+    /// data is never copied; a restore re-creates the PersistentVolume, pointing at the same
+    /// share (storage accounts mapped by `storageAccountMap`), and binds the claim to it again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_storage_drivers: Vec<String>,
     /// How long one volume may take (snapshot, copy), in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
@@ -58,6 +63,7 @@ impl Default for VolumesConfig {
             snapshot_classes: BTreeMap::new(),
             service_account: None,
             credentials_secret: None,
+            shared_storage_drivers: Vec::new(),
             timeout_seconds: default_timeout(),
             lease_seconds: default_lease(),
         }

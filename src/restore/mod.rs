@@ -7,6 +7,7 @@ pub mod order;
 mod owners;
 pub mod plan;
 mod point;
+mod preprovisioned;
 mod target;
 pub mod volumes;
 
@@ -73,6 +74,12 @@ pub async fn prepare(
         })?;
     let view = target::view(client, &objects).await?;
     opts.transform.backup = manifest.name.to_string();
+    opts.preprovisioned = preprovisioned::volumes_to_rebind(
+        &objects,
+        manifest.volumes(),
+        &opts.shared_storage_drivers,
+    );
+    opts.transform.rebound_volumes = opts.preprovisioned.keys().cloned().collect();
     let mut plan = plan::plan(objects, point, &view, &opts);
     (plan.volumes, plan.volume_notes) =
         plan::plan_volumes(manifest.volumes(), &plan.items, &opts.mappings);

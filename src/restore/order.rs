@@ -16,7 +16,8 @@ pub enum Tier {
     ClusterClasses,
     /// ServiceAccounts, Secrets, ConfigMaps, RBAC, quotas and limits.
     Identity,
-    /// PersistentVolumeClaims (then their data, before any workload).
+    /// PersistentVolumeClaims and the pre-provisioned PersistentVolumes they bind to again
+    /// (then the claims' data, before any workload).
     Claims,
     /// Services.
     Services,
@@ -54,7 +55,7 @@ impl Tier {
             | ("node.k8s.io", "RuntimeClass") => Tier::ClusterClasses,
             ("", "ServiceAccount" | "Secret" | "ConfigMap" | "LimitRange" | "ResourceQuota")
             | ("rbac.authorization.k8s.io", _) => Tier::Identity,
-            ("", "PersistentVolumeClaim") => Tier::Claims,
+            ("", "PersistentVolumeClaim" | "PersistentVolume") => Tier::Claims,
             ("", "Service") => Tier::Services,
             ("apps", "StatefulSet" | "Deployment" | "DaemonSet" | "ReplicaSet")
             | ("batch", "Job" | "CronJob")

@@ -65,6 +65,10 @@ pub struct PlanOptions {
     /// The location read is a replica (configured `readOnly: true`): an absent object is
     /// "not yet replicated" there, "missing" anywhere else.
     pub replica: bool,
+    /// CSI drivers of shared storage (`volumes.sharedStorageDrivers`).
+    pub shared_storage_drivers: BTreeSet<String>,
+    /// PersistentVolumes restored as they are (pre-provisioned), with what each points at.
+    pub preprovisioned: BTreeMap<String, String>,
 }
 
 /// What happens to one object.
@@ -172,6 +176,7 @@ fn rule_skip(
     kind: &str,
     owners: &HashMap<String, OwnerOf>,
     filters: &RestoreFilters,
+    preprovisioned: &BTreeMap<String, String>,
 ) -> Option<String> {
     let ns = o.namespace.as_str();
     if !ns.is_empty() && SYSTEM_NAMESPACES.contains(&ns) {
@@ -183,8 +188,23 @@ fn rule_skip(
         {
             return Some("created by the cluster itself".into());
         }
-        ("", "PersistentVolume") => {
+        ("", "PersistentVolume") if !preprovisioned.contains_key(&o.name) => {
             return Some("volumes are provisioned anew by the target's storage".into());
+        }
+        ("", "PersistentVolume")
+            if o.object["spec"]["claimRef"]["namespace"]
+                .as_str()
+                .is_some_and(|claim_ns| {
+                    !namespace_allowed(
+                        &filters.include_namespaces,
+                        &filters.exclude_namespaces,
+                        claim_ns,
+                    )
+                }) =>
+        {
+            return Some(
+                "pre-provisioned for a claim in a namespace this restore leaves out".into(),
+            );
         }
         ("snapshot.storage.k8s.io", "VolumeSnapshot" | "VolumeSnapshotContent") => {
             return Some(
@@ -329,6 +349,8 @@ pub fn plan_volumes(
                 ))
             }
             (VolumeStatus::Completed, _, _) => {}
+            // Bound again to its restored pre-provisioned volume (the plan's notes say which).
+            (_, _, Action::Create) if item.object.pointer("/spec/volumeName").is_some() => {}
             (_, _, Action::Create) => notes.push(format!(
                 "claim {ns}/{} is created empty: the backup holds no data of it ({})",
                 r.pvc,
@@ -392,7 +414,7 @@ pub fn plan(
         if let Some(uid) = o.object.pointer("/metadata/uid").and_then(Value::as_str) {
             item_of_uid.insert(uid.to_owned(), items.len());
         }
-        if let Some(reason) = rule_skip(&o, &kind, &owners, &opts.filters) {
+        if let Some(reason) = rule_skip(&o, &kind, &owners, &opts.filters, &opts.preprovisioned) {
             item.reason = Some(reason);
             items.push(item);
             continue;
@@ -459,6 +481,34 @@ pub fn plan(
         items.push(item);
     }
     let mut notes = Vec::new();
+    for i in items
+        .iter_mut()
+        .filter(|i| i.kind == "PersistentVolume" && i.action != Action::SkipRule)
+    {
+        let points = opts
+            .preprovisioned
+            .get(&i.name)
+            .cloned()
+            .unwrap_or_default();
+        let claim = i
+            .object
+            .pointer("/spec/claimRef")
+            .map(|r| {
+                format!(
+                    ", bound again to claim {}/{}",
+                    r["namespace"].as_str().unwrap_or_default(),
+                    r["name"].as_str().unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
+        notes.push(format!(
+            "PersistentVolume {} is pre-provisioned and restored as it is: it points at {points}{claim}; its data is not copied",
+            i.name
+        ));
+        if i.reason.is_none() {
+            i.reason = Some(format!("pre-provisioned: {points}"));
+        }
+    }
     for (at, refs) in references {
         let links = owners::links(&refs, |uid| {
             let Some(owner) = item_of_uid.get(uid).map(|&j| &items[j]) else {
@@ -693,7 +743,13 @@ mod tests {
 
     fn skip(group: &str, plural: &str, kind: &str, ns: &str, name: &str) -> Option<String> {
         let o = object(group, plural, ns, name);
-        rule_skip(&o, kind, &HashMap::new(), &RestoreFilters::default())
+        rule_skip(
+            &o,
+            kind,
+            &HashMap::new(),
+            &RestoreFilters::default(),
+            &BTreeMap::new(),
+        )
     }
 
     fn point() -> RestorePoint {
@@ -811,7 +867,16 @@ mod tests {
         bootstrap.object["metadata"]["labels"] =
             serde_json::json!({"kubernetes.io/bootstrapping": "rbac-defaults"});
         let filters = RestoreFilters::default();
-        assert!(rule_skip(&bootstrap, "ClusterRole", &HashMap::new(), &filters).is_some());
+        assert!(
+            rule_skip(
+                &bootstrap,
+                "ClusterRole",
+                &HashMap::new(),
+                &filters,
+                &BTreeMap::new()
+            )
+            .is_some()
+        );
         assert_eq!(
             skip(
                 rbac,

@@ -25,6 +25,9 @@ pub struct Mappings {
     pub zones: BTreeMap<String, String>,
     /// Namespace renames.
     pub namespaces: BTreeMap<String, String>,
+    /// Storage account renames (restored pre-provisioned volumes).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub storage_accounts: BTreeMap<String, String>,
 }
 
 impl Mappings {
@@ -41,6 +44,8 @@ pub struct TransformOptions {
     pub preserve_node_ports: bool,
     /// The backup restored from (recorded in a label for resumability).
     pub backup: String,
+    /// PersistentVolumes restored as they are (pre-provisioned): their claims stay bound to them.
+    pub rebound_volumes: std::collections::BTreeSet<String>,
 }
 
 /// A named transform. Returns true if and only if it changed the object.
@@ -62,6 +67,8 @@ pub const RULES: &[(&str, Rule)] = &[
     ("service-cluster-ip", service_cluster_ip),
     ("service-node-ports", service_node_ports),
     ("pvc-unbind", pvc_unbind),
+    ("pv-rebind", pv_rebind),
+    ("map-storage-account", map_storage_account),
     ("pod-node-name", pod_node_name),
     ("map-storage-class", map_storage_class),
     ("map-volume-attributes-class", map_volume_attributes_class),

@@ -108,20 +108,103 @@ const BINDING_ANNOTATIONS: &[&str] = &[
 ];
 
 /// A claim must be provisioned anew in the target: no PV name, no binding annotations, no data
-/// source pointing at a primary-region snapshot.
-pub fn pvc_unbind(obj: &mut Value, _: &Context<'_>) -> bool {
+/// source pointing at a primary-region snapshot. A claim of a pre-provisioned volume restored as
+/// it is keeps its volume name, so it binds to it again.
+pub fn pvc_unbind(obj: &mut Value, ctx: &Context<'_>) -> bool {
     if !group(obj).is_empty() || kind(obj) != "PersistentVolumeClaim" {
         return false;
     }
     let mut changed = false;
     if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
-        changed |= remove_keys(spec, &["volumeName", "dataSource", "dataSourceRef"]);
+        let rebound = spec
+            .get("volumeName")
+            .and_then(Value::as_str)
+            .is_some_and(|v| ctx.options.rebound_volumes.contains(v));
+        if rebound {
+            changed |= remove_keys(spec, &["dataSource", "dataSourceRef"]);
+        } else {
+            changed |= remove_keys(spec, &["volumeName", "dataSource", "dataSourceRef"]);
+        }
     }
     if let Some(ann) = meta(obj)
         .and_then(|m| m.get_mut("annotations"))
         .and_then(Value::as_object_mut)
     {
         changed |= remove_keys(ann, BINDING_ANNOTATIONS);
+    }
+    changed
+}
+
+/// A pre-provisioned volume restored as it is: its claim reference names the claim in the
+/// target (namespace mapped), without the primary's uid and resourceVersion, so the target's
+/// PV controller binds the two again.
+pub fn pv_rebind(obj: &mut Value, ctx: &Context<'_>) -> bool {
+    if !group(obj).is_empty() || kind(obj) != "PersistentVolume" {
+        return false;
+    }
+    let mut changed = false;
+    if let Some(r) = obj
+        .pointer_mut("/spec/claimRef")
+        .and_then(Value::as_object_mut)
+    {
+        changed |= remove_keys(r, &["uid", "resourceVersion"]);
+        if let Some(ns) = r.get("namespace").and_then(Value::as_str) {
+            let mapped = ctx.mappings.namespace(ns).to_owned();
+            if mapped != ns {
+                r.insert("namespace".into(), Value::String(mapped));
+                changed = true;
+            }
+        }
+    }
+    if let Some(ann) = meta(obj)
+        .and_then(|m| m.get_mut("annotations"))
+        .and_then(Value::as_object_mut)
+    {
+        changed |= ann.remove("pv.kubernetes.io/bound-by-controller").is_some();
+    }
+    changed
+}
+
+/// A restored pre-provisioned volume on an Azure storage account names the primary's account
+/// in its CSI attributes, its volume handle (`rg#account#share#...`) and its server host
+/// (`account.file.core.windows.net`); the secondary region uses another account.
+pub fn map_storage_account(obj: &mut Value, ctx: &Context<'_>) -> bool {
+    let map = &ctx.mappings.storage_accounts;
+    if map.is_empty() || !group(obj).is_empty() || kind(obj) != "PersistentVolume" {
+        return false;
+    }
+    let mut changed = false;
+    let Some(csi) = obj.pointer_mut("/spec/csi").and_then(Value::as_object_mut) else {
+        return false;
+    };
+    if let Some(handle) = csi.get_mut("volumeHandle")
+        && let Some(h) = handle.as_str()
+    {
+        let mapped: Vec<&str> = h
+            .split('#')
+            .map(|part| map.get(part).map_or(part, String::as_str))
+            .collect();
+        let mapped = mapped.join("#");
+        if mapped != h {
+            *handle = Value::String(mapped);
+            changed = true;
+        }
+    }
+    if let Some(attrs) = csi
+        .get_mut("volumeAttributes")
+        .and_then(Value::as_object_mut)
+    {
+        for key in ["storageAccount", "storageaccount", "storageAccountName"] {
+            changed |= map_string(attrs.get_mut(key), map);
+        }
+        if let Some(server) = attrs.get_mut("server")
+            && let Some(s) = server.as_str()
+            && let Some((account, domain)) = s.split_once('.')
+            && let Some(new) = map.get(account)
+        {
+            *server = Value::String(format!("{new}.{domain}"));
+            changed = true;
+        }
     }
     changed
 }

@@ -17,12 +17,14 @@ fn context() -> (Mappings, TransformOptions) {
         ]
         .into(),
         namespaces: [("shop".into(), "shop-dr".into())].into(),
+        storage_accounts: [("lbfileseastus2".into(), "lbfilescentralus".into())].into(),
     };
     (
         m,
         TransformOptions {
             preserve_node_ports: false,
             backup: "nightly-1".into(),
+            rebound_volumes: ["static-share".into()].into(),
         },
     )
 }

@@ -168,6 +168,14 @@ pub async fn claims(
             )));
             continue;
         };
+        if settings.shared_storage_drivers.contains(&driver) {
+            let mut r = refuse(format!(
+                "shared storage (CSI driver {driver} is in volumes.sharedStorageDrivers): its data is not copied; a restore binds the claim to the same volume again"
+            ));
+            r.driver = Some(driver);
+            out.refused.push(r);
+            continue;
+        }
         match snapshot_class(&driver, &classes, &settings.snapshot_classes) {
             Ok(snapshot_class) => out.claims.push(Claim {
                 namespace: ns.to_owned(),

@@ -102,11 +102,13 @@ pub async fn run(ctx: &Context, a: RestoreArgs) -> anyhow::Result<Exit> {
                 &a.volume_attributes_class_map,
             ),
             zones: merged(&profile.zone_map, &a.zone_map),
+            storage_accounts: merged(&profile.storage_account_map, &a.storage_account_map),
             namespaces: merged(&profile.namespace_map, &a.namespace_map),
         },
         transform: TransformOptions {
             preserve_node_ports: a.preserve_node_ports,
             backup: String::new(),
+            rebound_volumes: Default::default(),
         },
         existing,
         filters: RestoreFilters {
@@ -116,6 +118,14 @@ pub async fn run(ctx: &Context, a: RestoreArgs) -> anyhow::Result<Exit> {
             exclude_resources: pick(&a.scope.exclude_resources, &profile.exclude_resources),
         },
         replica: loc.read_only,
+        shared_storage_drivers: ctx
+            .config
+            .volumes
+            .shared_storage_drivers
+            .iter()
+            .cloned()
+            .collect(),
+        preprovisioned: Default::default(),
     };
     let plan = restore::prepare(
         &repo,

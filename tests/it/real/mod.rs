@@ -15,6 +15,7 @@ mod cluster;
 mod differential;
 mod owners;
 mod schedule;
+mod static_volumes;
 mod volumes;
 
 use std::path::{Path, PathBuf};
