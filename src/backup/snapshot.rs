@@ -105,7 +105,7 @@ async fn list_one(
             if s.restarts > 0 && last_key.as_ref().is_some_and(|k| prepared.key <= *k) {
                 continue;
             }
-            if !narrowed_in(&take.narrow, filters, rt, &prepared.key) {
+            if !narrowed_in(&take.narrow, filters, rt, &prepared) {
                 continue;
             }
             last_key = Some(prepared.key.clone());
@@ -248,16 +248,15 @@ fn prepare(obj: ListedObject, rt: &ResourceType) -> Option<Prepared> {
     })
 }
 
-fn narrowed_in(
-    narrow: &Narrow,
-    filters: &Filters,
-    rt: &ResourceType,
-    (ns, name): &(String, String),
-) -> bool {
+fn narrowed_in(narrow: &Narrow, filters: &Filters, rt: &ResourceType, prepared: &Prepared) -> bool {
+    let (ns, name) = &prepared.key;
     match narrow {
         Narrow::Filters => !rt.namespaced || filters.namespace_included(ns),
         Narrow::IncludedNamespaces => filters.namespace_included(name),
         Narrow::CrdNames(names) => names.contains(name),
+        // A handful of objects: reading one back is cheap.
+        Narrow::Aggregated => serde_json::from_slice::<Value>(&prepared.entry.data)
+            .is_ok_and(|o| o["spec"]["service"].is_object()),
     }
 }
 
@@ -266,6 +265,27 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn only_aggregated_api_services_are_taken() {
+        let rt = ResourceType {
+            group: "apiregistration.k8s.io".into(),
+            version: "v1".into(),
+            kind: "APIService".into(),
+            plural: "apiservices".into(),
+            namespaced: false,
+            verbs: vec![],
+        };
+        let raw = |v: Value| serde_json::from_str::<ListedObject>(&v.to_string()).unwrap();
+        let metrics = json!({"metadata": {"name": "v1beta1.metrics.k8s.io"},
+            "spec": {"group": "metrics.k8s.io", "service": {"name": "metrics-server", "namespace": "m"}}});
+        let local = json!({"metadata": {"name": "v1.apps", "labels": {"kube-aggregator.kubernetes.io/automanaged": "onstart"}},
+            "spec": {"group": "apps", "service": null}});
+        let f = Filters::default();
+        let taken = |o| narrowed_in(&Narrow::Aggregated, &f, &rt, &prepare(raw(o), &rt).unwrap());
+        assert!(taken(metrics));
+        assert!(!taken(local));
+    }
 
     #[test]
     fn prepare_adds_type_drops_managed_fields_and_names_the_path() {

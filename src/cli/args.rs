@@ -247,6 +247,10 @@ pub struct RestoreArgs {
     /// Objects written at once inside a tier.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// How long to wait for each restored APIService (aggregated API) to be Available; one
+    /// that is not by then is reported as failed (exit 3).
+    #[arg(long, default_value = "60s", value_parser = parse_ttl, value_name = "DURATION")]
+    pub api_service_timeout: jiff::SignedDuration,
     /// Restore objects only: claims are created empty (no mover Jobs).
     #[arg(long)]
     pub no_volumes: bool,

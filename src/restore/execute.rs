@@ -11,6 +11,7 @@ use kube::runtime::wait::{await_condition, conditions};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::apiservices;
 use super::order::Tier;
 use super::owners;
 use super::plan::{Action, Plan, PlanItem};
@@ -27,6 +28,8 @@ pub struct ExecOptions {
     pub concurrency: usize,
     /// How long to wait for a created CRD to be Established.
     pub crd_timeout: Duration,
+    /// How long to wait for a created APIService to be Available.
+    pub api_service_timeout: Duration,
     /// What to do when an object turns out to exist at create time.
     pub existing: ExistingPolicy,
     /// How to run the mover Jobs that fill restored claims; `None`: claims stay empty.
@@ -38,6 +41,7 @@ impl Default for ExecOptions {
         Self {
             concurrency: 16,
             crd_timeout: Duration::from_secs(60),
+            api_service_timeout: Duration::from_secs(60),
             existing: ExistingPolicy::Skip,
             volumes: None,
         }
@@ -223,6 +227,11 @@ pub async fn execute(
                 let r = match r {
                     Ok(d) if tier == Tier::Crds => {
                         wait_established(client, &i.name, opts.crd_timeout)
+                            .await
+                            .map(|_| d)
+                    }
+                    Ok(d) if tier == Tier::ApiServices => {
+                        apiservices::wait_available(client, &i.name, opts.api_service_timeout)
                             .await
                             .map(|_| d)
                     }

@@ -2,6 +2,7 @@
 //! (pure: tiers, transforms, mappings, risks), then execute with bounded parallelism.
 //! Restore only ever holds a read-only repository handle: it cannot write to the repository.
 
+mod apiservices;
 mod execute;
 pub mod order;
 mod owners;

@@ -25,13 +25,16 @@ pub enum Tier {
     Workloads,
     /// Everything else (custom resources, Ingresses, PodDisruptionBudgets, ...).
     Other,
+    /// APIServices of aggregated APIs, once the Services and workloads serving them exist
+    /// (then waited for until Available, bounded).
+    ApiServices,
     /// Admission webhooks last, so they cannot block the restore of what they guard.
     Webhooks,
 }
 
 impl Tier {
     /// Every tier in order.
-    pub const ALL: [Tier; 9] = [
+    pub const ALL: [Tier; 10] = [
         Tier::Crds,
         Tier::Namespaces,
         Tier::ClusterClasses,
@@ -40,6 +43,7 @@ impl Tier {
         Tier::Services,
         Tier::Workloads,
         Tier::Other,
+        Tier::ApiServices,
         Tier::Webhooks,
     ];
 
@@ -60,6 +64,7 @@ impl Tier {
             ("apps", "StatefulSet" | "Deployment" | "DaemonSet" | "ReplicaSet")
             | ("batch", "Job" | "CronJob")
             | ("", "Pod" | "ReplicationController") => Tier::Workloads,
+            ("apiregistration.k8s.io", "APIService") => Tier::ApiServices,
             (
                 "admissionregistration.k8s.io",
                 "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration",
@@ -85,6 +90,7 @@ mod tests {
             Tier::of("", "Service"),
             Tier::of("apps", "StatefulSet"),
             Tier::of("shop.example.com", "Cart"),
+            Tier::of("apiregistration.k8s.io", "APIService"),
             Tier::of(
                 "admissionregistration.k8s.io",
                 "ValidatingWebhookConfiguration",

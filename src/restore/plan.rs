@@ -224,6 +224,9 @@ fn rule_skip(
         ("networking.k8s.io", "ServiceCIDR") if o.name == "kubernetes" => {
             return Some("created by the cluster itself".into());
         }
+        ("apiregistration.k8s.io", "APIService") if !o.object["spec"]["service"].is_object() => {
+            return Some("a local API of the API server itself".into());
+        }
         ("networking.k8s.io", "IPAddress") => {
             return Some("allocated by the target's API server for its Services".into());
         }

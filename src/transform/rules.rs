@@ -337,6 +337,23 @@ pub fn map_namespace(obj: &mut Value, ctx: &Context<'_>) -> bool {
     let mut changed = map_string(obj.pointer_mut("/metadata/namespace"), map);
     match (group(obj), kind(obj)) {
         ("", "Namespace") => changed |= map_string(obj.pointer_mut("/metadata/name"), map),
+        // The Service behind an aggregated API or a webhook moves with its namespace.
+        ("apiregistration.k8s.io", "APIService") => {
+            changed |= map_string(obj.pointer_mut("/spec/service/namespace"), map);
+        }
+        (
+            "admissionregistration.k8s.io",
+            "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration",
+        ) => {
+            for w in obj
+                .pointer_mut("/webhooks")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                changed |= map_string(w.pointer_mut("/clientConfig/service/namespace"), map);
+            }
+        }
         ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
             for s in obj
                 .pointer_mut("/subjects")

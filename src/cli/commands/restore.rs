@@ -154,6 +154,7 @@ pub async fn run(ctx: &Context, a: RestoreArgs) -> anyhow::Result<Exit> {
     let bar = RestoreBar::new(ctx.output == OutputFormat::Json, plan.items.len());
     let exec = ExecOptions {
         concurrency: a.concurrency,
+        api_service_timeout: a.api_service_timeout.unsigned_abs(),
         existing,
         volumes: (!a.no_volumes).then(|| restore::VolumeJobs {
             location: super::backup::absolute(loc),
