@@ -4,6 +4,7 @@
 //! file → uploaded → manifest. Until the manifest is written the backup does not exist for any
 //! reader, so an interruption at any point leaves nothing a restore could pick up.
 
+pub mod cleanup;
 pub mod select;
 mod snapshot;
 pub mod volumes;

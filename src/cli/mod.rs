@@ -4,6 +4,7 @@
 pub mod args;
 mod commands;
 pub mod exit;
+mod interrupt;
 pub(crate) mod output;
 mod progress;
 

@@ -463,6 +463,8 @@ fn cron_job(
     let pod = PodSpec {
         service_account_name: Some(cj.service_account.name.clone()),
         restart_policy: Some("Never".into()),
+        // SIGTERM (drain, eviction) makes the backup delete its temporary objects first.
+        termination_grace_period_seconds: Some(crate::backup::cleanup::GRACE_PERIOD_SECONDS),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(RUN_AS),

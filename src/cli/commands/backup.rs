@@ -51,6 +51,8 @@ async fn take(
     progressed: &mut Progressed,
 ) -> anyhow::Result<Exit> {
     let started = jiff::Timestamp::now();
+    // From here on SIGINT and SIGTERM stop the backup cleanly (see `interrupt`).
+    let mut signals = crate::cli::interrupt::Signals::install();
     let cluster_ref = ctx.config.cluster(args.cluster.as_deref())?;
     let cluster_name = cluster_ref
         .map(|(n, _)| n.to_owned())
@@ -79,7 +81,14 @@ async fn take(
 
     let request = request(ctx, &args, name.clone(), &cluster_name);
     let progress = BackupProgress::new(ctx.output == OutputFormat::Json);
-    let result = backup::run(&connected, &repo, request, &progress).await;
+    let result = tokio::select! {
+        r = backup::run(&connected, &repo, request, &progress) => r,
+        stop = signals.received() => {
+            progress.finish();
+            progressed.step("backup interrupted");
+            return super::stopped(ctx, stop, &connected.client, repo.reader(), &name, progressed).await;
+        }
+    };
     progress.finish();
     let status_namespace = crate::cluster::status::status_namespace(
         args.status_namespace.as_deref(),

@@ -112,6 +112,29 @@ impl Progressed {
         self.done.push(what);
     }
 
+    /// The document of a run stopped by a signal: `status: Interrupted`, the signal, the exit
+    /// code, whether the backup had committed, and the cleanup.
+    fn interrupted_json(
+        &self,
+        stop: crate::cli::interrupt::Stop,
+        committed: bool,
+        cleanup: &serde_json::Value,
+    ) -> serde_json::Value {
+        let mut doc = serde_json::json!({
+            "status": "Interrupted",
+            "signal": stop.name(),
+            "exitCode": stop.exit() as u8,
+            "committed": committed,
+            "cleanup": cleanup,
+        });
+        if let (Some(obj), Ok(serde_json::Value::Object(more))) =
+            (doc.as_object_mut(), serde_json::to_value(self))
+        {
+            obj.extend(more);
+        }
+        doc
+    }
+
     /// The failure document: `status`, `error` (the whole chain, as stderr shows it),
     /// `exitCode` (the one the process exits with), `committed` and what was done.
     fn failure_json(&self, err: &anyhow::Error) -> serde_json::Value {
@@ -128,4 +151,66 @@ impl Progressed {
         }
         doc
     }
+}
+
+/// After SIGINT or SIGTERM stopped backup `name`: deletes what the run created in the cluster
+/// (bounded), settles whether its manifest was written, and says so on stderr (and in one JSON
+/// document under `-o json`). Returns the signal's exit code.
+async fn stopped(
+    ctx: &Context,
+    stop: crate::cli::interrupt::Stop,
+    client: &kube::Client,
+    repo: &crate::repo::RepoReader,
+    name: &crate::repo::BackupName,
+    progressed: &Progressed,
+) -> anyhow::Result<crate::cli::Exit> {
+    eprintln!(
+        "{}: stopping backup {name} and deleting its temporary objects",
+        stop.name()
+    );
+    let cleanup = crate::backup::cleanup::remove_run_objects(
+        client,
+        name.as_str(),
+        crate::backup::cleanup::WITHIN,
+    )
+    .await;
+    // The manifest is the commit point: a signal during its write may come after it landed.
+    let committed = repo.manifest(name).await.is_ok();
+    let cleanup_json = match &cleanup {
+        Ok(c) => serde_json::to_value(c).unwrap_or_default(),
+        Err(e) => serde_json::json!({"error": e.to_string()}),
+    };
+    match &cleanup {
+        Ok(c) if c.left.is_empty() => eprintln!(
+            "interrupted: {}; {} temporary object(s) deleted",
+            if committed {
+                format!("backup {name} was committed before the signal")
+            } else {
+                "nothing committed".into()
+            },
+            c.deleted.len()
+        ),
+        Ok(c) => eprintln!(
+            "interrupted: {}; {} temporary object(s) deleted, not yet gone (a later run sweeps them once their lease lapses): {}",
+            if committed {
+                format!("backup {name} was committed before the signal")
+            } else {
+                "nothing committed".into()
+            },
+            c.deleted.len(),
+            c.left.join(", ")
+        ),
+        Err(e) => eprintln!(
+            "interrupted: {}; its temporary objects could not be listed ({e}): a later run sweeps them once their lease lapses",
+            if committed {
+                format!("backup {name} was committed before the signal")
+            } else {
+                "nothing committed".into()
+            },
+        ),
+    }
+    if ctx.output == crate::cli::OutputFormat::Json {
+        crate::cli::output::json(&progressed.interrupted_json(stop, committed, &cleanup_json))?;
+    }
+    Ok(stop.exit())
 }

@@ -192,7 +192,15 @@ async fn run_schedule(
     request.started_at = a.now;
     tracing::info!(schedule = %schedule.name, backup = %name, "scheduled backup starting");
     let progress = BackupProgress::new(ctx.output == OutputFormat::Json);
-    let result = backup::run(&connected, &repo, request, &progress).await;
+    let mut signals = crate::cli::interrupt::Signals::install();
+    let result = tokio::select! {
+        r = backup::run(&connected, &repo, request, &progress) => r,
+        stop = signals.received() => {
+            progress.finish();
+            progressed.step("backup interrupted");
+            return super::stopped(ctx, stop, &connected.client, repo.reader(), &name, progressed).await;
+        }
+    };
     progress.finish();
 
     // Retention runs after every committed backup, even an empty policy: it still deletes

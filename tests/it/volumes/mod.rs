@@ -3,6 +3,7 @@
 //! no temporary object left behind.
 
 mod damage;
+mod interrupt;
 mod kill;
 
 use std::path::PathBuf;
