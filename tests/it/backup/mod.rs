@@ -1,6 +1,7 @@
 //! `lifeboat backup` against a simulated cluster (issue 4).
 
 mod commit;
+mod faults;
 mod kill;
 
 use std::collections::BTreeSet;
