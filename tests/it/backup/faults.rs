@@ -200,7 +200,10 @@ async fn backups_through_a_flaky_api_server_hold_every_object_or_name_what_they_
             other => panic!("backup {i}: {other:?}\n{doc}\n{}", stderr(&out)),
         }
     }
-    let c = counts.lock().unwrap();
+    let (forwarded, failed_500, throttled_429) = {
+        let c = counts.lock().unwrap();
+        (c.forwarded, c.failed_500, c.throttled_429)
+    };
     eprintln!(
         "through the proxy: {} forwarded, {} answered 500, {} answered 429; {completed} Completed, {partial} PartiallyFailed",
         c.forwarded, c.failed_500, c.throttled_429
