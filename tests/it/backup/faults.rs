@@ -206,13 +206,9 @@ async fn backups_through_a_flaky_api_server_hold_every_object_or_name_what_they_
     };
     eprintln!(
         "through the proxy: {} forwarded, {} answered 500, {} answered 429; {completed} Completed, {partial} PartiallyFailed",
-        c.forwarded, c.failed_500, c.throttled_429
+        forwarded, failed_500, throttled_429
     );
-    assert!(
-        c.failed_500 > 0 && c.throttled_429 > 0,
-        "faults were injected"
-    );
-    drop(c);
+    assert!(failed_500 > 0 && throttled_429 > 0, "faults were injected");
     regions.primary.cluster.shutdown().await.unwrap();
     regions.secondary.cluster.shutdown().await.unwrap();
 }
