@@ -577,15 +577,24 @@ fn find_risks(items: &[PlanItem], target: &TargetView, risks: &mut BTreeSet<Risk
             .iter()
             .filter(|i| matches!(i.action, Action::Create | Action::Update))
     };
+    let crd_group = |i: &PlanItem| {
+        i.object
+            .pointer("/spec/group")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    // Groups whose CRD this restore writes: served once it is Established. A CRD left as it is
+    // in the target serves what the target says (its discovery), maybe not the backup's version.
     let crd_groups: BTreeSet<String> = items
         .iter()
-        .filter(|i| i.kind == "CustomResourceDefinition" && i.action != Action::SkipRule)
-        .filter_map(|i| {
-            i.object
-                .pointer("/spec/group")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
+        .filter(|i| i.kind == "CustomResourceDefinition")
+        .filter(|i| matches!(i.action, Action::Create | Action::Update))
+        .filter_map(crd_group)
+        .collect();
+    let kept_crds: BTreeMap<String, String> = items
+        .iter()
+        .filter(|i| i.kind == "CustomResourceDefinition" && i.action == Action::SkipExists)
+        .filter_map(|i| Some((crd_group(i)?, i.name.clone())))
         .collect();
     let mut unserved: BTreeMap<String, usize> = BTreeMap::new();
     for i in writes() {
@@ -637,10 +646,17 @@ fn find_risks(items: &[PlanItem], target: &TargetView, risks: &mut BTreeSet<Risk
         }
     }
     for (gv, n) in unserved {
-        risks.insert(Risk {
-            kind: "api-not-served",
-            message: format!("the target does not serve {gv} and the backup has no CRD for it; {n} object(s) will fail"),
-        });
+        let group = gv.rsplit_once('/').map_or("", |(g, _)| g);
+        match kept_crds.get(group) {
+            Some(crd) => risks.insert(Risk {
+                kind: "crd-version-not-served",
+                message: format!("CRD {crd} exists in the target, which does not serve {gv} (the version the backup holds {n} object(s) at); they will fail: add that version to the target's CRD, or pass --existing update to replace the CRD with the backup's"),
+            }),
+            None => risks.insert(Risk {
+                kind: "api-not-served",
+                message: format!("the target does not serve {gv} and the backup has no CRD for it; {n} object(s) will fail"),
+            }),
+        };
     }
     let planned_classes: BTreeSet<&str> = items
         .iter()
@@ -846,6 +862,69 @@ mod tests {
             risks[0].message.contains("db/silver-claim"),
             "{:?}",
             risks[0]
+        );
+    }
+
+    /// A CRD the target already has, serving other versions than the one the backup holds its
+    /// custom resources at, is a named risk; a CRD the restore creates serves them.
+    #[test]
+    fn a_kept_crd_that_does_not_serve_the_backups_version_is_a_risk() {
+        let crd = |name: &str| {
+            typed(
+                "apiextensions.k8s.io",
+                "customresourcedefinitions",
+                "CustomResourceDefinition",
+                "",
+                name,
+                serde_json::json!({"group": "multi.example.com"}),
+            )
+        };
+        let objects = || {
+            let mut cr = typed(
+                "multi.example.com",
+                "gadgets",
+                "Gadget",
+                "shop",
+                "g1",
+                Value::Null,
+            );
+            cr.version = "v2".into();
+            vec![crd("gadgets.multi.example.com"), cr]
+        };
+        let mut target = TargetView::default();
+        let key = (
+            "apiextensions.k8s.io".to_owned(),
+            "customresourcedefinitions".to_owned(),
+            String::new(),
+            "gadgets.multi.example.com".to_owned(),
+        );
+        target.existing.insert(key, serde_json::json!({"spec": {"group": "multi.example.com", "versions": [{"name": "v1"}]}}));
+        target.served.insert("multi.example.com/v1".into());
+        target.served.insert("apiextensions.k8s.io/v1".into());
+        let kept = plan(objects(), point(), &target, &PlanOptions::default());
+        let risk = kept
+            .risks
+            .iter()
+            .find(|r| r.kind == "crd-version-not-served")
+            .expect("the risk");
+        assert!(risk.message.contains("multi.example.com/v2"), "{risk:?}");
+        assert!(
+            risk.message.contains("gadgets.multi.example.com"),
+            "{risk:?}"
+        );
+        // The target has no such CRD: the restore creates it, nothing is at risk.
+        let bare = TargetView {
+            served: ["apiextensions.k8s.io/v1".to_owned()].into(),
+            ..Default::default()
+        };
+        let created = plan(objects(), point(), &bare, &PlanOptions::default());
+        assert!(
+            !created
+                .risks
+                .iter()
+                .any(|r| r.kind == "crd-version-not-served" || r.kind == "api-not-served"),
+            "{:?}",
+            created.risks
         );
     }
 

@@ -25,8 +25,12 @@ pub const ALL_VERBS: &[&str] = &[
 pub struct ResourceType {
     /// API group, `""` for the core group.
     pub group: String,
-    /// API version inside the group, e.g. `v1`.
+    /// API version inside the group, e.g. `v1`: the one objects are stored at.
     pub version: String,
+    /// Every version served (the storage version included), in the order a real API server
+    /// prefers them (`v2`, `v1`, `v1beta2`, `v1beta1`, `v1alpha1`): a CRD may serve several,
+    /// converting with its `None` strategy (only `apiVersion` changes).
+    pub served: Vec<String>,
     /// Kind of one object, e.g. `ConfigMap`.
     pub kind: String,
     /// Kind of a list of objects, e.g. `ConfigMapList`.
@@ -94,6 +98,7 @@ impl ResourceType {
         ResourceType {
             group: K::GROUP.to_string(),
             version: K::VERSION.to_string(),
+            served: vec![K::VERSION.to_string()],
             kind: K::KIND.to_string(),
             list_kind: K::LIST_KIND.to_string(),
             plural: K::URL_PATH_SEGMENT.to_string(),
@@ -106,6 +111,11 @@ impl ResourceType {
             custom: false,
             validate: Some(Validator(validate_as::<K>)),
         }
+    }
+
+    /// Returns true if and only if the type is served at `version`.
+    pub fn serves(&self, version: &str) -> bool {
+        self.served.iter().any(|v| v == version)
     }
 
     /// `group/version`, or just `version` for the core group.
@@ -307,8 +317,75 @@ impl Catalogue {
     }
 }
 
+/// Kubernetes' version priority (`k8s.io/apimachinery/pkg/version.CompareKubeAwareVersionStrings`):
+/// GA before beta before alpha, higher major first, then higher minor; other names last, in
+/// alphabetical order. Sorts `versions` most preferred first.
+pub fn sort_by_priority(versions: &mut [String]) {
+    fn key(v: &str) -> (u8, u64, u64, String) {
+        let parsed = v.strip_prefix('v').and_then(|rest| {
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            let major: u64 = rest[..digits].parse().ok()?;
+            match &rest[digits..] {
+                "" => Some((3, major, 0)),
+                tail => {
+                    let (rank, n) = if let Some(n) = tail.strip_prefix("beta") {
+                        (2, n)
+                    } else {
+                        (1, tail.strip_prefix("alpha")?)
+                    };
+                    Some((rank, major, n.parse().ok()?))
+                }
+            }
+        });
+        match parsed {
+            Some((rank, major, minor)) => (rank, major, minor, String::new()),
+            None => (0, 0, 0, v.to_owned()),
+        }
+    }
+    versions.sort_by(|a, b| {
+        let (ka, kb) = (key(a), key(b));
+        // Known versions descending; unknown ones (rank 0) ascending by name.
+        kb.0.cmp(&ka.0)
+            .then(kb.1.cmp(&ka.1))
+            .then(kb.2.cmp(&ka.2))
+            .then(ka.3.cmp(&kb.3))
+    });
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn versions_sort_as_kubernetes_prefers_them() {
+        let mut v: Vec<String> = [
+            "v1alpha1",
+            "v1",
+            "foo1",
+            "v2beta1",
+            "v1beta2",
+            "v2",
+            "v11alpha2",
+            "v1beta1",
+        ]
+        .map(String::from)
+        .to_vec();
+        super::sort_by_priority(&mut v);
+        assert_eq!(
+            v,
+            [
+                "v2",
+                "v1",
+                "v2beta1",
+                "v1beta2",
+                "v1beta1",
+                "v11alpha2",
+                "v1alpha1",
+                "foo1"
+            ]
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -20,9 +20,16 @@ pub fn crd_resource_type(crd: &Value) -> Option<ResourceType> {
         .find(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
         .or_else(|| versions.first())?;
     let str_of = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    let mut served: Vec<String> = versions
+        .iter()
+        .filter(|v| v.get("served").and_then(Value::as_bool) != Some(false))
+        .filter_map(|v| str_of(v, "name"))
+        .collect();
+    super::catalogue::sort_by_priority(&mut served);
     Some(ResourceType {
         group: str_of(spec, "group")?,
         version: str_of(version, "name")?,
+        served,
         list_kind: str_of(names, "listKind").unwrap_or_else(|| format!("{kind}List")),
         plural: str_of(names, "plural")?,
         singular: str_of(names, "singular").unwrap_or_else(|| kind.to_ascii_lowercase()),

@@ -173,7 +173,6 @@ async fn route(
         .split('/')
         .filter(|s| !s.is_empty())
         .collect();
-    let cat = &app.ctx.catalogue;
     let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
         ["version"] => return Ok(json_response(StatusCode::OK, version_info())),
         ["openapi", ..] => return Err(not_found_path()),
@@ -201,21 +200,11 @@ async fn route(
         }
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g] => {
-            let versions: Vec<String> = cat
-                .all()
-                .iter()
-                .filter(|rt| rt.group == *g)
-                .map(|rt| rt.version.clone())
-                .collect();
-            let Some(first) = versions.first() else {
+            let Some((_, versions)) = served_groups(app).into_iter().find(|(name, _)| name == g)
+            else {
                 return Err(not_found_path());
             };
-            return Ok(json_response(
-                StatusCode::OK,
-                json!({"kind": "APIGroup", "apiVersion": "v1", "name": g,
-                    "versions": [{"groupVersion": format!("{g}/{first}"), "version": first}],
-                    "preferredVersion": {"groupVersion": format!("{g}/{first}"), "version": first}}),
-            ));
+            return Ok(json_response(StatusCode::OK, api_group(g, &versions)));
         }
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Err(not_found_path()),
@@ -229,8 +218,67 @@ async fn route(
         return resource_list(app, group, version).map(|v| json_response(StatusCode::OK, v));
     }
     let target = parse_target(app, group, version, rest)?;
+    // A CRD's other served versions: stored at the storage version, shown at the one asked for
+    // (the `None` conversion strategy changes only `apiVersion`).
+    let converted = (target.rt.version != version)
+        .then(|| (target.rt.api_version(), format!("{group}/{version}")));
     let p = parse_params(query);
-    handle_target(app, method, target, p, content_type, body).await
+    let watching = p.watch;
+    let r = handle_target(app, method, target, p, content_type, body).await?;
+    Ok(match converted {
+        Some((stored, shown)) => shown_as(r, stored, shown, watching).await,
+        None => r,
+    })
+}
+
+/// Rewrites the `apiVersion` of the object, or of a list and its items, or of each watch
+/// event's object, from `stored` to `shown`.
+async fn shown_as(r: Response, stored: String, shown: String, watching: bool) -> Response {
+    fn rewrite(v: &mut Value, stored: &str, shown: &str) {
+        if v["apiVersion"] == stored {
+            v["apiVersion"] = json!(shown);
+        }
+        if let Some(items) = v.get_mut("items").and_then(Value::as_array_mut) {
+            for i in items {
+                rewrite(i, stored, shown);
+            }
+        }
+        if let Some(o) = v.get_mut("object") {
+            rewrite(o, stored, shown);
+        }
+    }
+    let (parts, body) = r.into_parts();
+    if watching {
+        let events = futures::StreamExt::map(body.into_data_stream(), move |chunk| {
+            let Ok(chunk) = chunk else {
+                return Ok::<_, Infallible>(Bytes::new());
+            };
+            let mut out = Vec::with_capacity(chunk.len());
+            for line in chunk.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                match serde_json::from_slice::<Value>(line) {
+                    Ok(mut v) => {
+                        rewrite(&mut v, &stored, &shown);
+                        out.extend(serde_json::to_vec(&v).unwrap_or_default());
+                    }
+                    Err(_) => out.extend_from_slice(line),
+                }
+                out.push(b'\n');
+            }
+            Ok(Bytes::from(out))
+        });
+        return Response::from_parts(parts, Body::from_stream(events));
+    }
+    let Ok(bytes) = axum::body::to_bytes(body, BODY_LIMIT).await else {
+        return error_response(&ApiError::internal("converting the response"));
+    };
+    let bytes = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(mut v) => {
+            rewrite(&mut v, &stored, &shown);
+            Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+        }
+        Err(_) => bytes,
+    };
+    Response::from_parts(parts, Body::from(bytes))
 }
 
 fn parse_target(app: &App, group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
@@ -247,7 +295,7 @@ fn parse_target(app: &App, group: &str, version: &str, rest: &[&str]) -> Result<
     let plural = rest[0];
     let rt = cat
         .find(group, plural)
-        .filter(|rt| rt.version == version)
+        .filter(|rt| rt.serves(version))
         .ok_or_else(not_found_path)?;
     if namespace.is_some() && !rt.namespaced {
         return Err(not_found_path());
@@ -1002,26 +1050,53 @@ fn version_info() -> Value {
     })
 }
 
-fn group_versions(app: &App) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
+/// Every named group with the versions served in it, most preferred first (a group's types may
+/// come from several CRDs).
+fn served_groups(app: &App) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
     for rt in app.ctx.catalogue.all() {
         if rt.group.is_empty() {
             continue;
         }
-        let gv = (rt.group.clone(), rt.version.clone());
-        if !out.contains(&gv) {
-            out.push(gv);
+        let at = match out.iter().position(|(g, _)| *g == rt.group) {
+            Some(at) => at,
+            None => {
+                out.push((rt.group.clone(), Vec::new()));
+                out.len() - 1
+            }
+        };
+        for v in &rt.served {
+            if !out[at].1.contains(v) {
+                out[at].1.push(v.clone());
+            }
         }
+    }
+    for (_, versions) in &mut out {
+        super::catalogue::sort_by_priority(versions);
     }
     out
 }
 
+/// A group's `APIGroup` document: its versions, the preferred one first.
+fn api_group(g: &str, versions: &[String]) -> Value {
+    let gvs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+        .collect();
+    json!({"kind": "APIGroup", "apiVersion": "v1", "name": g,
+        "versions": gvs, "preferredVersion": gvs.first().cloned().unwrap_or(Value::Null)})
+}
+
 fn group_list(app: &App) -> Value {
-    let groups: Vec<Value> = group_versions(app)
+    let groups: Vec<Value> = served_groups(app)
         .into_iter()
-        .map(|(g, v)| {
-            let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
-            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+        .map(|(g, versions)| {
+            let mut group = api_group(&g, &versions);
+            if let Some(o) = group.as_object_mut() {
+                o.remove("kind");
+                o.remove("apiVersion");
+            }
+            group
         })
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
@@ -1033,7 +1108,7 @@ fn resource_list(app: &App, group: &str, version: &str) -> Result<Value, ApiErro
         .catalogue
         .all()
         .into_iter()
-        .filter(|rt| rt.group == group && rt.version == version)
+        .filter(|rt| rt.group == group && rt.serves(version))
         .collect();
     if types.is_empty() {
         return Err(not_found_path());
@@ -1080,20 +1155,20 @@ fn wants_aggregated(accept: &str) -> bool {
 /// Aggregated discovery (apidiscovery.k8s.io/v2): every group's resources in one response.
 fn aggregated(app: &App, core: bool) -> Response {
     let all = app.ctx.catalogue.all();
-    let mut groups: Vec<(String, String)> = if core {
-        vec![(String::new(), "v1".to_string())]
+    let groups: Vec<(String, Vec<String>)> = if core {
+        vec![(String::new(), vec!["v1".to_string()])]
     } else {
-        group_versions(app)
+        served_groups(app)
     };
-    groups.retain(|(g, _)| g.is_empty() == core);
     let items: Vec<Value> = groups
         .iter()
-        .map(|(g, v)| {
+        .map(|(g, versions)| {
+          let versions: Vec<Value> = versions.iter().map(|v| {
             let resources: Vec<Value> = all
                 .iter()
-                .filter(|rt| rt.group == *g && rt.version == *v)
+                .filter(|rt| rt.group == *g && rt.serves(v))
                 .map(|rt| {
-                    let kind = json!({"group": rt.group, "version": rt.version, "kind": rt.kind});
+                    let kind = json!({"group": rt.group, "version": v, "kind": rt.kind});
                     let subs: Vec<Value> = rt
                         .subresources
                         .iter()
@@ -1115,7 +1190,9 @@ fn aggregated(app: &App, core: bool) -> Response {
                     })
                 })
                 .collect();
-            json!({"metadata": {"name": g}, "versions": [{"version": v, "resources": resources, "freshness": "Current"}]})
+            json!({"version": v, "resources": resources, "freshness": "Current"})
+          }).collect();
+            json!({"metadata": {"name": g}, "versions": versions})
         })
         .collect();
     let body = json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items});

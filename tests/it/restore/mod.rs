@@ -4,6 +4,7 @@ mod azurite;
 mod classes;
 mod owners;
 mod replicate;
+mod versions;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
