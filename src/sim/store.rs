@@ -1414,9 +1414,43 @@ fn admit_create(
         }
         ("", "Service") => admit_service(store, st, rt, name, obj, None)?,
         ("apiextensions.k8s.io", "CustomResourceDefinition") => admit_crd(rt, name, obj)?,
+        ("apps", "StatefulSet" | "Deployment" | "DaemonSet") => default_rollout(rt, obj),
         _ => {}
     }
     Ok(())
+}
+
+/// The API server's defaults for how a workload rolls out (kubectl's `rollout status` reads
+/// them: it refuses a StatefulSet without `updateStrategy.type`). Set only where absent.
+fn default_rollout(rt: &ResourceType, obj: &mut Value) {
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let (key, default) = match rt.kind.as_str() {
+        "StatefulSet" => {
+            spec.entry("podManagementPolicy")
+                .or_insert_with(|| json!("OrderedReady"));
+            (
+                "updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+            )
+        }
+        "Deployment" => {
+            spec.entry("progressDeadlineSeconds")
+                .or_insert_with(|| json!(600));
+            (
+                "strategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
+            )
+        }
+        _ => (
+            "updateStrategy",
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
+        ),
+    };
+    spec.entry(key).or_insert(default);
+    spec.entry("revisionHistoryLimit")
+        .or_insert_with(|| json!(10));
 }
 
 fn admit_crd(rt: &ResourceType, name: &str, obj: &mut Value) -> Result<(), ApiError> {

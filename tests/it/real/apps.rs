@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{Real, get, kubectl, real, replicate, restore, unique, write_config};
+use super::{Cluster, get, kubectl, real, replicate, restore, unique, write_config_for};
 use crate::restore::item_path;
 use crate::support::{lifeboat, stderr, stdout};
 
@@ -18,7 +18,7 @@ fn shared(rel: &str) -> PathBuf {
 
 /// Loads metrics-server's kustomize base into namespace `ns`, as its own kustomization does
 /// (the `k8s-app` label on objects and selectors) with the namespace of the test's.
-fn load_metrics_server(r: &Real, ns: &str) {
+fn load_metrics_server(primary: &Cluster, ns: &str, validate: &str) {
     let dir = super::workdir();
     let mut resources = Vec::new();
     for f in [
@@ -38,18 +38,21 @@ fn load_metrics_server(r: &Real, ns: &str) {
         ),
     )
     .unwrap();
-    kubectl(&r.primary, &["create", "namespace", ns]);
-    kubectl(&r.primary, &["apply", "-k", &dir.path().to_string_lossy()]);
+    kubectl(primary, &["create", "namespace", ns]);
+    kubectl(
+        primary,
+        &["apply", validate, "-k", &dir.path().to_string_lossy()],
+    );
 }
 
 /// Deletes metrics-server's APIService from both clusters when the test ends, however it ends:
 /// no pod serves it here, so it would stay unavailable and every later backup of the shared
 /// clusters would warn about its group.
-struct RemoveApiService<'a>(&'a Real);
+struct RemoveApiService<'a>(&'a Cluster, &'a Cluster);
 
 impl Drop for RemoveApiService<'_> {
     fn drop(&mut self) {
-        for c in [&self.0.primary, &self.0.secondary] {
+        for c in [self.0, self.1] {
             let _ = super::kubectl_in(
                 c,
                 &[
@@ -141,12 +144,13 @@ fn content(o: &Value) -> Value {
 /// have, found with kube's own discovery and listing (the metrics API, which no pod serves
 /// here, left out).
 async fn missing_from_secondary(
-    r: &Real,
+    primary: &Cluster,
+    secondary: &Cluster,
     namespaces: &[&str],
 ) -> Vec<(String, String, String, String)> {
     use kube::api::{Api, DynamicObject};
     use kube::discovery::{Discovery, Scope, verbs};
-    let discovery = Discovery::new(r.primary.client.clone())
+    let discovery = Discovery::new(primary.client.clone())
         .exclude(&["metrics.k8s.io"])
         .run()
         .await
@@ -172,19 +176,19 @@ async fn missing_from_secondary(
                     list.items.into_iter().filter_map(|o| o.metadata.name).collect()
                 };
                 let lp = kube::api::ListParams::default();
-                let Ok(primary) = api(&r.primary.client).list(&lp).await else {
+                let Ok(listed) = api(&primary.client).list(&lp).await else {
                     continue; // not listable after all (a create-only API)
                 };
-                let secondary = api(&r.secondary.client)
+                let there = api(&secondary.client)
                     .list(&lp)
                     .await
                     .map(names)
                     .unwrap_or_default();
-                for name in names(primary) {
+                for name in names(listed) {
                     if ar.plural == "namespaces" && !namespaces.contains(&name.as_str()) {
                         continue;
                     }
-                    if !secondary.contains(&name) {
+                    if !there.contains(&name) {
                         missing.push((
                             ar.group.clone(),
                             ar.plural.clone(),
@@ -202,23 +206,56 @@ async fn missing_from_secondary(
 #[tokio::test(flavor = "multi_thread")]
 async fn real_apps_round_trip_into_the_secondary_and_their_workloads_roll_out() {
     let Some(r) = real().await else { return };
+    round_trip(&r.primary, &r.secondary, "--validate=strict").await;
+}
+
+/// The same applications, loaded with the same kubectl into two simulated regions: what the
+/// simulator holds of them survives the round trip just as on the real control planes.
+#[tokio::test(flavor = "multi_thread")]
+async fn real_apps_round_trip_through_the_simulator() {
+    if !crate::support::kubectl_present() {
+        return;
+    }
+    let p = crate::restore::region("primary", "eastus2", "10.0.0.0/16").await;
+    let s = crate::restore::region("secondary", "centralus", "10.1.0.0/16").await;
+    let cluster = |sim: &crate::sim::Sim| Cluster {
+        kubeconfig: sim.cluster.kubeconfig_path().to_owned(),
+        client: sim.client.clone(),
+    };
+    // The simulator serves no OpenAPI document, which kubectl's client-side validation reads.
+    round_trip(&cluster(&p), &cluster(&s), "--validate=false").await;
+    p.cluster.shutdown().await.unwrap();
+    s.cluster.shutdown().await.unwrap();
+}
+
+/// Loads the applications into `primary` as their READMEs say, backs them up, replicates to a
+/// read-only location and restores into `secondary`; then checks every object both ways.
+async fn round_trip(primary: &Cluster, secondary: &Cluster, validate: &str) {
     let (store, metrics) = (unique("store"), unique("metrics"));
 
     // Loaded as their READMEs say, with the pinned kubectl.
-    kubectl(&r.primary, &["create", "namespace", &store]);
+    kubectl(primary, &["create", "namespace", &store]);
     let shop = shared("aks-store-all-in-one.yaml");
     kubectl(
-        &r.primary,
-        &["apply", "-n", &store, "-f", &shop.to_string_lossy()],
+        primary,
+        &[
+            "apply",
+            validate,
+            "-n",
+            &store,
+            "-f",
+            &shop.to_string_lossy(),
+        ],
     );
-    load_metrics_server(&r, &metrics);
-    let _cleanup = RemoveApiService(&r);
+    load_metrics_server(primary, &metrics, validate);
+    let _cleanup = RemoveApiService(primary, secondary);
     // CRDs of several served versions; server-side, as their size needs.
     let snapshotter = shared("external-snapshotter");
     kubectl(
-        &r.primary,
+        primary,
         &[
             "apply",
+            validate,
             "--server-side",
             "--force-conflicts",
             "-f",
@@ -227,11 +264,17 @@ async fn real_apps_round_trip_into_the_secondary_and_their_workloads_roll_out() 
     );
     let cnpg = shared("cloudnative-pg-1.30.0.yaml");
     kubectl(
-        &r.primary,
-        &["apply", "--server-side", "-f", &cnpg.to_string_lossy()],
+        primary,
+        &[
+            "apply",
+            validate,
+            "--server-side",
+            "-f",
+            &cnpg.to_string_lossy(),
+        ],
     );
     kubectl(
-        &r.primary,
+        primary,
         &[
             "wait",
             "--for=condition=Established",
@@ -240,12 +283,12 @@ async fn real_apps_round_trip_into_the_secondary_and_their_workloads_roll_out() 
             "--timeout=60s",
         ],
     );
-    let primary_workloads = rolled_out(&r.primary, &store);
+    let primary_workloads = rolled_out(primary, &store);
     assert_eq!(primary_workloads.len(), 9, "{primary_workloads:?}");
-    rolled_out(&r.primary, "cnpg-system");
+    rolled_out(primary, "cnpg-system");
 
     let dir = super::workdir();
-    write_config(dir.path(), &r, "");
+    write_config_for(dir.path(), primary, secondary, "");
     let scope = format!("{store},{metrics},cnpg-system");
     let out = lifeboat(
         dir.path(),
@@ -317,7 +360,7 @@ async fn real_apps_round_trip_into_the_secondary_and_their_workloads_roll_out() 
             // restored (CI starts fresh ones).
             action @ ("create" | "skip-exists") => {
                 let path = item_path(item);
-                let live = get(&r.secondary, &path).await;
+                let live = get(secondary, &path).await;
                 let Some(live) = live else {
                     panic!("{path} ({action}) is not in the secondary");
                 };
@@ -336,7 +379,7 @@ async fn real_apps_round_trip_into_the_secondary_and_their_workloads_roll_out() 
                 });
                 if action == "create"
                     && unmapped
-                    && let Some(original) = get(&r.primary, &path).await
+                    && let Some(original) = get(primary, &path).await
                 {
                     assert_eq!(content(&live), content(&original), "{path} differs");
                 }
@@ -357,7 +400,7 @@ async fn real_apps_round_trip_into_the_secondary_and_their_workloads_roll_out() 
     // (in the backed-up namespaces, and cluster-wide) that the secondary lacks is one a rule
     // leaves out, with its reason in the plan or, for resources never listed, in the backup.
     let scope = [store.as_str(), metrics.as_str(), "cnpg-system"];
-    let missing = missing_from_secondary(&r, &scope).await;
+    let missing = missing_from_secondary(primary, secondary, &scope).await;
     let mut unexplained = Vec::new();
     let mut explained = Vec::new();
     for (group, plural, ns, name) in &missing {
@@ -399,9 +442,9 @@ async fn real_apps_round_trip_into_the_secondary_and_their_workloads_roll_out() 
     );
 
     // The real controllers bring every restored workload to its replicas.
-    let secondary_workloads = rolled_out(&r.secondary, &store);
+    let secondary_workloads = rolled_out(secondary, &store);
     assert_eq!(secondary_workloads, primary_workloads);
-    rolled_out(&r.secondary, "cnpg-system");
+    rolled_out(secondary, "cnpg-system");
     // Secrets came back with their values; Services got addresses of the secondary's range.
     let secret = |c| {
         kubectl(
@@ -417,9 +460,9 @@ async fn real_apps_round_trip_into_the_secondary_and_their_workloads_roll_out() 
             ],
         )
     };
-    assert_eq!(secret(&r.secondary), secret(&r.primary));
+    assert_eq!(secret(secondary), secret(primary));
     let ip = kubectl(
-        &r.secondary,
+        secondary,
         &[
             "get",
             "svc",

@@ -151,13 +151,18 @@ pub fn workdir() -> tempfile::TempDir {
 /// Writes `dir/lifeboat.yaml`: both clusters by kubeconfig, the writable `primary` location and
 /// its read-only replica `dr`, and the `secondary` restore profile with the region's zone map.
 pub fn write_config(dir: &Path, r: &Real, extra: &str) {
+    write_config_for(dir, &r.primary, &r.secondary, extra);
+}
+
+/// [`write_config`] for any two clusters (simulated ones too).
+pub fn write_config_for(dir: &Path, primary: &Cluster, secondary: &Cluster, extra: &str) {
     let cfg = format!(
         "clusters:\n  primary: {{ context: primary, kubeconfig: {:?} }}\n  secondary: {{ context: secondary, kubeconfig: {:?} }}\n\
          locations:\n  primary: {{ local: {{ path: repo }} }}\n  dr: {{ readOnly: true, local: {{ path: replica }} }}\n\
          defaults: {{ cluster: primary, location: primary }}\n\
          restore:\n  secondary:\n    cluster: secondary\n    from: dr\n    \
          zoneMap: {{ eastus2-1: centralus-1, eastus2-2: centralus-2, eastus2-3: centralus-3 }}\n{extra}",
-        r.primary.kubeconfig, r.secondary.kubeconfig,
+        primary.kubeconfig, secondary.kubeconfig,
     );
     std::fs::write(dir.join("lifeboat.yaml"), cfg).unwrap();
 }
