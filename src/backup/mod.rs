@@ -20,7 +20,8 @@ pub use select::Selection;
 
 use crate::cluster::{self, ClusterError, Connected, ListOptions, ResourceType};
 use crate::repo::{
-    BackupName, ClusterFacts, Manifest, ManifestDetails, RepoError, RepoWriter, VolumeStatus,
+    BackupName, ClaimScope, ClusterFacts, Manifest, ManifestDetails, RepoError, RepoWriter,
+    ScopeDetail, VolumeRecord, VolumeStatus,
 };
 use crate::storage::TransferOptions;
 
@@ -259,6 +260,14 @@ pub async fn run(
         }
         volume_records = Some(outcome.records);
     }
+    let scope = scope(
+        client,
+        &req,
+        volume_records.as_deref(),
+        &discovered.failed,
+        &mut warnings,
+    )
+    .await;
 
     let mut namespaces: BTreeMap<String, u64> = BTreeMap::new();
     for s in &summaries {
@@ -279,6 +288,7 @@ pub async fn run(
         resources: Some(detail),
         volumes: volume_records,
         duration_seconds: Some(t0.elapsed().as_secs_f64()),
+        scope: Some(scope),
     };
 
     progress.phase("committing");
@@ -299,6 +309,56 @@ pub async fn run(
         ..Manifest::draft(req.name.clone(), started_at)
     };
     writer.commit(draft).await.map_err(repo_err)
+}
+
+/// What the backup covers (issue 14): whether volume data was taken, every claim in scope with
+/// whether its data is in, the API groups that did not answer. Without volume data the claims
+/// are listed here; if they cannot be, the backup says so (a restore then treats every claim
+/// as without data, as it does for any backup that took none).
+async fn scope(
+    client: &kube::Client,
+    req: &BackupRequest,
+    records: Option<&[VolumeRecord]>,
+    unanswered: &[(String, String)],
+    warnings: &mut Vec<String>,
+) -> ScopeDetail {
+    let claims = match records {
+        Some(records) => records
+            .iter()
+            .map(|r| ClaimScope {
+                namespace: r.namespace.clone(),
+                pvc: r.pvc.clone(),
+                data: r.status == VolumeStatus::Completed,
+                reason: (r.status != VolumeStatus::Completed)
+                    .then(|| r.error.clone().unwrap_or_else(|| "not backed up".into())),
+            })
+            .collect(),
+        None => match volumes::in_scope(client, &req.filters).await {
+            Ok(claims) => claims
+                .into_iter()
+                .map(|(namespace, pvc)| ClaimScope {
+                    namespace,
+                    pvc,
+                    data: false,
+                    reason: Some(
+                        "the backup took no volume data (--no-volumes, or a schedule with volumes: false)"
+                            .into(),
+                    ),
+                })
+                .collect(),
+            Err(e) => {
+                warnings.push(format!(
+                    "the claims in scope could not be listed, the manifest does not name them: {e}"
+                ));
+                Vec::new()
+            }
+        },
+    };
+    ScopeDetail {
+        volume_data: records.is_some(),
+        claims,
+        unanswered_groups: unanswered.iter().map(|(gv, _)| gv.clone()).collect(),
+    }
 }
 
 /// Server version, API host, zones and node count, where the credentials may see them.

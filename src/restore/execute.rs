@@ -83,6 +83,9 @@ pub struct Outcome {
     pub failed: Vec<Failure>,
     /// Volume data restored into the created claims.
     pub volumes: Vec<VolumeResult>,
+    /// Temporary objects of earlier, interrupted runs deleted first (`kind namespace/name`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub swept: Vec<String>,
     /// Wall time of the execution.
     pub duration_seconds: f64,
 }
@@ -172,6 +175,12 @@ pub async fn execute(
 ) -> Outcome {
     let t0 = Instant::now();
     let mut out = Outcome::default();
+    match volumes::sweep(client).await {
+        Ok(swept) => out.swept = swept.deleted,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not sweep leftovers of interrupted runs");
+        }
+    }
     for item in plan
         .items
         .iter()
@@ -204,7 +213,10 @@ pub async fn execute(
                 }
             });
         }
-        if writes.is_empty() {
+        // Claims of an earlier run may still need their data: the fills below run even when
+        // this tier writes nothing.
+        let fills_here = tier == Tier::Claims && !plan.volumes.is_empty();
+        if writes.is_empty() && !fills_here {
             continue;
         }
         progress.tier(tier, writes.len());
@@ -249,7 +261,7 @@ pub async fn execute(
                 }
             }
         }
-        if tier == Tier::Claims && !plan.volumes.is_empty() {
+        if fills_here {
             let fills: Vec<&super::plan::VolumeFill> = plan
                 .volumes
                 .iter()

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::plan::{PlanItem, VolumeFill};
+use super::plan::{FILL_COMPLETE, FILL_STATE, PlanItem, VolumeFill};
 use crate::cluster::job::{self, short_name};
 use crate::cluster::labels::{temporary_labels, temporary_selector};
 use crate::cluster::lease;
-use crate::cluster::objects::JOBS;
+use crate::cluster::objects::{self, JOBS, Kind, PVCS};
 use crate::mover::JobReport;
 use crate::mover::job::{Direction, MOUNT_PATH, MoverJob, VolumeJobs};
 
@@ -38,17 +38,24 @@ pub struct VolumeResult {
     pub error: Option<String>,
 }
 
-/// Fills `fills` with bounded parallelism. Never fails as a whole.
+/// The kinds a restore creates for a while in the target, in deletion order.
+pub const TEMPORARY_KINDS: [Kind; 1] = [JOBS];
+
+/// Deletes the temporary objects of earlier runs whose lease lapsed (a killed restore's mover
+/// Jobs): every run does, whether or not it has claims to fill.
+pub async fn sweep(client: &kube::Client) -> Result<lease::Swept, crate::cluster::ClusterError> {
+    lease::sweep(client, &temporary_selector(), &TEMPORARY_KINDS).await
+}
+
+/// Fills `fills` with bounded parallelism. Never fails as a whole. A claim's fill state
+/// becomes `complete` only once its mover has reported success, which it does only after
+/// checking every chunk's sha256 as it wrote it.
 pub async fn fill(
     client: &kube::Client,
     backup: &str,
     fills: &[&VolumeFill],
     jobs: &VolumeJobs,
 ) -> Vec<VolumeResult> {
-    let selector = temporary_selector();
-    if let Err(e) = lease::sweep(client, &selector, &[JOBS]).await {
-        tracing::warn!(error = %e, "could not sweep leftover mover Jobs of interrupted runs");
-    }
     futures::stream::iter(fills.iter())
         .map(|f| fill_one(client, backup, f, jobs))
         .buffer_unordered(jobs.settings.parallelism.max(1))
@@ -79,7 +86,10 @@ async fn fill_one(
             f.source_pvc.clone(),
             "--target".into(),
             MOUNT_PATH.into(),
-        ],
+        ]
+        .into_iter()
+        .chain(f.again.then(|| "--empty-first".to_owned()))
+        .collect(),
         location: &jobs.location,
         settings: &jobs.settings,
         labels: temporary_labels(backup, "restore-mover"),
@@ -112,6 +122,23 @@ async fn fill_one(
                 job::log_tail(&run.log, 5)
             )
         }),
+    };
+    // The data is in: say so on the claim, or a rerun would fill it again.
+    let outcome = match outcome {
+        Ok(report) => {
+            let done = serde_json::Map::from_iter([(
+                FILL_STATE.to_owned(),
+                serde_json::Value::from(FILL_COMPLETE),
+            )]);
+            match objects::annotate(client, PVCS, &f.namespace, &f.pvc, &done).await {
+                Ok(true) => Ok(report),
+                Ok(false) => Err("the claim disappeared while it was filled".to_owned()),
+                Err(e) => Err(format!(
+                    "the data is in, but marking the claim filled failed: {e}"
+                )),
+            }
+        }
+        Err(e) => Err(e),
     };
     let mut r = VolumeResult {
         namespace: f.namespace.clone(),
@@ -250,8 +277,17 @@ mod tests {
             namespaces: [("db".to_owned(), "db-dr".to_owned())].into(),
             ..Default::default()
         };
-        let (fills, notes) = plan_volumes(&[done, exists, failed], &items, &mappings);
+        // data-pg-1 exists in the target, not created by a restore: never overwritten.
+        let (fills, notes, risks) = plan_volumes(
+            &[done, exists, failed],
+            &items,
+            &mappings,
+            &crate::restore::TargetView::default(),
+        );
         assert_eq!(fills.len(), 1);
+        assert_eq!(risks.len(), 1, "{risks:?}");
+        assert_eq!(risks[0].kind, "claim-not-ours");
+        assert!(risks[0].message.contains("db-dr/data-pg-1"), "{risks:?}");
         assert_eq!(
             (
                 fills[0].namespace.as_str(),
@@ -259,9 +295,59 @@ mod tests {
             ),
             ("db-dr", "db")
         );
-        assert_eq!(notes.len(), 2, "{notes:?}");
-        assert!(notes[0].contains("data-pg-1 exists"));
-        assert!(notes[1].contains("logs is created empty") && notes[1].contains("snapshot failed"));
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("logs is created empty") && notes[0].contains("snapshot failed"));
+    }
+
+    /// Issue 14: a claim an earlier restore created and did not finish filling is filled
+    /// again (emptied first) whatever `--existing` says; one whose fill completed is not.
+    #[test]
+    fn a_rerun_fills_again_the_claims_whose_fill_did_not_complete() {
+        use crate::restore::plan::{FILL_STATE, FILLED_FROM};
+        let mut records = Vec::new();
+        let mut items = Vec::new();
+        let mut target = crate::restore::TargetView::default();
+        for (pvc, state) in [
+            ("pending", Some("pending")),
+            ("done", Some("complete")),
+            ("unmarked", None),
+        ] {
+            let mut r = VolumeRecord::new("db", pvc, VolumeStatus::Completed);
+            r.index = Some(format!("backups/b/volumes/db/{pvc}.json"));
+            records.push(r);
+            let labels = json!({"lifeboat.io/restored-from": "b"});
+            items.push(item(
+                "PersistentVolumeClaim",
+                "db",
+                pvc,
+                json!({"metadata": {"labels": labels}}),
+                Action::SkipExists,
+            ));
+            let annotations = match state {
+                Some(s) => json!({FILLED_FROM: "b", FILL_STATE: s}),
+                None => json!({}),
+            };
+            target.existing.insert(
+                (
+                    String::new(),
+                    "persistentvolumeclaims".into(),
+                    "db".into(),
+                    pvc.into(),
+                ),
+                json!({"metadata": {"name": pvc, "annotations": annotations}}),
+            );
+        }
+        let (fills, notes, risks) = plan_volumes(&records, &items, &Mappings::default(), &target);
+        assert_eq!(fills.len(), 1, "{fills:?}");
+        assert_eq!((fills[0].pvc.as_str(), fills[0].again), ("pending", true));
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("db/done") && n.contains("restored earlier")),
+            "{notes:?}"
+        );
+        assert_eq!(risks.len(), 1, "{risks:?}");
+        assert!(risks[0].message.contains("db/unmarked"), "{risks:?}");
     }
 
     #[test]

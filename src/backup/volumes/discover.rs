@@ -75,6 +75,37 @@ pub fn snapshot_class(
     }
 }
 
+/// The claims in scope (namespace, name), for a backup that takes no volume data: its manifest
+/// still says which claims it holds without their data.
+pub async fn in_scope(
+    client: &kube::Client,
+    filters: &Filters,
+) -> Result<Vec<(String, String)>, ClusterError> {
+    if !filters.resource_included("", "persistentvolumeclaims", "PersistentVolumeClaim") {
+        return Ok(Vec::new());
+    }
+    let selector = crate::cluster::labels::excluding_temporary(filters.selector.as_deref());
+    let mut out: Vec<(String, String)> = objects::list(client, PVCS, "", Some(&selector))
+        .await?
+        .iter()
+        .map(|pvc| {
+            (
+                pvc["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                pvc["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .filter(|(ns, _)| filters.namespace_included(ns))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
 /// Lists the claims in scope and decides how each is moved.
 pub async fn claims(
     client: &kube::Client,

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use futures::StreamExt;
 
 pub use crate::mover::job::VolumeJobs;
-pub use discover::{Claim, snapshot_class};
+pub use discover::{Claim, in_scope, snapshot_class};
 
 use crate::cluster::lease::{self, Swept};
 use crate::cluster::objects::{JOBS, Kind, PVCS, VOLUME_SNAPSHOTS};

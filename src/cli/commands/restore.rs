@@ -113,15 +113,26 @@ pub async fn run(ctx: &Context, a: RestoreArgs) -> anyhow::Result<Exit> {
         },
         replica: loc.read_only,
     };
-    let plan = restore::prepare(
-        &repo,
-        &connected.client,
-        backup.as_ref(),
-        a.allow_incomplete,
-        opts,
-    )
-    .await
-    .context("preparing the restore; nothing was written")?;
+    let mut labels: BTreeMap<String, String> = a.selector.iter().cloned().collect();
+    if let Some(schedule) = &a.from_schedule {
+        labels.insert(crate::schedule::SCHEDULE_LABEL.to_owned(), schedule.clone());
+    }
+    if backup.is_some() && !labels.is_empty() {
+        return Err(UsageError(
+            "--selector and --from-schedule choose among backups: they go with --backup latest, not a named backup".into(),
+        )
+        .into());
+    }
+    let choice = restore::PointOptions {
+        allow_incomplete: a.allow_incomplete,
+        allow_partial: a.allow_partial,
+        labels,
+        no_volumes: a.no_volumes,
+        ..Default::default()
+    };
+    let plan = restore::prepare(&repo, &connected.client, backup.as_ref(), choice, opts)
+        .await
+        .context("preparing the restore; nothing was written")?;
 
     if a.dry_run {
         match ctx.output {
@@ -165,8 +176,17 @@ pub async fn run(ctx: &Context, a: RestoreArgs) -> anyhow::Result<Exit> {
         OutputFormat::Text => print_report(&report),
     }
     let written = outcome.created + outcome.updated;
+    let short = restore::data_risks(&plan);
+    if ctx.output == OutputFormat::Text && !short.is_empty() {
+        println!("Not everything was brought back (exit 3):");
+        for r in &short {
+            println!("  [{}] {}", r.kind, r.message);
+        }
+    }
     Ok(match (outcome.failed.is_empty(), written) {
-        (true, _) => Exit::Ok,
+        // Exit 0 means the application is back with its data: never with a data risk.
+        (true, _) if short.is_empty() => Exit::Ok,
+        (true, _) => Exit::Partial,
         (false, 0) => Exit::Failed,
         (false, _) => Exit::Partial,
     })
@@ -181,6 +201,15 @@ fn print_plan_summary(plan: &Plan, location: &str, cluster: &str, replica: bool)
     );
     for skipped in &p.passed_over {
         println!("  passed over {skipped}");
+    }
+    for bad in &p.unreadable {
+        println!(
+            "  passed over {}: its manifest cannot be read ({})",
+            bad.name, bad.error
+        );
+    }
+    if p.status != "Completed" {
+        println!("  WARNING: this backup is {}", p.status);
     }
     if p.incomplete && replica {
         println!("  WARNING: this backup is not completely replicated here (--allow-incomplete)");

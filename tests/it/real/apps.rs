@@ -219,8 +219,14 @@ async fn real_apps_round_trip_into_the_secondary_and_their_workloads_roll_out() 
     );
 
     replicate(dir.path(), 13).await;
-    let (code, doc, err) = restore(dir.path(), &[]);
-    assert!(matches!(code, Some(0)), "{code:?}\n{err}\n{doc}");
+    // A configuration backup, perhaps PartiallyFailed (the metrics group): restored so on
+    // purpose, and then never with exit 0 (issue 14).
+    let (code, doc, err) = restore(dir.path(), &["--no-volumes", "--allow-partial"]);
+    assert_eq!(
+        code,
+        Some(if warnings.is_empty() { 0 } else { 3 }),
+        "{err}\n{doc}"
+    );
     let items = doc["plan"]["items"].as_array().unwrap();
     let in_scope = |item: &Value| {
         let ns = item["namespace"].as_str().unwrap();

@@ -4,6 +4,7 @@
 
 mod damage;
 mod kill;
+mod rerun;
 
 use std::path::PathBuf;
 
