@@ -108,6 +108,9 @@ pub enum BackupError {
         #[source]
         source: ClusterError,
     },
+    /// Mover pods could not open the location (checked before anything is snapshotted).
+    #[error("before any snapshot: the volume data could not be moved")]
+    MoverCredentials(#[from] crate::mover::credentials::CredentialsError),
     /// Every selected resource failed to list: nothing worth committing.
     #[error("no resource of cluster {cluster:?} could be listed (first error: {first})")]
     NothingListed {
@@ -132,6 +135,20 @@ pub async fn run(
         name: req.name.to_string(),
         source,
     };
+    // How the movers will open the location, before any work (issue 15): a location they
+    // could not open is a config error naming the key to set, and nothing is snapshotted.
+    let credentials = req
+        .volumes
+        .as_ref()
+        .map(|jobs| {
+            crate::mover::credentials::resolve(
+                &jobs.location_name,
+                &jobs.location,
+                &jobs.settings,
+                false,
+            )
+        })
+        .transpose()?;
     // Refuse a taken name before doing any work.
     let mut writer = repo
         .begin_backup(req.name.clone())
@@ -219,20 +236,25 @@ pub async fn run(
     tracing::info!(elapsed = ?t0.elapsed(), "archive uploaded");
 
     let mut volume_records = None;
-    if let Some(jobs) = &req.volumes {
+    if let (Some(jobs), Some(credentials)) = (&req.volumes, &credentials) {
         progress.phase("volumes");
         let ctx = volumes::VolumeContext {
             client,
             backup: req.name.as_str(),
+            location_name: &jobs.location_name,
             location: &jobs.location,
             settings: &jobs.settings,
+            credentials,
             progress,
         };
         let outcome = volumes::back_up(&ctx, &req.filters, repo.reader())
             .await
-            .map_err(|source| BackupError::Volumes {
-                cluster: req.cluster_name.clone(),
-                source,
+            .map_err(|e| match e {
+                volumes::VolumesError::Cluster(source) => BackupError::Volumes {
+                    cluster: req.cluster_name.clone(),
+                    source,
+                },
+                volumes::VolumesError::Credentials(e) => BackupError::MoverCredentials(e),
             })?;
         for (namespace, pvc, report) in &outcome.reports {
             let Some(index) = &report.index else { continue };

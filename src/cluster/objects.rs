@@ -55,6 +55,18 @@ pub const VOLUME_SNAPSHOT_CLASSES: Kind = Kind {
     version: "v1",
     plural: "volumesnapshotclasses",
 };
+/// Secrets.
+pub const SECRETS: Kind = Kind {
+    group: "",
+    version: "v1",
+    plural: "secrets",
+};
+/// ServiceAccounts.
+pub const SERVICE_ACCOUNTS: Kind = Kind {
+    group: "",
+    version: "v1",
+    plural: "serviceaccounts",
+};
 /// StorageClasses.
 pub const STORAGE_CLASSES: Kind = Kind {
     group: "storage.k8s.io",

@@ -16,6 +16,7 @@ use super::plan::{Action, Plan, PlanItem};
 use super::volumes::{self, VolumeResult};
 use crate::cluster::{self, ClusterError};
 use crate::config::ExistingPolicy;
+use crate::mover::credentials::MoverCredentials;
 use crate::mover::job::VolumeJobs;
 use std::collections::BTreeSet;
 
@@ -30,6 +31,8 @@ pub struct ExecOptions {
     pub existing: ExistingPolicy,
     /// How to run the mover Jobs that fill restored claims; `None`: claims stay empty.
     pub volumes: Option<VolumeJobs>,
+    /// How the movers open the location (see `mover::credentials`).
+    pub credentials: MoverCredentials,
 }
 
 impl Default for ExecOptions {
@@ -39,6 +42,7 @@ impl Default for ExecOptions {
             crd_timeout: Duration::from_secs(60),
             existing: ExistingPolicy::Skip,
             volumes: None,
+            credentials: MoverCredentials::NotNeeded("no volumes"),
         }
     }
 }
@@ -270,8 +274,14 @@ pub async fn execute(
             match &opts.volumes {
                 Some(jobs) => {
                     progress.volumes(fills.len());
-                    let results =
-                        volumes::fill(client, &plan.restore_point.name, &fills, jobs).await;
+                    let results = volumes::fill(
+                        client,
+                        &plan.restore_point.name,
+                        &fills,
+                        jobs,
+                        &opts.credentials,
+                    )
+                    .await;
                     for r in &results {
                         if r.error.is_some() {
                             failed_claims.insert((r.namespace.clone(), r.pvc.clone()));

@@ -200,6 +200,14 @@ fn rule_skip(
         ("", "Secret") if o.object["type"] == "kubernetes.io/service-account-token" => {
             return Some("service account tokens are issued by the target".into());
         }
+        // Backups of older versions may hold them; the target gets its own (issue 14).
+        ("", "Secret")
+            if o.object
+                .pointer("/metadata/labels/lifeboat.io~1credentials")
+                .is_some() =>
+        {
+            return Some("lifeboat's own credentials are never restored".into());
+        }
         // The cluster marks its own RBAC so; `system:` names of an application's (metrics and
         // monitoring stacks ship them) are the application's.
         (

@@ -11,11 +11,16 @@ use serde::Serialize;
 
 use super::plan::{FILL_COMPLETE, FILL_STATE, PlanItem, VolumeFill};
 use crate::cluster::job::{self, short_name};
+use crate::cluster::labels::CREDENTIALS_LABEL;
 use crate::cluster::labels::{temporary_labels, temporary_selector};
 use crate::cluster::lease;
-use crate::cluster::objects::{self, JOBS, Kind, PVCS};
+use crate::cluster::objects::{self, JOBS, Kind, PVCS, SECRETS};
 use crate::mover::JobReport;
+use crate::mover::credentials::MoverCredentials;
 use crate::mover::job::{Direction, MOUNT_PATH, MoverJob, VolumeJobs};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use std::collections::BTreeMap;
 
 /// How one volume's restore ended.
 #[derive(Debug, Clone, Serialize)]
@@ -39,7 +44,7 @@ pub struct VolumeResult {
 }
 
 /// The kinds a restore creates for a while in the target, in deletion order.
-pub const TEMPORARY_KINDS: [Kind; 1] = [JOBS];
+pub const TEMPORARY_KINDS: [Kind; 2] = [JOBS, SECRETS];
 
 /// Deletes the temporary objects of earlier runs whose lease lapsed (a killed restore's mover
 /// Jobs): every run does, whether or not it has claims to fill.
@@ -50,7 +55,83 @@ pub async fn sweep(client: &kube::Client) -> Result<lease::Swept, crate::cluster
 /// Fills `fills` with bounded parallelism. Never fails as a whole. A claim's fill state
 /// becomes `complete` only once its mover has reported success, which it does only after
 /// checking every chunk's sha256 as it wrote it.
+/// With credentials handed over just in time, the fills of one namespace run while its
+/// credentials Secret exists (created after the namespace, deleted after them), namespace
+/// after namespace.
 pub async fn fill(
+    client: &kube::Client,
+    backup: &str,
+    fills: &[&VolumeFill],
+    jobs: &VolumeJobs,
+    credentials: &MoverCredentials,
+) -> Vec<VolumeResult> {
+    let MoverCredentials::JustInTime { values } = credentials else {
+        return fill_all(client, backup, fills, jobs).await;
+    };
+    let mut by_namespace: BTreeMap<&str, Vec<&VolumeFill>> = BTreeMap::new();
+    for f in fills {
+        by_namespace
+            .entry(f.namespace.as_str())
+            .or_default()
+            .push(f);
+    }
+    let lease_for = Duration::from_secs(jobs.settings.lease_seconds);
+    let mut out = Vec::new();
+    for (ns, fills) in by_namespace {
+        let secret = short_name("lifeboat-credentials", &[backup, ns], "restore");
+        let mut labels = temporary_labels(backup, "restore-credentials");
+        labels.insert(CREDENTIALS_LABEL.to_owned(), "true".to_owned());
+        let data: serde_json::Map<String, serde_json::Value> = values
+            .expose()
+            .iter()
+            .map(|(k, v)| (k.clone(), BASE64.encode(v).into()))
+            .collect();
+        let object = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": secret,
+                "namespace": ns,
+                "labels": labels,
+                "annotations": lease::lease_annotations(lease_for),
+            },
+            "type": "Opaque",
+            "data": data,
+        });
+        let created = match objects::create(client, SECRETS, ns, &object).await {
+            Ok(_) => Ok(()),
+            // A killed run's, within its lease: replace it (this run's values, this run's lease).
+            Err(e) if e.is_already_exists() => {
+                match objects::delete(client, SECRETS, ns, &secret).await {
+                    Ok(_) => objects::create(client, SECRETS, ns, &object)
+                        .await
+                        .map(|_| ()),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = created {
+            let why = format!("creating the movers' credentials Secret in namespace {ns}: {e}");
+            out.extend(fills.iter().map(|f| failed(f, why.clone())));
+            continue;
+        }
+        let mut jobs = jobs.clone();
+        jobs.settings.credentials_secret = Some(secret.clone());
+        let results = lease::holding(
+            client,
+            ns,
+            vec![(SECRETS, secret)],
+            lease_for,
+            fill_all(client, backup, &fills, &jobs),
+        )
+        .await;
+        out.extend(results);
+    }
+    out
+}
+
+async fn fill_all(
     client: &kube::Client,
     backup: &str,
     fills: &[&VolumeFill],
@@ -61,6 +142,19 @@ pub async fn fill(
         .buffer_unordered(jobs.settings.parallelism.max(1))
         .collect()
         .await
+}
+
+/// A fill that could not be tried.
+fn failed(f: &VolumeFill, why: String) -> VolumeResult {
+    VolumeResult {
+        namespace: f.namespace.clone(),
+        pvc: f.pvc.clone(),
+        status: "failed",
+        files: 0,
+        bytes: 0,
+        seconds: 0.0,
+        error: Some(why),
+    }
 }
 
 async fn fill_one(

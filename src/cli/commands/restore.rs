@@ -134,28 +134,55 @@ pub async fn run(ctx: &Context, a: RestoreArgs) -> anyhow::Result<Exit> {
         .await
         .context("preparing the restore; nothing was written")?;
 
+    // How the movers open the location (issue 14): decided before anything is written.
+    let credentials = (!a.no_volumes && !plan.volumes.is_empty()).then(|| {
+        crate::mover::credentials::resolve(
+            location,
+            &super::backup::absolute(loc),
+            &ctx.config.volumes,
+            true,
+        )
+    });
+    let movers = match &credentials {
+        None => "no volume data to fill".to_owned(),
+        Some(Ok(c)) => c.describe(),
+        Some(Err(e)) => e.to_string(),
+    };
     if a.dry_run {
         match ctx.output {
-            OutputFormat::Json => output::json(&json!({ "dryRun": true, "plan": plan }))?,
+            OutputFormat::Json => {
+                output::json(&json!({ "dryRun": true, "plan": plan, "moverCredentials": movers }))?
+            }
             OutputFormat::Text => {
                 print_plan_summary(&plan, location, &cluster_label, loc.read_only);
+                println!("Movers: {movers}");
                 print_items(&plan);
                 println!("\nDry run: nothing was written.");
             }
         }
         return Ok(Exit::Ok);
     }
+    let credentials = match credentials {
+        None => crate::mover::credentials::MoverCredentials::NotNeeded("no volume data to fill"),
+        Some(Ok(c)) => c,
+        Some(Err(e)) => {
+            return Err(anyhow::Error::new(e).context("preparing the restore; nothing was written"));
+        }
+    };
     if ctx.output == OutputFormat::Text {
         print_plan_summary(&plan, location, &cluster_label, loc.read_only);
+        println!("Movers: {movers}");
     }
     let bar = RestoreBar::new(ctx.output == OutputFormat::Json, plan.items.len());
     let exec = ExecOptions {
         concurrency: a.concurrency,
         existing,
         volumes: (!a.no_volumes).then(|| restore::VolumeJobs {
+            location_name: location.to_owned(),
             location: super::backup::absolute(loc),
             settings: ctx.config.volumes.clone(),
         }),
+        credentials,
         ..ExecOptions::default()
     };
     let outcome = restore::execute(&connected.client, &plan, &exec, &bar).await;

@@ -1,6 +1,7 @@
 //! `lifeboat restore --to secondary` end to end between two simulated regions (issue 5).
 
 mod azurite;
+mod credentials;
 mod points;
 mod replicate;
 
