@@ -13,6 +13,7 @@
 mod apps;
 mod cluster;
 mod differential;
+mod rerun;
 mod schedule;
 mod volumes;
 

@@ -14,7 +14,7 @@ use crate::sim::eventually;
 use crate::support::{lifeboat, stderr, stdout};
 
 /// sha256 of every regular file under `dir`, by relative path.
-fn digests(dir: &Path) -> BTreeMap<String, String> {
+pub fn digests(dir: &Path) -> BTreeMap<String, String> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let e = e.unwrap();
@@ -234,5 +234,49 @@ async fn a_restore_killed_during_fills_with_its_jobs_deleted_is_finished_by_a_re
         .await
         .is_some()
     );
+    assert_eq!(leftovers(secondary).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_with_no_claims_to_fill_sweeps_the_lapsed_mover_jobs_of_a_killed_one() {
+    let regions = Regions::new().await;
+    let primary = &regions.primary.client;
+    let vol0 = claim_dir(primary, "db", "data-postgres-0").await;
+    dataset::generate(&vol0, &dataset::Spec::small()).unwrap();
+    backup(&regions, "b");
+    regions.replicate_all(3).await;
+
+    let secondary = &regions.secondary.client;
+    let mut child = crate::support::lifeboat_cmd(regions.path(), &["restore", "--to", "secondary"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let jobs = "/apis/batch/v1/namespaces/db/jobs?labelSelector=lifeboat.io%2Ftemporary%3Dtrue";
+    eventually("a mover Job", || async {
+        get(secondary, jobs)
+            .await
+            .filter(|l| !l["items"].as_array().unwrap().is_empty())
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!leftovers(secondary).await.is_empty());
+    // Nobody renews the killed run's leases (3 s).
+    eventually("the killed run's leases to lapse", || async {
+        super::leases_lapsed(secondary).await.then_some(())
+    })
+    .await;
+
+    // A restore of another namespace, with no claim to fill, deletes them first.
+    let (code, doc, err) = regions.restore(&["--include-namespaces", "shop"]);
+    assert_eq!(code, Some(0), "{err}\n{}", doc["report"]);
+    assert!(
+        doc["report"]["volumes"].as_array().unwrap().is_empty(),
+        "{}",
+        doc["report"]
+    );
+    let swept = doc["report"]["swept"].to_string();
+    assert!(swept.contains("jobs db/lifeboat-restore-"), "{swept}");
     assert_eq!(leftovers(secondary).await, Vec::<String>::new());
 }
