@@ -63,8 +63,9 @@ pub struct VolumesOutcome {
 /// backup (its chunks are not uploaded again, unchanged files are not read).
 async fn parents(repo: &RepoReader) -> BTreeMap<(String, String), String> {
     let mut newest: BTreeMap<(String, String), (jiff::Timestamp, String)> = BTreeMap::new();
-    let listings = match repo.list_backups().await {
-        Ok(l) => l,
+    // A backup whose manifest cannot be read is no parent; it must not make every volume full.
+    let listings = match repo.list_readable().await {
+        Ok(l) => l.backups,
         Err(e) => {
             tracing::warn!(error = %e, "cannot list earlier backups: volumes are backed up in full");
             return BTreeMap::new();
