@@ -2,7 +2,8 @@
 //! chunk in the replica) exits 3 with the workload held back; with the cause fixed the same
 //! command fills the claim (the real Job controller runs the mover again), the real API server
 //! records the fill on the claim, the workload is created only then, exit 0; a third run
-//! changes nothing.
+//! changes nothing. A restore killed (SIGKILL) while its movers run, its Jobs deleted, is
+//! finished by the next run with every file as backed up and nothing temporary left.
 
 use serde_json::{Value, json};
 
@@ -34,10 +35,13 @@ async fn annotations(c: &Cluster, ns: &str, pvc: &str) -> Value {
         .clone()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_rerun_after_a_failed_fill_finishes_the_job_through_real_control_planes() {
-    let Some(r) = real().await else { return };
-    let ns = unique("rerun");
+/// A namespace of its own with StatefulSet `pg` (one claim, `data-pg-0`, filled with the small
+/// data set), backed up as `b` and replicated: the namespace, the claim's directory, the workdir.
+async fn backed_up(
+    r: &super::Real,
+    prefix: &str,
+) -> (String, std::path::PathBuf, tempfile::TempDir) {
+    let ns = unique(prefix);
     for c in [&r.primary, &r.secondary] {
         ensure(c, "/apis/storage.k8s.io/v1/storageclasses", json!({
             "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "rerun-sc"},
@@ -97,6 +101,13 @@ async fn a_rerun_after_a_failed_fill_finishes_the_job_through_real_control_plane
         stderr(&out)
     );
     replicate(dir.path(), 23).await;
+    (ns, vol, dir)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rerun_after_a_failed_fill_finishes_the_job_through_real_control_planes() {
+    let Some(r) = real().await else { return };
+    let (ns, vol, dir) = backed_up(&r, "rerun").await;
 
     // Damage the replica's copy of the last chunk of the claim's last file with data.
     let index = lifeboat::repo::index::VolumeIndex::from_json(
@@ -169,6 +180,78 @@ async fn a_rerun_after_a_failed_fill_finishes_the_job_through_real_control_plane
                 "get",
                 kind,
                 "-A",
+                "-l",
+                "lifeboat.io/temporary=true",
+                "-o",
+                "name",
+            ],
+        );
+        assert_eq!(left.trim(), "", "{kind} left behind");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_killed_during_fills_is_finished_by_a_rerun_through_real_control_planes() {
+    let Some(r) = real().await else { return };
+    let (ns, vol, dir) = backed_up(&r, "killed").await;
+    let jobs =
+        format!("/apis/batch/v1/namespaces/{ns}/jobs?labelSelector=lifeboat.io%2Ftemporary%3Dtrue");
+    let mut child = crate::support::lifeboat_cmd(
+        dir.path(),
+        &["restore", "--to", "secondary", "--include-namespaces", &ns],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    super::wait_until("a mover Job", || async {
+        get(&r.secondary, &jobs)
+            .await
+            .filter(|l| !l["items"].as_array().unwrap().is_empty())
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let a = annotations(&r.secondary, &ns, "data-pg-0").await;
+    assert_eq!(a["lifeboat.io/fill"], "pending", "{a}");
+    super::kubectl(
+        &r.secondary,
+        &[
+            "delete",
+            "jobs",
+            "-n",
+            &ns,
+            "-l",
+            "lifeboat.io/temporary=true",
+            "--wait=true",
+        ],
+    );
+
+    let (code, doc, err) = restore(dir.path(), &["--include-namespaces", &ns]);
+    assert_eq!(code, Some(0), "{err}\n{}", doc["report"]);
+    let restored =
+        crate::volumes::claim_dir_within(&r.secondary.client, &ns, "data-pg-0", super::WAIT).await;
+    assert_eq!(digests(&restored), digests(&vol));
+    assert_eq!(
+        annotations(&r.secondary, &ns, "data-pg-0").await["lifeboat.io/fill"],
+        "complete"
+    );
+    assert!(
+        get(
+            &r.secondary,
+            &format!("/apis/apps/v1/namespaces/{ns}/statefulsets/pg")
+        )
+        .await
+        .is_some()
+    );
+    for kind in ["jobs", "secrets"] {
+        let left = super::kubectl(
+            &r.secondary,
+            &[
+                "get",
+                kind,
+                "-n",
+                &ns,
                 "-l",
                 "lifeboat.io/temporary=true",
                 "-o",
