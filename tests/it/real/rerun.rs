@@ -78,7 +78,7 @@ async fn backed_up(
     let dir = super::workdir();
     write_config(
         dir.path(),
-        &r,
+        r,
         "volumes: { moverImage: \"lifeboat:dev\", leaseSeconds: 5, timeoutSeconds: 300, snapshotClasses: { disk.csi.sim: rerun-snap } }\n",
     );
     let out = lifeboat(
