@@ -124,7 +124,9 @@ impl PlanItem {
 #[serde(rename_all = "camelCase")]
 pub struct Risk {
     /// `api-not-served`, `crd-created`, `storage-class-missing`, `zone-missing`,
-    /// `webhook-restored`, `exists-differs`.
+    /// `webhook-restored`, `exists-differs`; and those that lose data, ending the run with
+    /// exit 3 (`crate::restore::DATA_RISKS`): `no-volume-data`, `partial-backup`,
+    /// `claim-not-ours`.
     pub kind: &'static str,
     /// What, and what to do about it.
     pub message: String,

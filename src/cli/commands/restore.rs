@@ -199,7 +199,9 @@ pub async fn run(ctx: &Context, a: RestoreArgs) -> anyhow::Result<Exit> {
             .with_context(|| format!("writing the report to {}", path.display()))?;
     }
     match ctx.output {
-        OutputFormat::Json => output::json(&json!({ "plan": plan, "report": report }))?,
+        OutputFormat::Json => {
+            output::json(&json!({ "plan": plan, "moverCredentials": movers, "report": report }))?
+        }
         OutputFormat::Text => print_report(&report),
     }
     let written = outcome.created + outcome.updated;
