@@ -77,6 +77,18 @@ async fn movers_get_credentials_checked_before_a_backup_and_just_in_time_for_a_r
             .is_empty(),
         "a snapshot was created"
     );
+    // Scripts get the same in the one JSON document.
+    let out = run(&["backup", "--name", "b0", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["exitCode"], 2, "{doc}");
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains("volumes.credentialsSecret"),
+        "{doc}"
+    );
 
     // The configured Secret, labelled as lifeboat's: the backup moves the data, and the
     // Secret is not in it.
