@@ -218,6 +218,16 @@ async fn real_apps_round_trip_into_the_secondary_and_their_workloads_roll_out() 
         stderr(&out)
     );
 
+    // The manifest records the groups that did not answer; list shows them (issue 14).
+    let out = lifeboat(dir.path(), &["list", "-o", "json"]);
+    let listed: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}{}", stdout(&out), stderr(&out)));
+    let unanswered = listed["backups"][0]["unansweredGroups"].to_string();
+    assert_eq!(
+        unanswered.contains("metrics.k8s.io"),
+        !warnings.is_empty(),
+        "{listed}"
+    );
     replicate(dir.path(), 13).await;
     // A configuration backup, perhaps PartiallyFailed (the metrics group): restored so on
     // purpose, and then never with exit 0 (issue 14).
