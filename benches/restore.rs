@@ -130,7 +130,7 @@ fn main() {
 
         // The objects a restore writes, as the planner makes them, for the floor and sequential runs.
         let empty = sim(dir.path(), "empty", "10.1.0.0/16").await;
-        let plan = restore::prepare(repo.reader(), &empty.client().unwrap(), None, false, PlanOptions::default()).await.unwrap();
+        let plan = restore::prepare(repo.reader(), &empty.client().unwrap(), None, restore::PointOptions { no_volumes: true, ..Default::default() }, PlanOptions::default()).await.unwrap();
         let items: Vec<(String, Vec<u8>)> = plan
             .items
             .iter()

@@ -21,7 +21,8 @@ pub use select::Selection;
 
 use crate::cluster::{self, ClusterError, Connected, ListOptions, ResourceType};
 use crate::repo::{
-    BackupName, ClusterFacts, Manifest, ManifestDetails, RepoError, RepoWriter, VolumeStatus,
+    BackupName, ClaimScope, ClusterFacts, Manifest, ManifestDetails, RepoError, RepoWriter,
+    ScopeDetail, VolumeRecord, VolumeStatus,
 };
 use crate::storage::TransferOptions;
 
@@ -108,6 +109,9 @@ pub enum BackupError {
         #[source]
         source: ClusterError,
     },
+    /// Mover pods could not open the location (checked before anything is snapshotted).
+    #[error("before any snapshot: the volume data could not be moved")]
+    MoverCredentials(#[from] crate::mover::credentials::CredentialsError),
     /// Every selected resource failed to list: nothing worth committing.
     #[error("no resource of cluster {cluster:?} could be listed (first error: {first})")]
     NothingListed {
@@ -132,6 +136,20 @@ pub async fn run(
         name: req.name.to_string(),
         source,
     };
+    // How the movers will open the location, before any work (issue 15): a location they
+    // could not open is a config error naming the key to set, and nothing is snapshotted.
+    let credentials = req
+        .volumes
+        .as_ref()
+        .map(|jobs| {
+            crate::mover::credentials::resolve(
+                &jobs.location_name,
+                &jobs.location,
+                &jobs.settings,
+                false,
+            )
+        })
+        .transpose()?;
     // Refuse a taken name before doing any work.
     let mut writer = repo
         .begin_backup(req.name.clone())
@@ -219,20 +237,25 @@ pub async fn run(
     tracing::info!(elapsed = ?t0.elapsed(), "archive uploaded");
 
     let mut volume_records = None;
-    if let Some(jobs) = &req.volumes {
+    if let (Some(jobs), Some(credentials)) = (&req.volumes, &credentials) {
         progress.phase("volumes");
         let ctx = volumes::VolumeContext {
             client,
             backup: req.name.as_str(),
+            location_name: &jobs.location_name,
             location: &jobs.location,
             settings: &jobs.settings,
+            credentials,
             progress,
         };
         let outcome = volumes::back_up(&ctx, &req.filters, repo.reader())
             .await
-            .map_err(|source| BackupError::Volumes {
-                cluster: req.cluster_name.clone(),
-                source,
+            .map_err(|e| match e {
+                volumes::VolumesError::Cluster(source) => BackupError::Volumes {
+                    cluster: req.cluster_name.clone(),
+                    source,
+                },
+                volumes::VolumesError::Credentials(e) => BackupError::MoverCredentials(e),
             })?;
         for (namespace, pvc, report) in &outcome.reports {
             let Some(index) = &report.index else { continue };
@@ -260,6 +283,14 @@ pub async fn run(
         }
         volume_records = Some(outcome.records);
     }
+    let scope = scope(
+        client,
+        &req,
+        volume_records.as_deref(),
+        &discovered.failed,
+        &mut warnings,
+    )
+    .await;
 
     let mut namespaces: BTreeMap<String, u64> = BTreeMap::new();
     for s in &summaries {
@@ -280,6 +311,7 @@ pub async fn run(
         resources: Some(detail),
         volumes: volume_records,
         duration_seconds: Some(t0.elapsed().as_secs_f64()),
+        scope: Some(scope),
     };
 
     progress.phase("committing");
@@ -300,6 +332,58 @@ pub async fn run(
         ..Manifest::draft(req.name.clone(), started_at)
     };
     writer.commit(draft).await.map_err(repo_err)
+}
+
+/// What the backup covers (issue 14): whether volume data was taken, every claim in scope with
+/// whether its data is in, the API groups that did not answer. Without volume data the claims
+/// are listed here; if they cannot be, the backup says so (a restore then treats every claim
+/// as without data, as it does for any backup that took none).
+async fn scope(
+    client: &kube::Client,
+    req: &BackupRequest,
+    records: Option<&[VolumeRecord]>,
+    unanswered: &[(String, String)],
+    warnings: &mut Vec<String>,
+) -> ScopeDetail {
+    let claims = match records {
+        Some(records) => records
+            .iter()
+            .map(|r| ClaimScope {
+                namespace: r.namespace.clone(),
+                pvc: r.pvc.clone(),
+                data: r.status == VolumeStatus::Completed,
+                by_reference: r.by_reference,
+                reason: (r.status != VolumeStatus::Completed)
+                    .then(|| r.error.clone().unwrap_or_else(|| "not backed up".into())),
+            })
+            .collect(),
+        None => match volumes::in_scope(client, &req.filters).await {
+            Ok(claims) => claims
+                .into_iter()
+                .map(|(namespace, pvc)| ClaimScope {
+                    namespace,
+                    pvc,
+                    data: false,
+                    by_reference: false,
+                    reason: Some(
+                        "the backup took no volume data (--no-volumes, or a schedule with volumes: false)"
+                            .into(),
+                    ),
+                })
+                .collect(),
+            Err(e) => {
+                warnings.push(format!(
+                    "the claims in scope could not be listed, the manifest does not name them: {e}"
+                ));
+                Vec::new()
+            }
+        },
+    };
+    ScopeDetail {
+        volume_data: records.is_some(),
+        claims,
+        unanswered_groups: unanswered.iter().map(|(gv, _)| gv.clone()).collect(),
+    }
 }
 
 /// Server version, API host, zones and node count, where the credentials may see them.

@@ -208,12 +208,22 @@ pub struct RestoreArgs {
     /// Location to read (a key of `locations`); opened read-only.
     #[arg(long, value_name = "LOCATION")]
     pub from: Option<String>,
-    /// Backup to restore, or `latest`: the newest one complete on the location read.
+    /// Backup to restore, or `latest`: the newest one complete on the location read,
+    /// Completed, holding the data of every claim the restore creates.
     #[arg(long, default_value = "latest")]
     pub backup: String,
     /// Restore a named backup even if not all its objects are replicated yet.
     #[arg(long)]
     pub allow_incomplete: bool,
+    /// `latest` may be a PartiallyFailed backup (the restore still ends with exit 3).
+    #[arg(long)]
+    pub allow_partial: bool,
+    /// `latest` among the backups of this schedule only (label `lifeboat.io/schedule`).
+    #[arg(long, value_name = "NAME", conflicts_with = "selector")]
+    pub from_schedule: Option<String>,
+    /// `latest` among the backups with these labels (repeatable, `--label` of `backup`).
+    #[arg(long = "selector", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub selector: Vec<(String, String)>,
     /// Namespace rename `from=to` (repeatable).
     #[arg(long = "namespace-map", value_name = "FROM=TO", value_parser = parse_pair)]
     pub namespace_map: Vec<(String, String)>,
@@ -419,6 +429,9 @@ pub struct MoverRestoreArgs {
     /// Parallel ranged reads.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// Empty the target first (all but `lost+found`): a fill that an earlier run began.
+    #[arg(long)]
+    pub empty_first: bool,
 }
 
 /// `lifeboat sim …`

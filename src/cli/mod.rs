@@ -59,6 +59,7 @@ pub(crate) fn exit_code_of(err: &anyhow::Error) -> Exit {
     if err.chain().any(|e| {
         e.is::<ConfigError>()
             || e.is::<UsageError>()
+            || e.is::<crate::mover::credentials::CredentialsError>()
             || e.downcast_ref::<crate::repo::RepoError>()
                 .is_some_and(|r| r.is_location_refused())
             || e.downcast_ref::<crate::storage::StorageError>()

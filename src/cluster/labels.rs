@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 pub const TEMPORARY_LABEL: &str = "lifeboat.io/temporary";
 /// Label naming the backup (or restore) a temporary object belongs to.
 pub const BACKUP_LABEL: &str = "lifeboat.io/backup";
+/// Label on lifeboat's own credential Secrets (`volumes.credentialsSecret`, and those a restore
+/// creates for its movers): never backed up, never restored.
+pub const CREDENTIALS_LABEL: &str = "lifeboat.io/credentials";
 /// Standard managed-by label.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "lifeboat");
 
@@ -18,11 +21,11 @@ pub fn temporary_selector() -> String {
 }
 
 /// `selector` (a user's label selector, if any) narrowed to objects that are not lifeboat's
-/// temporary ones: they never belong in a backup.
+/// temporary ones nor its credential Secrets: they never belong in a backup.
 pub fn excluding_temporary(selector: Option<&str>) -> String {
     match selector {
-        Some(s) => format!("{s},!{TEMPORARY_LABEL}"),
-        None => format!("!{TEMPORARY_LABEL}"),
+        Some(s) => format!("{s},!{TEMPORARY_LABEL},!{CREDENTIALS_LABEL}"),
+        None => format!("!{TEMPORARY_LABEL},!{CREDENTIALS_LABEL}"),
     }
 }
 

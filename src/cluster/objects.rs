@@ -55,6 +55,18 @@ pub const VOLUME_SNAPSHOT_CLASSES: Kind = Kind {
     version: "v1",
     plural: "volumesnapshotclasses",
 };
+/// Secrets.
+pub const SECRETS: Kind = Kind {
+    group: "",
+    version: "v1",
+    plural: "secrets",
+};
+/// ServiceAccounts.
+pub const SERVICE_ACCOUNTS: Kind = Kind {
+    group: "",
+    version: "v1",
+    plural: "serviceaccounts",
+};
 /// StorageClasses.
 pub const STORAGE_CLASSES: Kind = Kind {
     group: "storage.k8s.io",
@@ -111,6 +123,20 @@ pub async fn get(
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// The annotation the PV controller sets on volumes a provisioner created.
+pub const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
+
+/// Returns true if and only if PersistentVolume `pv` points at data that outlives the cluster
+/// and is restored by reference: pre-provisioned (no provisioner created it: a static NFS or
+/// Azure Files share, a `Retain` disk bound by name) or of a shared-storage CSI driver.
+pub fn restored_by_reference(pv: &Value, shared_drivers: &[String]) -> bool {
+    let shared = pv["spec"]["csi"]["driver"]
+        .as_str()
+        .is_some_and(|d| shared_drivers.iter().any(|s| s == d));
+    let dynamic = pv["metadata"]["annotations"][PROVISIONED_BY].is_string();
+    shared || !dynamic
 }
 
 /// Deletes one object (dependents in the background); a missing object is not an error.

@@ -23,6 +23,8 @@ pub const WEB_REPLICAS: usize = 2;
 pub const CONFIGMAP: &str = "shop-settings";
 /// The Secret.
 pub const SECRET: &str = "db-credentials";
+/// The Secret the backup's movers read the location's account key from (Azurite runs).
+pub const CREDENTIALS_SECRET: &str = "lifeboat-credentials";
 /// The VolumeSnapshotClass backups snapshot claims with.
 pub const SNAPSHOT_CLASS: &str = "csi-sim-snapclass";
 
@@ -148,6 +150,30 @@ pub async fn deploy(
         .await?;
     }
     Ok(())
+}
+
+/// Creates the movers' credentials Secret (`env` = `value`) in the app's namespace, labelled as
+/// lifeboat's own: never backed up or restored.
+pub async fn credentials_secret(
+    client: &kube::Client,
+    env: &str,
+    value: &str,
+) -> Result<(), DemoError> {
+    let body = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": CREDENTIALS_SECRET, "labels": {"lifeboat.io/credentials": "true"}},
+        "stringData": {env: value},
+    });
+    send(
+        client,
+        http::Method::POST,
+        &format!("/api/v1/namespaces/{NAMESPACE}/secrets"),
+        Some(("application/json", body)),
+        "creating the movers' credentials Secret",
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Sends one request; `body` is `(content type, JSON)`.

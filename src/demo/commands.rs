@@ -225,13 +225,18 @@ impl Commands<'_> {
             .as_array()
             .map(|p| {
                 p.iter()
-                    .map(|x| {
-                        format!(
+                    .map(|x| match x["reason"].as_str() {
+                        Some("incomplete") | None => format!(
                             "{}: {} of {} objects not yet replicated",
                             x["name"].as_str().unwrap_or_default(),
                             x["missing"],
                             x["total"]
-                        )
+                        ),
+                        Some(reason) => format!(
+                            "{}: {reason}: {}",
+                            x["name"].as_str().unwrap_or_default(),
+                            x["detail"].as_str().unwrap_or_default()
+                        ),
                     })
                     .collect()
             })

@@ -121,7 +121,7 @@ locations:
 volumes:
   moverImage: {MOVER_IMAGE}
   timeoutSeconds: 300
-# `lifeboat restore --to secondary`: into the secondary cluster, from the read-only replica,
+{credentials}# `lifeboat restore --to secondary`: into the secondary cluster, from the read-only replica,
 # with the primary region's storage class and zones mapped to the secondary's.
 restore:
   secondary:
@@ -137,6 +137,14 @@ restore:
         psc = app::storage_class(p.name),
         ssc = app::storage_class(s.name),
         zones = zone_map.join(", "),
+        credentials = if azurite.is_some() {
+            format!(
+                "  # The backup's movers read the account key from this Secret (labelled\n  # lifeboat.io/credentials=true: never backed up); a restore hands its own SAS over.\n  credentialsSecret: {}\n",
+                app::CREDENTIALS_SECRET
+            )
+        } else {
+            String::new()
+        },
     );
     let path = dir.join(CONFIG_FILE);
     std::fs::write(&path, text).map_err(io_err("writing the config", &path))?;

@@ -438,6 +438,9 @@ pub async fn run(opts: &DemoOptions, say: &(dyn Fn(&str) + Sync)) -> Result<Fini
     ));
 
     let config = config::write_config(&dir, &primary, &secondary, opts.azurite.as_deref())?;
+    if opts.azurite.is_some() {
+        app::credentials_secret(&pc, "AZURE_STORAGE_KEY", AZURITE_KEY).await?;
+    }
     say(&format!(
         "[3/7] wrote {} (clusters, a backup location and its read-only replica, a restore profile); \
          these are the commands to learn (run in {}):",

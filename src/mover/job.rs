@@ -12,6 +12,8 @@ use crate::config::{Location, VolumesConfig};
 /// the `volumes:` settings.
 #[derive(Debug, Clone)]
 pub struct VolumeJobs {
+    /// The location's name in the config (what errors name).
+    pub location_name: String,
     /// The location the movers read or write (credential references only).
     pub location: Location,
     /// Image, parallelism, snapshot classes, service account, timeouts.
@@ -73,12 +75,8 @@ impl MoverJob<'_> {
         args.extend(self.args.iter().cloned());
         // With a service account, mover pods authenticate as it (AKS workload identity) whatever
         // the orchestrator used (e.g. `azure-cli` in a CI pipeline).
-        let mut location = self.location.clone();
-        if self.settings.service_account.is_some()
-            && let Some(azure) = &mut location.azure
-        {
-            azure.auth = crate::config::AzureAuth::WorkloadIdentity;
-        }
+        // `file:` secrets become environment names a Secret provides (see `credentials`).
+        let location = super::credentials::pod_location(self.location, self.settings);
         let mut env = vec![json!({
             "name": super::run::LOCATION_ENV,
             "value": serde_json::to_string(&location).expect("locations serialize"),

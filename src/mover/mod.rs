@@ -18,6 +18,7 @@
 
 pub mod backup;
 pub mod chunker;
+pub mod credentials;
 pub mod fsmeta;
 pub mod job;
 pub mod known;

@@ -54,6 +54,15 @@ pub enum JobError {
         #[source]
         source: MoverError,
     },
+    /// The target could not be emptied before a second fill.
+    #[error("emptying {target} before filling it again")]
+    Empty {
+        /// The mounted target.
+        target: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// Writing the volume index failed.
     #[error("writing the volume index {key}")]
     WriteIndex {
@@ -106,6 +115,9 @@ pub struct RestoreJob {
     pub target: PathBuf,
     /// Ranged reads in flight.
     pub concurrency: usize,
+    /// Empty the target before writing: an earlier run's fill may have left part of the data
+    /// (files are created exclusively, so a second fill needs an empty volume).
+    pub empty_first: bool,
 }
 
 impl BackupJob {
@@ -260,6 +272,12 @@ pub async fn run_restore(
             format!("reading the index of {volume}"),
             location_name,
         ))?;
+    if job.empty_first {
+        empty_dir(&target).map_err(|source| JobError::Empty {
+            target: job.target.display().to_string(),
+            source,
+        })?;
+    }
     let opts = RestoreOptions {
         concurrency: job.concurrency.max(1),
         progress,
@@ -282,4 +300,21 @@ pub async fn run_restore(
         index.entry.clone(),
         &stats,
     ))
+}
+
+/// Removes every entry of `dir` but `lost+found` (a filesystem's own), without following
+/// symlinks (`remove_dir_all` does not).
+fn empty_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name() == "lost+found" {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }

@@ -24,13 +24,63 @@ pub struct ManifestDetails {
     /// Wall time of the whole backup, seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<f64>,
+    /// What the backup covers beyond its filters (`Manifest::filters`): whether volume data
+    /// was taken, which claims' data is in it, which API groups did not answer. Absent from
+    /// manifests written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<ScopeDetail>,
 }
 
 impl ManifestDetails {
     /// Returns true if and only if no detail is recorded (the manifest then omits `details`).
     pub fn is_empty(&self) -> bool {
-        self.resources.is_none() && self.volumes.is_none() && self.duration_seconds.is_none()
+        self.resources.is_none()
+            && self.volumes.is_none()
+            && self.duration_seconds.is_none()
+            && self.scope.is_none()
     }
+}
+
+/// `details.scope`: what a restore may expect of the backup, so a restore point is chosen for
+/// what it holds (a `--no-volumes` backup holds no claim's data).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScopeDetail {
+    /// Whether volume data was taken at all (false for `--no-volumes` and `volumes: false`).
+    pub volume_data: bool,
+    /// Every claim in scope, in namespace/name order: whether its data is in the backup.
+    #[serde(default)]
+    pub claims: Vec<ClaimScope>,
+    /// API group-versions that did not answer discovery: their objects are not in the backup.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unanswered_groups: Vec<String>,
+}
+
+impl ScopeDetail {
+    /// The claims in scope whose data is not in the backup and does not stay in a volume a
+    /// restore binds them to again.
+    pub fn claims_without_data(&self) -> impl Iterator<Item = &ClaimScope> {
+        self.claims.iter().filter(|c| !c.data && !c.by_reference)
+    }
+}
+
+/// One claim in a backup's scope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimScope {
+    /// Namespace.
+    pub namespace: String,
+    /// The claim.
+    pub pvc: String,
+    /// Whether its data is in the backup.
+    pub data: bool,
+    /// Its data stays in the pre-provisioned or shared volume it is bound to, which a restore
+    /// binds it to again (see `VolumeRecord::by_reference`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_reference: bool,
+    /// Why not, if it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// `details.resources`: what the resource snapshot took, written by `backup`.

@@ -171,6 +171,20 @@ impl Manifest {
         self.details.volumes.as_deref().unwrap_or_default()
     }
 
+    /// Returns true if and only if problems were met taking it (its warnings): `PartiallyFailed`.
+    pub fn is_partial(&self) -> bool {
+        !self.warnings.is_empty()
+    }
+
+    /// `Completed` or `PartiallyFailed`, as `backup`, `list` and `describe` say it.
+    pub fn status(&self) -> &'static str {
+        if self.is_partial() {
+            "PartiallyFailed"
+        } else {
+            "Completed"
+        }
+    }
+
     /// Kubernetes objects in the backup's resource archive, where recorded.
     pub fn resource_objects(&self) -> Option<u64> {
         self.details.resources.as_ref().map(|r| r.objects)

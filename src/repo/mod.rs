@@ -39,14 +39,18 @@ mod volumes;
 mod writer;
 
 pub use config::{ChunkerParams, Encryption, FORMAT_VERSION, RepoConfig};
-pub use details::{ManifestDetails, ResourceSummary, ResourcesDetail, Skipped};
+pub use details::{
+    ClaimScope, ManifestDetails, ResourceSummary, ResourcesDetail, ScopeDetail, Skipped,
+};
 pub use ids::{ChunkId, PackId};
 pub use layout::Layout;
 pub use lock::{LockError, LockOptions, PruneLock};
 pub use manifest::{ClusterFacts, Manifest, ObjectEntry};
 pub use names::{BackupName, NameError};
 pub use prune::{BackupSelector, PruneError, PruneOptions, PruneReport, prune};
-pub use reader::{BackupListing, Completeness, IndexFile, RepoReader, VerifyOptions};
+pub use reader::{
+    BackupListing, Completeness, IndexFile, Listed, RepoReader, Unreadable, VerifyOptions,
+};
 pub use retention::{RetentionError, RetentionPolicy};
 pub use retire::{GcPhase, PhaseHook, RetireError, RetireReport};
 pub use volumes::{VolumeFigures, VolumeRecord, VolumeStatus};
@@ -248,6 +252,18 @@ pub enum RepoError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// An error with its causes, `: `-separated (what a warning about a skipped manifest says).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }
 
 impl RepoError {

@@ -32,6 +32,25 @@ pub struct BackupListing {
     pub manifest: Manifest,
 }
 
+/// Every committed backup whose manifest reads, and those whose manifest does not.
+#[derive(Debug, Clone, Default)]
+pub struct Listed {
+    /// Readable backups, oldest first.
+    pub backups: Vec<BackupListing>,
+    /// Backups whose manifest does not parse or fails its own digest, in name order.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A committed backup whose manifest cannot be read.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Unreadable {
+    /// The backup.
+    pub name: String,
+    /// Why its manifest cannot be read.
+    pub error: String,
+}
+
 /// Whether every object a manifest names is present (and intact, when checked deeply).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -170,6 +189,42 @@ impl RepoReader {
                 .cmp(&(b.manifest.completed_at, b.manifest.name.as_str()))
         });
         Ok(listings)
+    }
+
+    /// Every committed backup with its manifest, oldest first, passing over (and naming) those
+    /// whose manifest is damaged: one bad manifest must not hide the good backups from `list`
+    /// or a restore. Deletion (prune) uses [`Self::list_backups`], which refuses instead.
+    pub async fn list_readable(&self) -> Result<Listed> {
+        let names = self.backup_names().await?;
+        let results: Vec<(BackupName, Result<Manifest>)> = futures::stream::iter(names)
+            .map(|n| async move {
+                let m = self.manifest(&n).await;
+                (n, m)
+            })
+            .buffer_unordered(CHECK_CONCURRENCY)
+            .collect()
+            .await;
+        let mut out = Listed::default();
+        for (name, r) in results {
+            match r {
+                Ok(manifest) => out.backups.push(BackupListing { manifest }),
+                Err(
+                    e @ (RepoError::Corrupt { .. }
+                    | RepoError::BadManifest { .. }
+                    | RepoError::ManifestDamaged { .. }),
+                ) => out.unreadable.push(Unreadable {
+                    name: name.to_string(),
+                    error: crate::repo::error_chain(&e),
+                }),
+                Err(e) => return Err(e),
+            }
+        }
+        out.backups.sort_by(|a, b| {
+            (a.manifest.completed_at, a.manifest.name.as_str())
+                .cmp(&(b.manifest.completed_at, b.manifest.name.as_str()))
+        });
+        out.unreadable.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 
     /// A backup's manifest.

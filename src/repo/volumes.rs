@@ -83,6 +83,10 @@ pub struct VolumeRecord {
     /// Hooks run around the snapshot, with their outcome.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<String>,
+    /// Its data stays in the volume the claim is bound to (a pre-provisioned volume, or shared
+    /// storage): never copied, a restore binds the claim to that volume again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_reference: bool,
     /// Wall time of the volume's backup (snapshot to index), seconds.
     #[serde(default)]
     pub seconds: f64,
@@ -105,6 +109,7 @@ impl VolumeRecord {
             parent: None,
             figures: VolumeFigures::default(),
             hooks: Vec::new(),
+            by_reference: false,
             seconds: 0.0,
         }
     }

@@ -18,6 +18,7 @@ use super::plan::{Action, Plan, PlanItem};
 use super::volumes::{self, VolumeResult};
 use crate::cluster::{self, ClusterError};
 use crate::config::ExistingPolicy;
+use crate::mover::credentials::MoverCredentials;
 use crate::mover::job::VolumeJobs;
 use std::collections::BTreeSet;
 
@@ -34,6 +35,8 @@ pub struct ExecOptions {
     pub existing: ExistingPolicy,
     /// How to run the mover Jobs that fill restored claims; `None`: claims stay empty.
     pub volumes: Option<VolumeJobs>,
+    /// How the movers open the location (see `mover::credentials`).
+    pub credentials: MoverCredentials,
 }
 
 impl Default for ExecOptions {
@@ -44,6 +47,7 @@ impl Default for ExecOptions {
             api_service_timeout: Duration::from_secs(60),
             existing: ExistingPolicy::Skip,
             volumes: None,
+            credentials: MoverCredentials::NotNeeded("no volumes"),
         }
     }
 }
@@ -90,6 +94,9 @@ pub struct Outcome {
     pub volumes: Vec<VolumeResult>,
     /// Owner references attached again, pointing at the owners' uids in the target.
     pub owner_references: usize,
+    /// Temporary objects of earlier, interrupted runs deleted first (`kind namespace/name`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub swept: Vec<String>,
     /// Wall time of the execution.
     pub duration_seconds: f64,
 }
@@ -179,6 +186,12 @@ pub async fn execute(
 ) -> Outcome {
     let t0 = Instant::now();
     let mut out = Outcome::default();
+    match volumes::sweep(client).await {
+        Ok(swept) => out.swept = swept.deleted,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not sweep leftovers of interrupted runs");
+        }
+    }
     for item in plan
         .items
         .iter()
@@ -211,7 +224,10 @@ pub async fn execute(
                 }
             });
         }
-        if writes.is_empty() {
+        // Claims of an earlier run may still need their data: the fills below run even when
+        // this tier writes nothing.
+        let fills_here = tier == Tier::Claims && !plan.volumes.is_empty();
+        if writes.is_empty() && !fills_here {
             continue;
         }
         progress.tier(tier, writes.len());
@@ -261,7 +277,7 @@ pub async fn execute(
                 }
             }
         }
-        if tier == Tier::Claims && !plan.volumes.is_empty() {
+        if fills_here {
             let fills: Vec<&super::plan::VolumeFill> = plan
                 .volumes
                 .iter()
@@ -270,8 +286,14 @@ pub async fn execute(
             match &opts.volumes {
                 Some(jobs) => {
                     progress.volumes(fills.len());
-                    let results =
-                        volumes::fill(client, &plan.restore_point.name, &fills, jobs).await;
+                    let results = volumes::fill(
+                        client,
+                        &plan.restore_point.name,
+                        &fills,
+                        jobs,
+                        &opts.credentials,
+                    )
+                    .await;
                     for r in &results {
                         if r.error.is_some() {
                             failed_claims.insert((r.namespace.clone(), r.pvc.clone()));

@@ -66,7 +66,7 @@ pub struct PlanOptions {
     /// "not yet replicated" there, "missing" anywhere else.
     pub replica: bool,
     /// CSI drivers of shared storage (`volumes.sharedStorageDrivers`).
-    pub shared_storage_drivers: BTreeSet<String>,
+    pub shared_storage_drivers: Vec<String>,
     /// PersistentVolumes restored as they are (pre-provisioned), with what each points at.
     pub preprovisioned: BTreeMap<String, String>,
 }
@@ -135,7 +135,9 @@ impl PlanItem {
 #[serde(rename_all = "camelCase")]
 pub struct Risk {
     /// `api-not-served`, `crd-created`, `storage-class-missing`, `zone-missing`,
-    /// `webhook-restored`, `exists-differs`.
+    /// `webhook-restored`, `exists-differs`; and those that lose data, ending the run with
+    /// exit 3 (`crate::restore::DATA_RISKS`): `no-volume-data`, `partial-backup`,
+    /// `claim-not-ours`.
     pub kind: &'static str,
     /// What, and what to do about it.
     pub message: String,
@@ -239,6 +241,14 @@ fn rule_skip(
         ("", "Secret") if o.object["type"] == "kubernetes.io/service-account-token" => {
             return Some("service account tokens are issued by the target".into());
         }
+        // Backups of older versions may hold them; the target gets its own (issue 14).
+        ("", "Secret")
+            if o.object
+                .pointer("/metadata/labels/lifeboat.io~1credentials")
+                .is_some() =>
+        {
+            return Some("lifeboat's own credentials are never restored".into());
+        }
         // The cluster marks its own RBAC so; `system:` names of an application's (metrics and
         // monitoring stacks ship them) are the application's.
         (
@@ -315,16 +325,31 @@ pub struct VolumeFill {
     pub bytes: u64,
     /// Files to write.
     pub files: u64,
+    /// The claim exists: an earlier run created it and did not complete its fill.
+    pub again: bool,
 }
 
-/// Which claims of the plan get data, and notes on those that will not.
+/// Annotation on a claim a restore creates: the backup its data comes from.
+pub const FILLED_FROM: &str = "lifeboat.io/filled-from";
+/// Annotation on a claim a restore creates: `pending` until the mover has written and checked
+/// every chunk, then `complete`. A rerun fills again every claim still `pending`.
+pub const FILL_STATE: &str = "lifeboat.io/fill";
+/// [`FILL_STATE`] once the data is in.
+pub const FILL_COMPLETE: &str = "complete";
+
+/// Which claims of the plan get data, notes on those that will not, and risks: a claim that
+/// exists in the target and that no restore of this backup created is never overwritten.
+/// A claim a restore created (it carries [`FILLED_FROM`]) whose fill did not complete is filled
+/// (again), whatever `--existing` says.
 pub fn plan_volumes(
     records: &[VolumeRecord],
     items: &[PlanItem],
     mappings: &Mappings,
-) -> (Vec<VolumeFill>, Vec<String>) {
+    target: &TargetView,
+) -> (Vec<VolumeFill>, Vec<String>, Vec<Risk>) {
     let mut fills = Vec::new();
     let mut notes = Vec::new();
+    let mut risks = Vec::new();
     for r in records {
         let ns = mappings.namespace(&r.namespace);
         let Some(item) = items.iter().find(|i| {
@@ -335,21 +360,67 @@ pub fn plan_volumes(
         }) else {
             continue; // filtered out of this restore
         };
+        let fill = |index: &String, again: bool| VolumeFill {
+            source_namespace: r.namespace.clone(),
+            source_pvc: r.pvc.clone(),
+            namespace: ns.to_owned(),
+            pvc: r.pvc.clone(),
+            index: index.clone(),
+            bytes: r.figures.bytes,
+            files: r.figures.files,
+            again,
+        };
         match (r.status, &r.index, item.action) {
-            (VolumeStatus::Completed, Some(index), Action::Create) => fills.push(VolumeFill {
-                source_namespace: r.namespace.clone(),
-                source_pvc: r.pvc.clone(),
-                namespace: ns.to_owned(),
-                pvc: r.pvc.clone(),
-                index: index.clone(),
-                bytes: r.figures.bytes,
-                files: r.figures.files,
-            }),
-            (VolumeStatus::Completed, Some(_), Action::SkipExists | Action::Update) => {
-                notes.push(format!(
-                    "claim {ns}/{} exists in the target: its data is left as it is, not restored",
-                    r.pvc
-                ))
+            (VolumeStatus::Completed, Some(index), Action::Create) => {
+                fills.push(fill(index, false))
+            }
+            (VolumeStatus::Completed, Some(index), Action::SkipExists | Action::Update) => {
+                let key = (
+                    String::new(),
+                    "persistentvolumeclaims".to_owned(),
+                    ns.to_owned(),
+                    r.pvc.clone(),
+                );
+                let annotation = |name: &str| {
+                    target
+                        .existing
+                        .get(&key)
+                        .and_then(|live| {
+                            live.pointer(&format!(
+                                "/metadata/annotations/{}",
+                                name.replace('/', "~1")
+                            ))
+                        })
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                };
+                match (annotation(FILLED_FROM), annotation(FILL_STATE)) {
+                    (Some(_), state) if state.as_deref() != Some(FILL_COMPLETE) => {
+                        notes.push(format!(
+                            "claim {ns}/{} was created by an earlier restore whose fill did not complete: it is filled again",
+                            r.pvc
+                        ));
+                        fills.push(fill(index, true));
+                    }
+                    (Some(from), _) if from == target_backup(item) => notes.push(format!(
+                        "claim {ns}/{}: its data was restored earlier from this backup",
+                        r.pvc
+                    )),
+                    (Some(from), _) => risks.push(Risk {
+                        kind: "claim-not-ours",
+                        message: format!(
+                            "claim {ns}/{} exists in the target, filled from backup {from}: its data is left as it is, not this backup's",
+                            r.pvc
+                        ),
+                    }),
+                    (None, _) => risks.push(Risk {
+                        kind: "claim-not-ours",
+                        message: format!(
+                            "claim {ns}/{} exists in the target and was not created by a restore: its data is left as it is, never overwritten (delete the claim to restore its data)",
+                            r.pvc
+                        ),
+                    }),
+                }
             }
             (VolumeStatus::Completed, _, _) => {}
             // Bound again to its restored pre-provisioned volume (the plan's notes say which).
@@ -362,7 +433,18 @@ pub fn plan_volumes(
             _ => {}
         }
     }
-    (fills, notes)
+    (fills, notes, risks)
+}
+
+/// The backup a plan item is restored from (its `restored-from` label, set by the transforms).
+fn target_backup(item: &PlanItem) -> &str {
+    item.object
+        .pointer(&format!(
+            "/metadata/labels/{}",
+            RESTORED_FROM.replace('/', "~1")
+        ))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 /// Plans the restore of `objects` into the target.
@@ -779,6 +861,8 @@ mod tests {
             replication: None,
             rpo_seconds: 0,
             incomplete: false,
+            status: "Completed",
+            unreadable: vec![],
         }
     }
 

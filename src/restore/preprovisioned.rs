@@ -16,8 +16,7 @@ use serde_json::Value;
 use crate::repo::archive::BackupObject;
 use crate::repo::{VolumeRecord, VolumeStatus};
 
-/// The annotation the PV controller sets on volumes a provisioner created.
-const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
+use crate::cluster::objects::restored_by_reference;
 
 /// What a volume points at, for the plan: `csi file.csi.azure.com rg#account#share`, `nfs
 /// server:/path`, ...
@@ -51,7 +50,7 @@ pub fn points_to(pv: &Value) -> String {
 pub fn volumes_to_rebind(
     objects: &[BackupObject],
     records: &[VolumeRecord],
-    shared_drivers: &BTreeSet<String>,
+    shared_drivers: &[String],
 ) -> BTreeMap<String, String> {
     let moved: BTreeSet<(&str, &str)> = records
         .iter()
@@ -70,17 +69,7 @@ pub fn volumes_to_rebind(
             if moved.contains(&claim) {
                 return false;
             }
-            let shared = o.object["spec"]["csi"]["driver"]
-                .as_str()
-                .is_some_and(|d| shared_drivers.contains(d));
-            let dynamic = o
-                .object
-                .pointer(&format!(
-                    "/metadata/annotations/{}",
-                    PROVISIONED_BY.replace('/', "~1")
-                ))
-                .is_some();
-            shared || !dynamic
+            restored_by_reference(&o.object, shared_drivers)
         })
         .map(|o| (o.name.clone(), points_to(&o.object)))
         .collect()
@@ -95,7 +84,7 @@ mod tests {
         let mut spec = spec;
         spec["claimRef"] = json!({"namespace": "shop", "name": claim});
         let annotations = if dynamic {
-            json!({PROVISIONED_BY: "disk.csi.azure.com"})
+            json!({crate::cluster::objects::PROVISIONED_BY: "disk.csi.azure.com"})
         } else {
             json!({})
         };
@@ -132,7 +121,7 @@ mod tests {
             moved,
             VolumeRecord::new("shop", "b", VolumeStatus::NotSnapshottable),
         ];
-        let shared = BTreeSet::from(["file.csi.azure.com".to_owned()]);
+        let shared = ["file.csi.azure.com".to_owned()];
         let rebind = volumes_to_rebind(&objects, &records, &shared);
         assert_eq!(
             rebind.keys().map(String::as_str).collect::<Vec<_>>(),

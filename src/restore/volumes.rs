@@ -9,13 +9,18 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::plan::{PlanItem, VolumeFill};
+use super::plan::{FILL_COMPLETE, FILL_STATE, PlanItem, VolumeFill};
 use crate::cluster::job::{self, short_name};
+use crate::cluster::labels::CREDENTIALS_LABEL;
 use crate::cluster::labels::{temporary_labels, temporary_selector};
 use crate::cluster::lease;
-use crate::cluster::objects::JOBS;
+use crate::cluster::objects::{self, JOBS, Kind, PVCS, SECRETS};
 use crate::mover::JobReport;
+use crate::mover::credentials::MoverCredentials;
 use crate::mover::job::{Direction, MOUNT_PATH, MoverJob, VolumeJobs};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use std::collections::BTreeMap;
 
 /// How one volume's restore ended.
 #[derive(Debug, Clone, Serialize)]
@@ -38,22 +43,118 @@ pub struct VolumeResult {
     pub error: Option<String>,
 }
 
-/// Fills `fills` with bounded parallelism. Never fails as a whole.
+/// The kinds a restore creates for a while in the target, in deletion order.
+pub const TEMPORARY_KINDS: [Kind; 2] = [JOBS, SECRETS];
+
+/// Deletes the temporary objects of earlier runs whose lease lapsed (a killed restore's mover
+/// Jobs): every run does, whether or not it has claims to fill.
+pub async fn sweep(client: &kube::Client) -> Result<lease::Swept, crate::cluster::ClusterError> {
+    lease::sweep(client, &temporary_selector(), &TEMPORARY_KINDS).await
+}
+
+/// Fills `fills` with bounded parallelism. Never fails as a whole. A claim's fill state
+/// becomes `complete` only once its mover has reported success, which it does only after
+/// checking every chunk's sha256 as it wrote it.
+/// With credentials handed over just in time, the fills of one namespace run while its
+/// credentials Secret exists (created after the namespace, deleted after them), namespace
+/// after namespace.
 pub async fn fill(
     client: &kube::Client,
     backup: &str,
     fills: &[&VolumeFill],
     jobs: &VolumeJobs,
+    credentials: &MoverCredentials,
 ) -> Vec<VolumeResult> {
-    let selector = temporary_selector();
-    if let Err(e) = lease::sweep(client, &selector, &[JOBS]).await {
-        tracing::warn!(error = %e, "could not sweep leftover mover Jobs of interrupted runs");
+    let MoverCredentials::JustInTime { values } = credentials else {
+        return fill_all(client, backup, fills, jobs).await;
+    };
+    let mut by_namespace: BTreeMap<&str, Vec<&VolumeFill>> = BTreeMap::new();
+    for f in fills {
+        by_namespace
+            .entry(f.namespace.as_str())
+            .or_default()
+            .push(f);
     }
+    let lease_for = Duration::from_secs(jobs.settings.lease_seconds);
+    let mut out = Vec::new();
+    for (ns, fills) in by_namespace {
+        let secret = short_name("lifeboat-credentials", &[backup, ns], "restore");
+        let mut labels = temporary_labels(backup, "restore-credentials");
+        labels.insert(CREDENTIALS_LABEL.to_owned(), "true".to_owned());
+        let data: serde_json::Map<String, serde_json::Value> = values
+            .expose()
+            .iter()
+            .map(|(k, v)| (k.clone(), BASE64.encode(v).into()))
+            .collect();
+        let object = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": secret,
+                "namespace": ns,
+                "labels": labels,
+                "annotations": lease::lease_annotations(lease_for),
+            },
+            "type": "Opaque",
+            "data": data,
+        });
+        let created = match objects::create(client, SECRETS, ns, &object).await {
+            Ok(_) => Ok(()),
+            // A killed run's, within its lease: replace it (this run's values, this run's lease).
+            Err(e) if e.is_already_exists() => {
+                match objects::delete(client, SECRETS, ns, &secret).await {
+                    Ok(_) => objects::create(client, SECRETS, ns, &object)
+                        .await
+                        .map(|_| ()),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = created {
+            let why = format!("creating the movers' credentials Secret in namespace {ns}: {e}");
+            out.extend(fills.iter().map(|f| failed(f, why.clone())));
+            continue;
+        }
+        let mut jobs = jobs.clone();
+        jobs.settings.credentials_secret = Some(secret.clone());
+        let results = lease::holding(
+            client,
+            ns,
+            vec![(SECRETS, secret)],
+            lease_for,
+            fill_all(client, backup, &fills, &jobs),
+        )
+        .await;
+        out.extend(results);
+    }
+    out
+}
+
+async fn fill_all(
+    client: &kube::Client,
+    backup: &str,
+    fills: &[&VolumeFill],
+    jobs: &VolumeJobs,
+) -> Vec<VolumeResult> {
     futures::stream::iter(fills.iter())
         .map(|f| fill_one(client, backup, f, jobs))
         .buffer_unordered(jobs.settings.parallelism.max(1))
         .collect()
         .await
+}
+
+/// A fill that could not be tried.
+fn failed(f: &VolumeFill, why: String) -> VolumeResult {
+    VolumeResult {
+        namespace: f.namespace.clone(),
+        pvc: f.pvc.clone(),
+        status: "failed",
+        files: 0,
+        bytes: 0,
+        seconds: 0.0,
+        error: Some(why),
+    }
 }
 
 async fn fill_one(
@@ -79,7 +180,10 @@ async fn fill_one(
             f.source_pvc.clone(),
             "--target".into(),
             MOUNT_PATH.into(),
-        ],
+        ]
+        .into_iter()
+        .chain(f.again.then(|| "--empty-first".to_owned()))
+        .collect(),
         location: &jobs.location,
         settings: &jobs.settings,
         labels: temporary_labels(backup, "restore-mover"),
@@ -112,6 +216,23 @@ async fn fill_one(
                 job::log_tail(&run.log, 5)
             )
         }),
+    };
+    // The data is in: say so on the claim, or a rerun would fill it again.
+    let outcome = match outcome {
+        Ok(report) => {
+            let done = serde_json::Map::from_iter([(
+                FILL_STATE.to_owned(),
+                serde_json::Value::from(FILL_COMPLETE),
+            )]);
+            match objects::annotate(client, PVCS, &f.namespace, &f.pvc, &done).await {
+                Ok(true) => Ok(report),
+                Ok(false) => Err("the claim disappeared while it was filled".to_owned()),
+                Err(e) => Err(format!(
+                    "the data is in, but marking the claim filled failed: {e}"
+                )),
+            }
+        }
+        Err(e) => Err(e),
     };
     let mut r = VolumeResult {
         namespace: f.namespace.clone(),
@@ -251,8 +372,17 @@ mod tests {
             namespaces: [("db".to_owned(), "db-dr".to_owned())].into(),
             ..Default::default()
         };
-        let (fills, notes) = plan_volumes(&[done, exists, failed], &items, &mappings);
+        // data-pg-1 exists in the target, not created by a restore: never overwritten.
+        let (fills, notes, risks) = plan_volumes(
+            &[done, exists, failed],
+            &items,
+            &mappings,
+            &crate::restore::TargetView::default(),
+        );
         assert_eq!(fills.len(), 1);
+        assert_eq!(risks.len(), 1, "{risks:?}");
+        assert_eq!(risks[0].kind, "claim-not-ours");
+        assert!(risks[0].message.contains("db-dr/data-pg-1"), "{risks:?}");
         assert_eq!(
             (
                 fills[0].namespace.as_str(),
@@ -260,9 +390,59 @@ mod tests {
             ),
             ("db-dr", "db")
         );
-        assert_eq!(notes.len(), 2, "{notes:?}");
-        assert!(notes[0].contains("data-pg-1 exists"));
-        assert!(notes[1].contains("logs is created empty") && notes[1].contains("snapshot failed"));
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("logs is created empty") && notes[0].contains("snapshot failed"));
+    }
+
+    /// Issue 14: a claim an earlier restore created and did not finish filling is filled
+    /// again (emptied first) whatever `--existing` says; one whose fill completed is not.
+    #[test]
+    fn a_rerun_fills_again_the_claims_whose_fill_did_not_complete() {
+        use crate::restore::plan::{FILL_STATE, FILLED_FROM};
+        let mut records = Vec::new();
+        let mut items = Vec::new();
+        let mut target = crate::restore::TargetView::default();
+        for (pvc, state) in [
+            ("pending", Some("pending")),
+            ("done", Some("complete")),
+            ("unmarked", None),
+        ] {
+            let mut r = VolumeRecord::new("db", pvc, VolumeStatus::Completed);
+            r.index = Some(format!("backups/b/volumes/db/{pvc}.json"));
+            records.push(r);
+            let labels = json!({"lifeboat.io/restored-from": "b"});
+            items.push(item(
+                "PersistentVolumeClaim",
+                "db",
+                pvc,
+                json!({"metadata": {"labels": labels}}),
+                Action::SkipExists,
+            ));
+            let annotations = match state {
+                Some(s) => json!({FILLED_FROM: "b", FILL_STATE: s}),
+                None => json!({}),
+            };
+            target.existing.insert(
+                (
+                    String::new(),
+                    "persistentvolumeclaims".into(),
+                    "db".into(),
+                    pvc.into(),
+                ),
+                json!({"metadata": {"name": pvc, "annotations": annotations}}),
+            );
+        }
+        let (fills, notes, risks) = plan_volumes(&records, &items, &Mappings::default(), &target);
+        assert_eq!(fills.len(), 1, "{fills:?}");
+        assert_eq!((fills[0].pvc.as_str(), fills[0].again), ("pending", true));
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("db/done") && n.contains("restored earlier")),
+            "{notes:?}"
+        );
+        assert_eq!(risks.len(), 1, "{risks:?}");
+        assert!(risks[0].message.contains("db/unmarked"), "{risks:?}");
     }
 
     #[test]

@@ -75,6 +75,37 @@ pub fn snapshot_class(
     }
 }
 
+/// The claims in scope (namespace, name), for a backup that takes no volume data: its manifest
+/// still says which claims it holds without their data.
+pub async fn in_scope(
+    client: &kube::Client,
+    filters: &Filters,
+) -> Result<Vec<(String, String)>, ClusterError> {
+    if !filters.resource_included("", "persistentvolumeclaims", "PersistentVolumeClaim") {
+        return Ok(Vec::new());
+    }
+    let selector = crate::cluster::labels::excluding_temporary(filters.selector.as_deref());
+    let mut out: Vec<(String, String)> = objects::list(client, PVCS, "", Some(&selector))
+        .await?
+        .iter()
+        .map(|pvc| {
+            (
+                pvc["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                pvc["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .filter(|(ns, _)| filters.namespace_included(ns))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
 /// Lists the claims in scope and decides how each is moved.
 pub async fn claims(
     client: &kube::Client,
@@ -139,9 +170,23 @@ pub async fn claims(
             .as_str()
             .or(pvc["spec"]["resources"]["requests"]["storage"].as_str())
             .map(str::to_owned);
+        let pv = pvc["spec"]["volumeName"].as_str().and_then(|v| pvs.get(v));
+        // Data that stays where it is (a static share, a shared-storage driver): the restore
+        // binds the claim to the same volume again, so it is not missing from the backup.
+        let by_reference = pvc["status"]["phase"] == "Bound"
+            && pv.is_some_and(|pv| {
+                objects::restored_by_reference(pv, &settings.shared_storage_drivers)
+            });
         let refuse = |why: String| {
             let mut r = VolumeRecord::new(ns, name, VolumeStatus::NotSnapshottable);
-            r.error = Some(why);
+            r.error = Some(if by_reference {
+                format!(
+                    "{why}; its data stays in its pre-provisioned volume, which a restore binds the claim to again"
+                )
+            } else {
+                why
+            });
+            r.by_reference = by_reference;
             r.storage_class = storage_class.clone();
             r.capacity = capacity.clone();
             r
@@ -153,7 +198,6 @@ pub async fn claims(
             )));
             continue;
         }
-        let pv = pvc["spec"]["volumeName"].as_str().and_then(|v| pvs.get(v));
         let driver = pv
             .and_then(|pv| pv["spec"]["csi"]["driver"].as_str())
             .map(str::to_owned);
@@ -170,7 +214,7 @@ pub async fn claims(
         };
         if settings.shared_storage_drivers.contains(&driver) {
             let mut r = refuse(format!(
-                "shared storage (CSI driver {driver} is in volumes.sharedStorageDrivers): its data is not copied; a restore binds the claim to the same volume again"
+                "shared storage (CSI driver {driver} is in volumes.sharedStorageDrivers): not copied"
             ));
             r.driver = Some(driver);
             out.refused.push(r);

@@ -13,10 +13,10 @@ use std::collections::BTreeMap;
 use futures::StreamExt;
 
 pub use crate::mover::job::VolumeJobs;
-pub use discover::{Claim, snapshot_class};
+pub use discover::{Claim, in_scope, snapshot_class};
 
 use crate::cluster::lease::{self, Swept};
-use crate::cluster::objects::{JOBS, Kind, PVCS, VOLUME_SNAPSHOTS};
+use crate::cluster::objects::{JOBS, Kind, PVCS, SECRETS, SERVICE_ACCOUNTS, VOLUME_SNAPSHOTS};
 
 /// The kinds a backup creates temporarily, in deletion order (Job first: it holds the claim).
 pub const TEMPORARY_KINDS: [Kind; 3] = [JOBS, PVCS, VOLUME_SNAPSHOTS];
@@ -26,6 +26,7 @@ use crate::cluster::ClusterError;
 use crate::config::{Location, VolumesConfig};
 use crate::filter::Filters;
 use crate::mover::JobReport;
+use crate::mover::credentials::{CredentialsError, MoverCredentials, Need};
 use crate::repo::{RepoReader, VolumeRecord, VolumeStatus};
 
 /// Shared by the volumes of one backup.
@@ -34,8 +35,12 @@ pub struct VolumeContext<'a> {
     pub client: &'a kube::Client,
     /// The backup's name.
     pub backup: &'a str,
+    /// The location's name in the config.
+    pub location_name: &'a str,
     /// Where movers write.
     pub location: &'a Location,
+    /// How movers open it.
+    pub credentials: &'a MoverCredentials,
     /// Settings.
     pub settings: &'a VolumesConfig,
     /// Progress.
@@ -58,8 +63,9 @@ pub struct VolumesOutcome {
 /// backup (its chunks are not uploaded again, unchanged files are not read).
 async fn parents(repo: &RepoReader) -> BTreeMap<(String, String), String> {
     let mut newest: BTreeMap<(String, String), (jiff::Timestamp, String)> = BTreeMap::new();
-    let listings = match repo.list_backups().await {
-        Ok(l) => l,
+    // A backup whose manifest cannot be read is no parent; it must not make every volume full.
+    let listings = match repo.list_readable().await {
+        Ok(l) => l.backups,
         Err(e) => {
             tracing::warn!(error = %e, "cannot list earlier backups: volumes are backed up in full");
             return BTreeMap::new();
@@ -80,12 +86,64 @@ async fn parents(repo: &RepoReader) -> BTreeMap<(String, String), String> {
     newest.into_iter().map(|(k, (_, n))| (k, n)).collect()
 }
 
+/// Why the volumes could not be backed up at all.
+#[derive(Debug)]
+pub enum VolumesError {
+    /// The cluster could not be asked (listing claims, sweeping leftovers).
+    Cluster(ClusterError),
+    /// Mover pods could not open the location from a namespace with claims.
+    Credentials(CredentialsError),
+}
+
+impl From<ClusterError> for VolumesError {
+    fn from(e: ClusterError) -> Self {
+        Self::Cluster(e)
+    }
+}
+
+/// Checks, before any snapshot, that each namespace with claims to move holds what the movers
+/// authenticate with (the service account, or the credentials Secret with its keys).
+async fn check_credentials(ctx: &VolumeContext<'_>, claims: &[Claim]) -> Result<(), VolumesError> {
+    let namespaces: std::collections::BTreeSet<&str> =
+        claims.iter().map(|c| c.namespace.as_str()).collect();
+    for ns in namespaces {
+        let (sa, keys) = match ctx.credentials.need() {
+            Need::Nothing => return Ok(()),
+            Need::ServiceAccount(sa) => (
+                crate::cluster::objects::get(ctx.client, SERVICE_ACCOUNTS, ns, sa)
+                    .await?
+                    .is_some(),
+                None,
+            ),
+            // The keys only: a Secret's values are never read here.
+            Need::Secret(name, _) => (
+                false,
+                crate::cluster::objects::get(ctx.client, SECRETS, ns, name)
+                    .await?
+                    .map(|s| {
+                        s["data"]
+                            .as_object()
+                            .map(|d| d.keys().cloned().collect::<Vec<_>>())
+                            .unwrap_or_default()
+                    }),
+            ),
+        };
+        if let Some(e) = ctx
+            .credentials
+            .missing_in(ctx.location_name, ns, sa, keys.as_deref())
+        {
+            return Err(VolumesError::Credentials(e));
+        }
+    }
+    Ok(())
+}
+
 /// Sweeps leftovers, then backs up every claim in scope.
 pub async fn back_up(
     ctx: &VolumeContext<'_>,
     filters: &Filters,
     repo: &RepoReader,
-) -> Result<VolumesOutcome, ClusterError> {
+) -> Result<VolumesOutcome, VolumesError> {
     let swept = lease::sweep(
         ctx.client,
         &crate::cluster::labels::temporary_selector(),
@@ -93,6 +151,7 @@ pub async fn back_up(
     )
     .await?;
     let found = discover::claims(ctx.client, filters, ctx.settings).await?;
+    check_credentials(ctx, &found.claims).await?;
     let parents = parents(repo).await;
     tracing::info!(
         volumes = found.claims.len(),

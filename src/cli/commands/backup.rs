@@ -191,7 +191,8 @@ pub(super) fn request(
         volumes: (!args.no_volumes)
             .then(|| ctx.config.location(args.to.as_deref()).ok())
             .flatten()
-            .map(|(_, location)| backup::volumes::VolumeJobs {
+            .map(|(name, location)| backup::volumes::VolumeJobs {
+                location_name: name.to_owned(),
                 location: absolute(location),
                 settings: ctx.config.volumes.clone(),
             }),

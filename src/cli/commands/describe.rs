@@ -49,6 +49,57 @@ pub async fn run(ctx: &Context, args: DescribeArgs) -> anyhow::Result<Exit> {
         output::human_bytes(m.total_size()),
         m.packs.len()
     );
+    println!("Status:      {}", m.status());
+    match &m.details.scope {
+        None => println!("Scope:       not recorded (written by an older lifeboat)"),
+        Some(scope) => {
+            println!(
+                "Volume data: {}",
+                if scope.volume_data {
+                    "taken"
+                } else {
+                    "not taken (--no-volumes, or a schedule with volumes: false)"
+                }
+            );
+            if !scope.claims.is_empty() {
+                let mut t = Table::new(&["  CLAIM", "DATA", "WHY NOT"]);
+                for c in &scope.claims {
+                    t.row(vec![
+                        format!("  {}/{}", c.namespace, c.pvc),
+                        if c.data { "yes" } else { "no" }.into(),
+                        c.reason.clone().unwrap_or_default(),
+                    ]);
+                }
+                t.print();
+            }
+            if !scope.unanswered_groups.is_empty() {
+                println!(
+                    "Not answering discovery (not in this backup): {}",
+                    scope.unanswered_groups.join(", ")
+                );
+            }
+        }
+    }
+    let f = &m.filters;
+    let filters: Vec<String> = [
+        ("namespaces", &f.include_namespaces),
+        ("exclude-namespaces", &f.exclude_namespaces),
+        ("resources", &f.include_resources),
+        ("exclude-resources", &f.exclude_resources),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
+    .map(|(k, v)| format!("{k}={}", v.join(",")))
+    .chain(f.selector.iter().map(|s| format!("selector={s}")))
+    .collect();
+    println!(
+        "Filters:     {}",
+        if filters.is_empty() {
+            "<none: the whole cluster>".into()
+        } else {
+            filters.join(" ")
+        }
+    );
     if m.warnings.is_empty() {
         println!("Warnings:    <none>");
     } else {

@@ -78,6 +78,7 @@ async fn restore(ctx: &Context, a: MoverRestoreArgs) -> anyhow::Result<Exit> {
         pvc: a.pvc,
         target: a.target,
         concurrency: a.concurrency,
+        empty_first: a.empty_first,
     };
     let (loc_name, loc) = location(ctx, &a.location)?;
     let counters = Arc::new(mover::Progress::default());

@@ -118,38 +118,68 @@ pub async fn run(ctx: &Context, a: RestoreArgs) -> anyhow::Result<Exit> {
             exclude_resources: pick(&a.scope.exclude_resources, &profile.exclude_resources),
         },
         replica: loc.read_only,
-        shared_storage_drivers: ctx
-            .config
-            .volumes
-            .shared_storage_drivers
-            .iter()
-            .cloned()
-            .collect(),
+        shared_storage_drivers: ctx.config.volumes.shared_storage_drivers.clone(),
         preprovisioned: Default::default(),
     };
-    let plan = restore::prepare(
-        &repo,
-        &connected.client,
-        backup.as_ref(),
-        a.allow_incomplete,
-        opts,
-    )
-    .await
-    .context("preparing the restore; nothing was written")?;
+    let mut labels: BTreeMap<String, String> = a.selector.iter().cloned().collect();
+    if let Some(schedule) = &a.from_schedule {
+        labels.insert(crate::schedule::SCHEDULE_LABEL.to_owned(), schedule.clone());
+    }
+    if backup.is_some() && !labels.is_empty() {
+        return Err(UsageError(
+            "--selector and --from-schedule choose among backups: they go with --backup latest, not a named backup".into(),
+        )
+        .into());
+    }
+    let choice = restore::PointOptions {
+        allow_incomplete: a.allow_incomplete,
+        allow_partial: a.allow_partial,
+        labels,
+        no_volumes: a.no_volumes,
+        ..Default::default()
+    };
+    let plan = restore::prepare(&repo, &connected.client, backup.as_ref(), choice, opts)
+        .await
+        .context("preparing the restore; nothing was written")?;
 
+    // How the movers open the location (issue 14): decided before anything is written.
+    let credentials = (!a.no_volumes && !plan.volumes.is_empty()).then(|| {
+        crate::mover::credentials::resolve(
+            location,
+            &super::backup::absolute(loc),
+            &ctx.config.volumes,
+            true,
+        )
+    });
+    let movers = match &credentials {
+        None => "no volume data to fill".to_owned(),
+        Some(Ok(c)) => c.describe(),
+        Some(Err(e)) => e.to_string(),
+    };
     if a.dry_run {
         match ctx.output {
-            OutputFormat::Json => output::json(&json!({ "dryRun": true, "plan": plan }))?,
+            OutputFormat::Json => {
+                output::json(&json!({ "dryRun": true, "plan": plan, "moverCredentials": movers }))?
+            }
             OutputFormat::Text => {
                 print_plan_summary(&plan, location, &cluster_label, loc.read_only);
+                println!("Movers: {movers}");
                 print_items(&plan);
                 println!("\nDry run: nothing was written.");
             }
         }
         return Ok(Exit::Ok);
     }
+    let credentials = match credentials {
+        None => crate::mover::credentials::MoverCredentials::NotNeeded("no volume data to fill"),
+        Some(Ok(c)) => c,
+        Some(Err(e)) => {
+            return Err(anyhow::Error::new(e).context("preparing the restore; nothing was written"));
+        }
+    };
     if ctx.output == OutputFormat::Text {
         print_plan_summary(&plan, location, &cluster_label, loc.read_only);
+        println!("Movers: {movers}");
     }
     let bar = RestoreBar::new(ctx.output == OutputFormat::Json, plan.items.len());
     let exec = ExecOptions {
@@ -157,9 +187,11 @@ pub async fn run(ctx: &Context, a: RestoreArgs) -> anyhow::Result<Exit> {
         api_service_timeout: a.api_service_timeout.unsigned_abs(),
         existing,
         volumes: (!a.no_volumes).then(|| restore::VolumeJobs {
+            location_name: location.to_owned(),
             location: super::backup::absolute(loc),
             settings: ctx.config.volumes.clone(),
         }),
+        credentials,
         ..ExecOptions::default()
     };
     let outcome = restore::execute(&connected.client, &plan, &exec, &bar).await;
@@ -176,12 +208,23 @@ pub async fn run(ctx: &Context, a: RestoreArgs) -> anyhow::Result<Exit> {
             .with_context(|| format!("writing the report to {}", path.display()))?;
     }
     match ctx.output {
-        OutputFormat::Json => output::json(&json!({ "plan": plan, "report": report }))?,
+        OutputFormat::Json => {
+            output::json(&json!({ "plan": plan, "moverCredentials": movers, "report": report }))?
+        }
         OutputFormat::Text => print_report(&report),
     }
     let written = outcome.created + outcome.updated;
+    let short = restore::data_risks(&plan);
+    if ctx.output == OutputFormat::Text && !short.is_empty() {
+        println!("Not everything was brought back (exit 3):");
+        for r in &short {
+            println!("  [{}] {}", r.kind, r.message);
+        }
+    }
     Ok(match (outcome.failed.is_empty(), written) {
-        (true, _) => Exit::Ok,
+        // Exit 0 means the application is back with its data: never with a data risk.
+        (true, _) if short.is_empty() => Exit::Ok,
+        (true, _) => Exit::Partial,
         (false, 0) => Exit::Failed,
         (false, _) => Exit::Partial,
     })
@@ -196,6 +239,15 @@ fn print_plan_summary(plan: &Plan, location: &str, cluster: &str, replica: bool)
     );
     for skipped in &p.passed_over {
         println!("  passed over {skipped}");
+    }
+    for bad in &p.unreadable {
+        println!(
+            "  passed over {}: its manifest cannot be read ({})",
+            bad.name, bad.error
+        );
+    }
+    if p.status != "Completed" {
+        println!("  WARNING: this backup is {}", p.status);
     }
     if p.incomplete && replica {
         println!("  WARNING: this backup is not completely replicated here (--allow-incomplete)");

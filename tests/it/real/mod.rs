@@ -14,6 +14,7 @@ mod apps;
 mod cluster;
 mod differential;
 mod owners;
+mod rerun;
 mod schedule;
 mod static_volumes;
 mod volumes;

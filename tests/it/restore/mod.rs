@@ -2,7 +2,9 @@
 
 mod azurite;
 mod classes;
+mod credentials;
 mod owners;
+mod points;
 mod replicate;
 mod versions;
 
@@ -173,7 +175,8 @@ async fn restore_to_secondary_recreates_the_app_with_transforms_and_new_addresse
     let r = Regions::new().await;
     r.backup("b1");
     r.replicate_all(7).await;
-    let (code, doc, err) = r.restore(&[]);
+    // The backup took no volume data: restoring it without is the operator's explicit choice.
+    let (code, doc, err) = r.restore(&["--no-volumes"]);
     assert_eq!(code, Some(0), "{err}\n{doc}");
     let report = &doc["report"];
     assert!(report["failed"].as_array().unwrap().is_empty(), "{report}");
@@ -347,7 +350,7 @@ async fn latest_skips_a_partly_replicated_backup_and_naming_it_is_refused() {
     })
     .await;
 
-    let (code, doc, err) = r.restore(&["--dry-run"]);
+    let (code, doc, err) = r.restore(&["--dry-run", "--no-volumes"]);
     assert_eq!(code, Some(0), "{err}");
     let point = &doc["plan"]["restorePoint"];
     assert_eq!(point["name"], "b1");
@@ -372,7 +375,10 @@ async fn latest_skips_a_partly_replicated_backup_and_naming_it_is_refused() {
     assert_eq!(here, [("b1", true, 0), ("b2", false, 1)]);
     let out = lifeboat(r.path(), &["list", "-l", "dr", "--check"]);
     assert!(stdout(&out).contains("1 missing"), "{}", stdout(&out));
-    let out = lifeboat(r.path(), &["restore", "--to", "secondary", "--dry-run"]);
+    let out = lifeboat(
+        r.path(),
+        &["restore", "--to", "secondary", "--dry-run", "--no-volumes"],
+    );
     assert!(
         stdout(&out).contains("b2: 1 of 1 objects not yet replicated"),
         "{}",
@@ -452,7 +458,7 @@ async fn dry_run_writes_nothing_and_reports_every_risk() {
     r.write_config("{}");
 
     let before = snapshot_objects(s).await;
-    let (code, doc, err) = r.restore(&["--dry-run"]);
+    let (code, doc, err) = r.restore(&["--dry-run", "--no-volumes"]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(
         snapshot_objects(s).await,
@@ -481,6 +487,7 @@ async fn dry_run_writes_nothing_and_reports_every_risk() {
     // Without the CRDs, the custom resources' API is not served by the target.
     let (code, doc, err) = r.restore(&[
         "--dry-run",
+        "--no-volumes",
         "--exclude-resources",
         "customresourcedefinitions.apiextensions.k8s.io",
     ]);
@@ -542,11 +549,12 @@ async fn a_killed_restore_run_again_ends_in_the_same_state_as_an_uninterrupted_o
     r.backup("b1");
     r.replicate_all(5).await;
     // Interrupted: SIGKILL once the identity tier (secrets, config, RBAC) starts.
-    let mut child = crate::support::lifeboat_cmd(r.path(), &["restore", "--to", "secondary"])
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child =
+        crate::support::lifeboat_cmd(r.path(), &["restore", "--to", "secondary", "--no-volumes"])
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
     let mut reached = false;
     for line in BufReader::new(child.stderr.take().unwrap()).lines() {
         if line.unwrap().contains("restoring identity") {
@@ -557,7 +565,7 @@ async fn a_killed_restore_run_again_ends_in_the_same_state_as_an_uninterrupted_o
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(reached, "the restore never reached the identity tier");
-    let (code, doc, err) = r.restore(&[]);
+    let (code, doc, err) = r.restore(&["--no-volumes"]);
     assert_eq!(code, Some(0), "{err}\n{}", doc["report"]);
     assert!(
         doc["report"]["skipped"]["restored earlier from this backup"]
@@ -585,7 +593,10 @@ async fn a_killed_restore_run_again_ends_in_the_same_state_as_an_uninterrupted_o
         ),
     )
     .unwrap();
-    let out = lifeboat(refdir.path(), &["restore", "--to", "secondary"]);
+    let out = lifeboat(
+        refdir.path(),
+        &["restore", "--to", "secondary", "--no-volumes"],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
     let (a, b) = (

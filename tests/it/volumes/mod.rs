@@ -5,6 +5,7 @@
 mod damage;
 mod interrupt;
 mod kill;
+pub mod rerun;
 
 use std::path::PathBuf;
 
@@ -46,13 +47,16 @@ pub async fn claim_dir_within(
     )
 }
 
-/// lifeboat's temporary objects in a cluster: snapshots, claims, Jobs (with their kind's path).
+/// lifeboat's temporary objects in a cluster: snapshots, claims, Jobs, Secrets (with their
+/// kind's path).
 pub async fn temporary_objects(client: &kube::Client) -> Vec<(&'static str, Value)> {
     let mut out = Vec::new();
     for path in [
         "/apis/snapshot.storage.k8s.io/v1/volumesnapshots",
         "/api/v1/persistentvolumeclaims",
         "/apis/batch/v1/jobs",
+        // A restore's just-in-time credentials for its movers (issue 14).
+        "/api/v1/secrets",
     ] {
         let list = get(
             client,
