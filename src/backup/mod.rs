@@ -267,6 +267,9 @@ pub async fn run(
         for r in &outcome.records {
             match r.status {
                 VolumeStatus::Completed => {}
+                // Not copied on purpose: the data stays in the volume it is bound to, which the
+                // manifest names and a restore binds the claim to again.
+                VolumeStatus::NotSnapshottable if r.by_reference => {}
                 VolumeStatus::Failed => warnings.push(format!(
                     "volume {}/{} failed, its data is not in this backup: {}",
                     r.namespace,

@@ -52,7 +52,7 @@ async fn volume_attributes_classes_are_restored_and_mapped_with_their_claims() {
     r.replicate_all(5).await;
 
     // Without a mapping the plan restores the class as it is, before the claim.
-    let (code, doc, err) = r.restore(&["--dry-run"]);
+    let (code, doc, err) = r.restore(&["--no-volumes", "--dry-run"]);
     assert_eq!(code, Some(0), "{err}\n{doc}");
     let items = doc["plan"]["items"].as_array().unwrap();
     let class = items
@@ -63,7 +63,11 @@ async fn volume_attributes_classes_are_restored_and_mapped_with_their_claims() {
     assert!(class < claim, "the class comes first: {doc}");
     assert_eq!(items[class]["action"], "create");
 
-    let (code, doc, err) = r.restore(&["--volume-attributes-class-map", "gold-eastus2=gold"]);
+    let (code, doc, err) = r.restore(&[
+        "--no-volumes",
+        "--volume-attributes-class-map",
+        "gold-eastus2=gold",
+    ]);
     assert_eq!(code, Some(0), "{err}\n{doc}");
     let s = &r.secondary.client;
     let class = get(s, "/apis/storage.k8s.io/v1/volumeattributesclasses/gold")

@@ -46,7 +46,7 @@ async fn objects_an_operator_owns_come_back_with_their_data_owned_by_the_restore
     let old_uid = owned_by_cart(&r.primary.client).await;
     r.backup("owned");
     r.replicate_all(11).await;
-    let (code, doc, err) = r.restore(&[]);
+    let (code, doc, err) = r.restore(&["--no-volumes"]);
     assert_eq!(code, Some(0), "{err}\n{doc}");
     assert_eq!(doc["report"]["ownerReferences"], 2, "{}", doc["report"]);
 
@@ -95,7 +95,7 @@ async fn objects_an_operator_owns_come_back_with_their_data_owned_by_the_restore
     );
 
     // A second run finds them restored and leaves the references as they are.
-    let (code, doc, err) = r.restore(&[]);
+    let (code, doc, err) = r.restore(&["--no-volumes"]);
     assert_eq!(code, Some(0), "{err}\n{doc}");
     assert_eq!(doc["report"]["ownerReferences"], 0, "{}", doc["report"]);
     let live: Value = get(s, "/api/v1/namespaces/shop/secrets/cart-00-password")

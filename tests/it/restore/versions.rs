@@ -44,7 +44,7 @@ async fn custom_resources_created_through_any_served_version_are_restored() {
     }
     r.backup("versions");
     r.replicate_all(3).await;
-    let (code, doc, err) = r.restore(&[]);
+    let (code, doc, err) = r.restore(&["--no-volumes"]);
     assert_eq!(code, Some(0), "{err}\n{doc}");
 
     let s = &r.secondary.client;
