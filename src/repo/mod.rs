@@ -21,6 +21,7 @@
 //! retention ([`retention`]) and one garbage-collection run ([`prune()`], ending with
 //! [`retire`]).
 
+pub mod alive;
 pub mod archive;
 mod config;
 mod details;

@@ -8,9 +8,10 @@
 //! 2. Leftovers of backups that never committed (a folder without a manifest) whose newest
 //!    object is older than the grace period.
 //! 3. Packs no committed backup references and older than the grace period. A backup in progress
-//!    has no manifest yet: the new packs it writes are young, and the old packs it deduplicates
-//!    against belong to its parent, which this run either keeps or, if a backup is visibly in
-//!    progress, keeps the packs of until a later run.
+//!    has no manifest yet but proves it is alive ([`super::alive`]): the packs written since its
+//!    first heartbeat are spared however long it runs, and the old packs it deduplicates against
+//!    belong to its parent, which this run either keeps or, if a backup is visibly in progress,
+//!    keeps the packs of until a later run. Its folder is never a leftover while it beats.
 //! 4. Repacking forward ([`super::retire`]): packs now mostly garbage are retired with a marker,
 //!    and markers of packs that are gone are deleted. Still under the lock: this step writes
 //!    and deletes too, and judges packs from a listing another pruner would be changing.
@@ -213,6 +214,22 @@ struct Folder {
     bytes: u64,
     newest: Option<Timestamp>,
     unknown_time: bool,
+    /// The backup's newest heartbeat (storage time) and the interval it declares.
+    beat: Option<(Timestamp, Duration)>,
+    /// Its first heartbeat: written before any of its packs.
+    first_beat: Option<Timestamp>,
+}
+
+impl Folder {
+    /// A backup in progress that proves it is alive (`alive`): its newest heartbeat is younger
+    /// than the intervals it may miss, whatever the grace period.
+    fn alive(&self, storage_now: Timestamp) -> bool {
+        self.beat.is_some_and(|(t, interval)| {
+            let window = SignedDuration::try_from(interval * super::alive::MISSED)
+                .unwrap_or(SignedDuration::MAX);
+            t.checked_add(window).is_ok_and(|until| until > storage_now)
+        })
+    }
 }
 
 struct Committed {
@@ -310,6 +327,14 @@ async fn run(
             }
         })
         .collect();
+    // Packs a live backup in progress may have written (since its first heartbeat) are its own,
+    // not garbage, however long ago that was.
+    let pack_cutoff = folders
+        .values()
+        .filter(|f| !f.manifest && f.alive(storage_now))
+        .filter_map(|f| f.first_beat)
+        .min()
+        .map_or(cutoff, |first| first.min(cutoff));
     let (mut leftovers, mut in_progress) = (Vec::new(), Vec::new());
     for (name, f) in &folders {
         if f.manifest {
@@ -321,7 +346,7 @@ async fn run(
             bytes: f.bytes,
             newest: f.newest,
         };
-        if !f.unknown_time && f.newest.is_some_and(|t| t < cutoff) {
+        if !f.alive(storage_now) && !f.unknown_time && f.newest.is_some_and(|t| t < cutoff) {
             leftovers.push(u);
         } else {
             in_progress.push(u);
@@ -428,7 +453,7 @@ async fn run(
         store,
         &referenced,
         &deferred,
-        cutoff,
+        pack_cutoff,
         opts,
         lock,
         &mut report,
@@ -440,7 +465,7 @@ async fn run(
     // 4. Repacking forward, under the same lock (released only when `prune` returns).
     let retire = RetireOptions {
         garbage_threshold: opts.repack_threshold,
-        cutoff,
+        cutoff: pack_cutoff,
         dry_run: opts.dry_run,
     };
     report.repack = retire_sparse_packs(store, &retire, lock, opts.hook.as_ref()).await?;
@@ -477,6 +502,12 @@ async fn scan_backups(store: &Writer) -> Result<BTreeMap<String, Folder>, Storag
         match meta.last_modified {
             Some(t) => f.newest = Some(f.newest.map_or(t, |n| n.max(t))),
             None => f.unknown_time = true,
+        }
+        if let (Some(interval), Some(t)) = (super::alive::interval_of(file), meta.last_modified) {
+            if f.beat.is_none_or(|(newest, _)| newest < t) {
+                f.beat = Some((t, interval));
+            }
+            f.first_beat = Some(f.first_beat.map_or(t, |first| first.min(t)));
         }
     }
     Ok(folders)

@@ -76,11 +76,14 @@ impl RepoWriter {
                 location: self.store.location().into(),
             });
         }
+        // Visible to prune as in progress from now on, however long it runs.
+        let heartbeat = super::alive::start(&self.store, &name, super::alive::INTERVAL).await?;
         Ok(BackupWriter {
             store: self.store.clone(),
             name,
             objects: Vec::new(),
             packs: Vec::new(),
+            _heartbeat: heartbeat,
         })
     }
 }
@@ -91,6 +94,8 @@ pub struct BackupWriter {
     name: BackupName,
     objects: Vec<ObjectEntry>,
     packs: Vec<ObjectEntry>,
+    /// Beats until the writer is dropped (after the commit, or when the backup fails).
+    _heartbeat: super::alive::Heartbeat,
 }
 
 impl BackupWriter {

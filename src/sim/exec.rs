@@ -3,7 +3,8 @@
 //! containers, so an exec runs nothing: it is recorded as an `Exec` Event on the pod (tests
 //! read the order of hooks from it) and succeeds, unless the pod's annotation
 //! `sim.lifeboat.io/exec-fail` is a substring of the command, which then exits 1 — how tests
-//! make a hook fail.
+//! make a hook fail. `sim.lifeboat.io/exec-duration-ms` makes every exec of the pod take that
+//! long, as a real checkpoint does.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -22,6 +23,10 @@ use super::store::SimContext;
 
 /// Annotation that makes matching execs fail.
 pub const EXEC_FAIL: &str = "sim.lifeboat.io/exec-fail";
+
+/// Annotation that makes every exec in the pod take this many milliseconds, as a database
+/// checkpoint does: how tests make a backup run long without writing anything.
+pub const EXEC_DURATION_MS: &str = "sim.lifeboat.io/exec-duration-ms";
 
 /// Whether `path` is a pod's exec subresource: `(namespace, pod)`.
 pub(crate) fn exec_target(path: &str) -> Option<(String, String)> {
@@ -146,8 +151,15 @@ pub(crate) async fn handle(
         .await;
     tracing::info!(pod = %format!("{ns}/{pod_name}"), %container, command = %joined, fails, "sim exec");
 
+    let duration = pod["metadata"]["annotations"][EXEC_DURATION_MS]
+        .as_str()
+        .and_then(|ms| ms.parse().ok())
+        .map(std::time::Duration::from_millis);
     let upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
+        if let Some(d) = duration {
+            tokio::time::sleep(d).await; // the simulated command's own run time
+        }
         let upgraded = match upgrade.await {
             Ok(u) => u,
             Err(e) => {

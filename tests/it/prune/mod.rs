@@ -1,6 +1,7 @@
 //! Retention and garbage collection (`lifeboat prune`) and the pruner lock, on a local directory,
 //! in memory and on Azurite.
 
+mod alive;
 mod azurite;
 mod gc;
 mod lock;

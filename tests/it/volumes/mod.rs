@@ -217,7 +217,7 @@ async fn statefulset_data_is_backed_up_incrementally_and_restored_identically_in
 }
 
 /// Merge-patches an object's annotations.
-async fn annotate(client: &kube::Client, path: &str, annotations: Value) {
+pub async fn annotate(client: &kube::Client, path: &str, annotations: Value) {
     let req = http::Request::patch(path)
         .header("content-type", "application/merge-patch+json")
         .body(
