@@ -23,6 +23,7 @@
 
 pub mod archive;
 mod config;
+pub mod crypto;
 mod details;
 mod ids;
 pub mod index;
