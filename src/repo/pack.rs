@@ -174,6 +174,18 @@ pub fn decode_chunk_into(
     id: &ChunkId,
     out: &mut Vec<u8>,
 ) -> Result<(), PackFormatError> {
+    decode_chunk_keyed(stored, size, id, out, None)
+}
+
+/// [`decode_chunk_into`] for a repository whose chunk ids are keyed (encrypted): the id is
+/// checked as the HMAC under `key` when given.
+pub fn decode_chunk_keyed(
+    stored: &[u8],
+    size: u32,
+    id: &ChunkId,
+    out: &mut Vec<u8>,
+    key: Option<&super::crypto::ChunkKey>,
+) -> Result<(), PackFormatError> {
     out.clear();
     if stored.len() == size as usize {
         out.extend_from_slice(stored);
@@ -193,7 +205,10 @@ pub fn decode_chunk_into(
             }
         })?;
     }
-    let actual = ChunkId::of(out);
+    let actual = match key {
+        Some(k) => k.chunk_id(out),
+        None => ChunkId::of(out),
+    };
     if &actual != id {
         return Err(PackFormatError::DigestMismatch { actual });
     }
@@ -248,6 +263,25 @@ impl PackBuilder {
         self.buf.extend_from_slice(stored);
         self.chunks.push(entry);
         entry
+    }
+
+    /// [`PackBuilder::finish`], then, in an encrypted repository, the whole pack (trailer
+    /// included) encrypted as one age file, named by the sha256 of the ciphertext. Offsets in
+    /// the trailer and indexes stay plaintext offsets; see [`super::crypto::PackCipher`].
+    pub fn finish_sealed(
+        self,
+        key: Option<&super::crypto::WriterKey>,
+    ) -> Result<FinishedPack, super::crypto::CryptoError> {
+        let plain = self.finish();
+        let Some(key) = key else {
+            return Ok(plain);
+        };
+        let bytes = super::crypto::encrypt_bytes(key, &plain.bytes)?;
+        Ok(FinishedPack {
+            id: PackId::of(&bytes),
+            bytes: Bytes::from(bytes),
+            chunks: plain.chunks,
+        })
     }
 
     /// Appends trailer and footer, and names the pack.
