@@ -201,7 +201,10 @@ pub async fn run_backup(
     }
     let mut opts = BackupOptions::for_repo(repo.config());
     opts.progress = progress;
-    let seal = repo.is_encrypted().then(|| repo.keys().writer.clone()).flatten();
+    let seal = repo
+        .is_encrypted()
+        .then(|| repo.keys().writer.clone())
+        .flatten();
     opts.seal = seal.clone();
     let outcome = super::backup_volume(source, store.clone(), opts, parent, KnownChunks::new())
         .await

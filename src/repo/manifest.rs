@@ -129,8 +129,8 @@ pub(super) fn open(
     doc: &mut serde_json::Value,
     key: &super::crypto::ReaderKey,
 ) -> Result<(), super::crypto::CryptoError> {
-    use base64::Engine;
     use super::crypto::CryptoError;
+    use base64::Engine;
     let Some(obj) = doc.as_object_mut() else {
         return Ok(());
     };

@@ -47,7 +47,7 @@ pub use lock::{LockError, LockOptions, PruneLock};
 pub use manifest::{ClusterFacts, Manifest, ObjectEntry};
 pub use names::{BackupName, NameError};
 pub use prune::{BackupSelector, PruneError, PruneOptions, PruneReport, prune};
-pub use reader::{RepoKeys, BackupListing, Completeness, IndexFile, RepoReader, VerifyOptions};
+pub use reader::{BackupListing, Completeness, IndexFile, RepoKeys, RepoReader, VerifyOptions};
 pub use retention::{RetentionError, RetentionPolicy};
 pub use retire::{GcPhase, PhaseHook, RetireError, RetireReport};
 pub use volumes::{VolumeFigures, VolumeRecord, VolumeStatus};
@@ -303,7 +303,11 @@ impl RepoError {
     /// [`StorageError::is_location_refused`]): a configuration mistake, not a failure.
     pub fn is_location_refused(&self) -> bool {
         match self {
-            Self::ForeignLocation { .. } => true,
+            Self::ForeignLocation { .. }
+            | Self::IdentityNeeded { .. }
+            | Self::WriterKeyNeeded { .. }
+            | Self::NotEncrypted { .. }
+            | Self::WrongKey { .. } => true,
             Self::Storage(e) => e.is_location_refused(),
             _ => false,
         }

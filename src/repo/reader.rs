@@ -168,7 +168,9 @@ impl RepoReader {
                 return Err(RepoError::WrongKey {
                     location,
                     what: "the writer key",
-                    detail: "its chunk-id key differs from the one this repository was created with".into(),
+                    detail:
+                        "its chunk-id key differs from the one this repository was created with"
+                            .into(),
                 });
             }
             if w.fingerprints() != enc.recipients {
@@ -356,12 +358,10 @@ impl RepoReader {
                 let k = key.clone();
                 let b = backup.clone();
                 tokio::task::spawn_blocking(move || {
-                    super::crypto::decrypt_bytes(&id, &bytes).map_err(|source| {
-                        RepoError::Decrypt {
-                            backup: b,
-                            key: k,
-                            source,
-                        }
+                    super::crypto::decrypt_bytes(&id, &bytes).map_err(|source| RepoError::Decrypt {
+                        backup: b,
+                        key: k,
+                        source,
                     })
                 })
                 .await

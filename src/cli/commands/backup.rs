@@ -68,7 +68,8 @@ async fn take(
     let store = storage::open_writer(location, loc)
         .with_context(|| format!("opening location {location:?} for writing"))?;
     progressed.step("location opened");
-    let repo = RepoWriter::open_or_init(store)
+    let keys = super::location_keys(location, loc)?;
+    let repo = RepoWriter::open_or_init_with(store, keys)
         .await
         .with_context(|| format!("opening the repository in {location:?}"))?;
     progressed.step("repository opened");

@@ -103,12 +103,14 @@ pub(super) async fn fetch_read(io: Arc<Io>, w: Arc<Window>, i: usize) -> Result<
             let plain = r.start..r.end;
             let ct = cipher.ciphertext_range(&plain, size);
             let fetched = ct.end - ct.start;
-            let sealed = io.store.get_range(key, ct).await.map_err(|source| {
-                MoverError::Fetch {
+            let sealed = io
+                .store
+                .get_range(key, ct)
+                .await
+                .map_err(|source| MoverError::Fetch {
                     pack: key.clone(),
                     source,
-                }
-            })?;
+                })?;
             let pack = key.clone();
             let bytes = blocking(move || {
                 cipher
@@ -125,7 +127,14 @@ pub(super) async fn fetch_read(io: Arc<Io>, w: Arc<Window>, i: usize) -> Result<
         move || {
             let r = &w.reads[i];
             let chunk_key = io.ciphers.as_ref().map(|c| c.key.chunk_key());
-            write_read(&io.target, &w, r, &bytes, &io.keys[r.pack as usize], chunk_key)
+            write_read(
+                &io.target,
+                &w,
+                r,
+                &bytes,
+                &io.keys[r.pack as usize],
+                chunk_key,
+            )
         }
     })
     .await?;

@@ -96,11 +96,15 @@ pub fn encrypt_file(
     dst: &std::path::Path,
 ) -> Result<(u64, String), CryptoError> {
     let enc = |e: std::io::Error| CryptoError::Encrypt(e.to_string());
-    let mut input = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(src).map_err(enc)?);
+    let mut input =
+        std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(src).map_err(enc)?);
     let out = std::fs::File::create(dst).map_err(enc)?;
     let mut w = encrypt_to(key, std::io::BufWriter::with_capacity(1 << 20, out))?;
     std::io::copy(&mut input, &mut w).map_err(enc)?;
-    w.finish().map_err(enc)?.into_inner().map_err(|e| enc(e.into_error()))?;
+    w.finish()
+        .map_err(enc)?
+        .into_inner()
+        .map_err(|e| enc(e.into_error()))?;
     digest_file(dst).map_err(enc)
 }
 
@@ -123,7 +127,8 @@ pub fn decrypt_file_in_place(key: &ReaderKey, path: &std::path::Path) -> Result<
 fn copy_into_place(mut r: impl Read, path: &std::path::Path) -> Result<(), CryptoError> {
     let tmp = path.with_extension("plain");
     let io = |e: std::io::Error| CryptoError::Damaged(e.to_string());
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).map_err(io)?);
+    let mut out =
+        std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).map_err(io)?);
     std::io::copy(&mut r, &mut out).map_err(io)?;
     out.flush().map_err(io)?;
     drop(out);
@@ -154,15 +159,20 @@ pub fn seal_writer_view(
     let enc = |e: std::io::Error| CryptoError::Encrypt(e.to_string());
     let mut recipient = age::scrypt::Recipient::new(passphrase.to_owned().into());
     recipient.set_work_factor(WRITER_VIEW_LOG_N);
-    let encryptor = age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
-        .map_err(|e| CryptoError::Encrypt(e.to_string()))?;
-    let mut input = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(src).map_err(enc)?);
+    let encryptor =
+        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+            .map_err(|e| CryptoError::Encrypt(e.to_string()))?;
+    let mut input =
+        std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(src).map_err(enc)?);
     let out = std::fs::File::create(dst).map_err(enc)?;
     let mut w = encryptor
         .wrap_output(std::io::BufWriter::with_capacity(1 << 20, out))
         .map_err(enc)?;
     std::io::copy(&mut input, &mut w).map_err(enc)?;
-    w.finish().map_err(enc)?.into_inner().map_err(|e| enc(e.into_error()))?;
+    w.finish()
+        .map_err(enc)?
+        .into_inner()
+        .map_err(|e| enc(e.into_error()))?;
     digest_file(dst).map_err(enc)
 }
 
