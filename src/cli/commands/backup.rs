@@ -201,5 +201,18 @@ pub(super) fn absolute(location: &crate::config::Location) -> crate::config::Loc
     {
         local.path = abs;
     }
+    // Key files too: the mover pod reads the key the location names.
+    if let Some(enc) = &mut location.encryption {
+        for src in [&mut enc.writer_key, &mut enc.identity]
+            .into_iter()
+            .flatten()
+        {
+            if let crate::config::KeySource::File { file } = src
+                && let Ok(abs) = std::path::absolute(&*file)
+            {
+                *file = abs;
+            }
+        }
+    }
     location
 }

@@ -1,0 +1,265 @@
+//! Encrypted, write-only repositories (issue 17): the primary's writer key writes backups it
+//! cannot read; the DR side's identity restores them from a read-only replica; nothing of the
+//! content is stored in clear.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::restore::{Regions, get};
+use crate::seed::SECRET_VALUE;
+use crate::support::{lifeboat, stderr, stdout};
+use crate::volumes::claim_dir;
+
+/// In a data file of the volume: must never be stored in clear.
+const FILE_CANARY: &str = "file-canary-4e1f9b27-never-stored-in-clear";
+
+/// Generates a key pair into `dir`; returns (identity, writer key).
+pub fn keys(dir: &Path, tag: &str) -> (PathBuf, PathBuf) {
+    let (id, w) = (
+        dir.join(format!("{tag}.identity")),
+        dir.join(format!("{tag}.writer")),
+    );
+    let out = lifeboat(
+        dir,
+        &[
+            "key",
+            "generate",
+            "--identity",
+            id.to_str().unwrap(),
+            "--writer-key",
+            w.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    (id, w)
+}
+
+/// The regions' config with keys: `primary` holds the writer key only, `dr` (read-only
+/// replica) the identity only; `primary-as-reader` is the primary's repository read with the
+/// writer key, `dr-writer` writes with the identity only, `dr-wrong` reads with another identity.
+fn write_config(r: &Regions, id: &Path, w: &Path, other_id: &Path) {
+    let cfg = format!(
+        "clusters:\n  primary: {{ context: primary, kubeconfig: {:?} }}\n  secondary: {{ context: secondary, kubeconfig: {:?} }}\n\
+         locations:\n\
+         \x20 primary: {{ local: {{ path: repo }}, encryption: {{ writerKey: {{ file: {w:?} }} }} }}\n\
+         \x20 primary-as-reader: {{ readOnly: true, local: {{ path: repo }}, encryption: {{ writerKey: {{ file: {w:?} }} }} }}\n\
+         \x20 dr-writer: {{ local: {{ path: repo }}, encryption: {{ identity: {{ file: {id:?} }} }} }}\n\
+         \x20 dr: {{ readOnly: true, local: {{ path: replica }}, encryption: {{ identity: {{ file: {id:?} }} }} }}\n\
+         \x20 dr-wrong: {{ readOnly: true, local: {{ path: replica }}, encryption: {{ identity: {{ file: {other_id:?} }} }} }}\n\
+         defaults: {{ cluster: primary, location: primary }}\n\
+         volumes: {{ moverImage: \"lifeboat:dev\", leaseSeconds: 3, timeoutSeconds: 120 }}\n\
+         restore:\n  secondary: {{ cluster: secondary, from: dr, zoneMap: {{ eastus2-1: centralus-1, eastus2-2: centralus-2, eastus2-3: centralus-3 }} }}\n",
+        r.primary.cluster.kubeconfig_path(),
+        r.secondary.cluster.kubeconfig_path(),
+    );
+    std::fs::write(r.path().join("lifeboat.yaml"), cfg).unwrap();
+}
+
+/// Every stored file under `dir`, with its bytes and, if it is a zstd frame, its decompressed
+/// bytes too.
+fn stored_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                todo.push(p);
+                continue;
+            }
+            let bytes = std::fs::read(&p).unwrap();
+            if let Ok(plain) = zstd::stream::decode_all(&bytes[..]) {
+                out.push((p.clone(), plain));
+            }
+            out.push((p, bytes));
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The canaries, as they could be stored: in clear, base64 (a Secret's `data`), and the claim's
+/// name (object and claim names must not appear in keys or manifests).
+fn canaries() -> Vec<Vec<u8>> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    vec![
+        SECRET_VALUE.as_bytes().to_vec(),
+        b64.encode(SECRET_VALUE).into_bytes(),
+        FILE_CANARY.as_bytes().to_vec(),
+        b"data-postgres-0".to_vec(),
+    ]
+}
+
+fn assert_no_canary(dir: &Path) {
+    let files = stored_bytes(dir);
+    assert!(files.len() > 5, "a repository was written: {files:?}");
+    for (path, bytes) in &files {
+        let rel = path
+            .strip_prefix(dir)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        for c in canaries() {
+            let c_text = String::from_utf8_lossy(&c).into_owned();
+            assert!(!rel.contains(&c_text), "{rel}: the key names {c_text}");
+            assert!(!contains(bytes, &c), "{rel} holds {c_text} in clear");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn encrypted_round_trip_write_only_writer_identity_only_reader_and_no_canary_in_clear() {
+    let r = Regions::new().await;
+    let (id, w) = keys(r.path(), "prod");
+    let (other_id, _) = keys(r.path(), "other");
+    write_config(&r, &id, &w, &other_id);
+    let primary = &r.primary.client;
+    let vol0 = claim_dir(primary, "db", "data-postgres-0").await;
+    claim_dir(primary, "db", "data-postgres-1").await;
+    // Incompressible data around the canary, so an unencrypted pack would hold it verbatim.
+    let mut data: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    data.splice(150_000..150_000, FILE_CANARY.bytes());
+    std::fs::write(vol0.join("canary.bin"), &data).unwrap();
+    std::fs::write(vol0.join("PG_VERSION"), "17\n").unwrap();
+
+    // The writer key backs up (volumes included), twice: the second deduplicates.
+    for name in ["v1", "v2"] {
+        let out = lifeboat(r.path(), &["backup", "--name", name, "-o", "json"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(r.path().join("repo/lifeboat.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["encryption"]["scheme"], "age-x25519-v1", "{config}");
+    assert_eq!(config["encryption"]["chunkId"], "hmac-sha256", "{config}");
+    let m2: Value = serde_json::from_slice(
+        &std::fs::read(r.path().join("repo/backups/v2/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(m2["sealed"].is_string(), "{m2}");
+    assert!(m2.get("details").is_none(), "details are sealed: {m2}");
+    assert!(m2["objects"].as_array().unwrap().len() >= 3, "{m2}");
+    assert_no_canary(&r.path().join("repo"));
+
+    // The writer key reads nothing: each refusal comes before the target cluster is touched.
+    for args in [
+        &[
+            "restore",
+            "--from",
+            "primary-as-reader",
+            "--cluster",
+            "secondary",
+        ][..],
+        &["verify", "v2", "--deep", "-l", "primary-as-reader"],
+        &["describe", "v2", "--details", "-l", "primary-as-reader"],
+    ] {
+        let out = lifeboat(r.path(), args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("needs its identity"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(
+        get(&r.secondary.client, "/api/v1/namespaces/shop")
+            .await
+            .is_none(),
+        "nothing was written to the target"
+    );
+    // Without --deep the writer key checks completeness (clear sizes and digests).
+    let out = lifeboat(r.path(), &["verify", "v2", "-l", "primary-as-reader"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // The identity alone does not write.
+    let out = lifeboat(
+        r.path(),
+        &[
+            "backup",
+            "--no-volumes",
+            "--to",
+            "dr-writer",
+            "--name",
+            "v3",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("needs its writer key"),
+        "{}",
+        stderr(&out)
+    );
+
+    r.replicate_all(7).await;
+    // Another identity is named as such; nothing is written.
+    let out = lifeboat(
+        r.path(),
+        &["restore", "--from", "dr-wrong", "--cluster", "secondary"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not among the repository's recipients"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        get(&r.secondary.client, "/api/v1/namespaces/shop")
+            .await
+            .is_none()
+    );
+
+    // The identity restores from the read-only replica: objects and volume data.
+    let (code, doc, err) = r.restore(&[]);
+    assert_eq!(code, Some(0), "{doc}\n{err}");
+    assert_eq!(doc["plan"]["restorePoint"]["name"], "v2");
+    let secondary = &r.secondary.client;
+    let secret = get(secondary, "/api/v1/namespaces/shop/secrets/creds")
+        .await
+        .unwrap();
+    use base64::Engine;
+    assert_eq!(
+        secret["data"]["password"],
+        base64::engine::general_purpose::STANDARD.encode(SECRET_VALUE)
+    );
+    let restored = claim_dir(secondary, "db", "data-postgres-0").await;
+    assert_eq!(std::fs::read(restored.join("canary.bin")).unwrap(), data);
+    assert_eq!(std::fs::read(restored.join("PG_VERSION")).unwrap(), b"17\n");
+
+    // The identity reads the details and verifies deeply.
+    let out = lifeboat(
+        r.path(),
+        &["describe", "v2", "--details", "-l", "dr", "-o", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v0 = m["details"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["pvc"] == "data-postgres-0")
+        .unwrap()
+        .clone();
+    assert_eq!(v0["parent"], "v1", "{v0}");
+    assert!(
+        v0["reusedChunks"].as_u64().unwrap() > 0,
+        "incremental: {v0}"
+    );
+    assert_eq!(v0["newChunks"], 0, "nothing changed: {v0}");
+    assert!(v0["filesUnchanged"].as_u64().unwrap() >= 1, "taken over unread: {v0}");
+    r.primary.cluster.shutdown().await.unwrap();
+    r.secondary.cluster.shutdown().await.unwrap();
+}
