@@ -275,3 +275,118 @@ async fn encrypted_round_trip_write_only_writer_identity_only_reader_and_no_cana
     r.primary.cluster.shutdown().await.unwrap();
     r.secondary.cluster.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_identity_and_a_flipped_ciphertext_byte_are_named_and_nothing_is_written() {
+    let r = Regions::new().await;
+    let (id, w) = keys(r.path(), "prod");
+    let (other_id, _) = keys(r.path(), "other");
+    write_config(&r, &id, &w, &other_id);
+    let out = lifeboat(r.path(), &["backup", "--no-volumes", "--name", "v1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    r.replicate_all(3).await;
+
+    // The identity file is not there: a configuration error naming the file (exit 2).
+    std::fs::rename(&id, r.path().join("moved.identity")).unwrap();
+    let (code, _, err) = r.restore(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("cannot read the key file") && err.contains("prod.identity"),
+        "{err}"
+    );
+    std::fs::rename(r.path().join("moved.identity"), &id).unwrap();
+
+    // One flipped byte of the replica's encrypted archive: named (backup and object), exit 1.
+    let archive = r.path().join("replica/backups/v1/resources.tar.zst");
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&archive, &bytes).unwrap();
+    let (code, _, err) = r.restore(&[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("v1") && err.contains("backups/v1/resources.tar.zst"),
+        "{err}"
+    );
+    assert!(
+        get(&r.secondary.client, "/api/v1/namespaces/shop")
+            .await
+            .is_none(),
+        "nothing was written to the target"
+    );
+    r.primary.cluster.shutdown().await.unwrap();
+    r.secondary.cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn encrypted_backup_to_azurite_restores_from_the_read_only_secondary_with_the_identity_only()
+{
+    use crate::storage::{KEY, account_sas, azurite, azurite_writer};
+    use futures::TryStreamExt;
+    let Some(base) = azurite() else { return };
+    let r = Regions::new().await;
+    let (store, container) = azurite_writer(&base, "encrypted").await;
+    let (id, w) = keys(r.path(), "az");
+    let sas_file = r.path().join("secondary.sas");
+    std::fs::write(&sas_file, account_sas("rl")).unwrap();
+    let cfg = format!(
+        "clusters:\n  primary: {{ context: primary, kubeconfig: {:?} }}\n  secondary: {{ context: secondary, kubeconfig: {:?} }}\n\
+         locations:\n\
+         \x20 primary:\n    azure: {{ account: devstoreaccount1, container: {container}, prefix: aks-prod, endpoint: '{base}/devstoreaccount1', auth: account-key, accountKey: {{ env: AZURITE_ACCOUNT_KEY }} }}\n    encryption: {{ writerKey: {{ env: LIFEBOAT_WRITER_KEY }} }}\n\
+         \x20 dr:\n    readOnly: true\n    azure: {{ account: devstoreaccount1, container: {container}, prefix: aks-prod, endpoint: '{base}/devstoreaccount1-secondary', auth: sas, sasToken: {{ file: {sas_file:?} }} }}\n    encryption: {{ identity: {{ file: {id:?} }} }}\n\
+         defaults: {{ cluster: primary, location: primary }}\n\
+         restore:\n  secondary: {{ cluster: secondary, from: dr, zoneMap: {{ eastus2-1: centralus-1 }} }}\n",
+        r.primary.cluster.kubeconfig_path(),
+        r.secondary.cluster.kubeconfig_path(),
+    );
+    std::fs::write(r.path().join("lifeboat.yaml"), cfg).unwrap();
+    let writer_key = std::fs::read_to_string(&w).unwrap();
+    let run = |args: &[&str]| {
+        crate::support::lifeboat_cmd(r.path(), args)
+            .env("AZURITE_ACCOUNT_KEY", KEY)
+            .env("LIFEBOAT_WRITER_KEY", &writer_key)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["backup", "--no-volumes", "--name", "nightly-1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    // Every stored blob, canaries looked for in clear and base64.
+    let keys: Vec<String> = store
+        .list("")
+        .map_ok(|m| m.key)
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(keys.len() >= 3, "{keys:?}");
+    for k in &keys {
+        let bytes = store.get(k).await.unwrap();
+        for c in canaries() {
+            assert!(!contains(&bytes, &c), "{k} holds a canary in clear");
+        }
+    }
+
+    // The writer key cannot restore; the identity restores from the read-only secondary.
+    let out = run(&["describe", "nightly-1", "--details", "-l", "primary"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = run(&["restore", "--to", "secondary", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["plan"]["restorePoint"]["name"], "nightly-1");
+    let secret = get(&r.secondary.client, "/api/v1/namespaces/shop/secrets/creds")
+        .await
+        .unwrap();
+    use base64::Engine;
+    assert_eq!(
+        secret["data"]["password"],
+        base64::engine::general_purpose::STANDARD.encode(SECRET_VALUE)
+    );
+    r.primary.cluster.shutdown().await.unwrap();
+    r.secondary.cluster.shutdown().await.unwrap();
+}
