@@ -14,6 +14,93 @@ use crate::volumes::claim_dir;
 /// In a data file of the volume: must never be stored in clear.
 const FILE_CANARY: &str = "file-canary-4e1f9b27-never-stored-in-clear";
 
+/// The standard `age` CLI ($LIFEBOAT_TEST_AGE, built by `.ci/age`): under CI=true a missing
+/// one fails the test, elsewhere it is skipped with a warning.
+fn age_cli() -> Option<PathBuf> {
+    match std::env::var("LIFEBOAT_TEST_AGE") {
+        Ok(p) if !p.trim().is_empty() => Some(PathBuf::from(p.trim())),
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!(
+                "LIFEBOAT_TEST_AGE is not set and CI=true: the age CLI is required; build it with `.ci/age`"
+            )
+        }
+        _ => {
+            eprintln!(
+                "skipping the age CLI checks: LIFEBOAT_TEST_AGE is not set (build it with `.ci/age`)"
+            );
+            None
+        }
+    }
+}
+
+/// `sh -c script` in `dir`; panics with its stderr on failure.
+fn sh(dir: &Path, script: &str) -> Vec<u8> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script}: {}", stderr(&out));
+    out.stdout
+}
+
+/// The recovery procedure of `docs/FORMAT.md` ("Reading your data without lifeboat"), by hand:
+/// the archive through `age -d | zstd -d | tar -x`, the index through `age -d`, then each chunk
+/// of a file out of its pack (itself one age file), decompressed when stored shorter.
+fn recover_by_hand(
+    age: &Path,
+    id: &Path,
+    replica: &Path,
+    work: &Path,
+    index_key: &str,
+    file: &str,
+) -> (Vec<u8>, Vec<u8>) {
+    std::fs::create_dir_all(work.join("tree")).unwrap();
+    let (age, id) = (age.display(), id.display());
+    let replica = replica.display();
+    sh(
+        work,
+        &format!(
+            "{age} -d -i {id} {replica}/backups/v2/resources.tar.zst | zstd -d | tar -x -C tree"
+        ),
+    );
+    let secret = std::fs::read(work.join("tree/core/v1/secrets/shop/creds.json")).unwrap();
+    let index: Value = serde_json::from_slice(&sh(
+        work,
+        &format!("{age} -d -i {id} {replica}/{index_key}"),
+    ))
+    .unwrap();
+    let packs = index["packs"].as_array().unwrap();
+    let node = index["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|e| e.get("file").filter(|f| f["path"] == file))
+        .unwrap_or_else(|| panic!("{file} in {index}"));
+    let mut data = Vec::new();
+    for c in node["chunks"].as_array().unwrap() {
+        let (row, off, len, size) = (
+            c[1].as_u64().unwrap() as usize,
+            c[2].as_u64().unwrap() as usize,
+            c[3].as_u64().unwrap() as usize,
+            c[4].as_u64().unwrap() as usize,
+        );
+        let pack = packs[row]["id"].as_str().unwrap();
+        let plain = sh(
+            work,
+            &format!("{age} -d -i {id} {replica}/packs/{}/{pack}", &pack[..2]),
+        );
+        let stored = &plain[off..off + len];
+        if len == size {
+            data.extend_from_slice(stored);
+        } else {
+            data.extend(zstd::bulk::decompress(stored, size).unwrap());
+        }
+    }
+    (secret, data)
+}
+
 /// Generates a key pair into `dir`; returns (identity, writer key).
 pub fn keys(dir: &Path, tag: &str) -> (PathBuf, PathBuf) {
     let (id, w) = (
