@@ -346,6 +346,23 @@ async fn encrypted_round_trip_write_only_writer_identity_only_reader_and_no_cana
         "incremental: {v0}"
     );
     assert_eq!(v0["newChunks"], 0, "nothing changed: {v0}");
+    // Without lifeboat: the standard age CLI and the identity, as docs/FORMAT.md says.
+    if let Some(age) = age_cli() {
+        let (secret, by_hand) = recover_by_hand(
+            &age,
+            &id,
+            &r.path().join("replica"),
+            &r.path().join("by-hand"),
+            v0["index"].as_str().unwrap(),
+            "canary.bin",
+        );
+        let secret: Value = serde_json::from_slice(&secret).unwrap();
+        assert_eq!(
+            secret["data"]["password"],
+            base64::engine::general_purpose::STANDARD.encode(SECRET_VALUE)
+        );
+        assert_eq!(by_hand, std::fs::read(restored.join("canary.bin")).unwrap());
+    }
     let out = lifeboat(
         r.path(),
         &["verify", "v2", "--deep", "-l", "dr", "-o", "json"],
