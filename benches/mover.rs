@@ -363,8 +363,11 @@ fn main() {
     let borg_repo = w("borg-repo").to_str().unwrap().to_owned();
     let (repo, idx_full, idx_incr) = (w("lifeboat-repo"), w("full.json"), w("incr.json"));
     let none = Path::new("-");
-    let (repo_enc, idx_full_enc, idx_incr_enc) =
-        (w("lifeboat-enc-repo"), w("full-enc.json"), w("incr-enc.json"));
+    let (repo_enc, idx_full_enc, idx_incr_enc) = (
+        w("lifeboat-enc-repo"),
+        w("full-enc.json"),
+        w("incr-enc.json"),
+    );
     std::fs::create_dir(w("keys")).unwrap();
     let (identity, writer) = lifeboat::repo::crypto::generate().unwrap();
     std::fs::write(w("keys/identity"), identity.to_text()).unwrap();

@@ -66,6 +66,19 @@ fn recover_by_hand(
         ),
     );
     let secret = std::fs::read(work.join("tree/core/v1/secrets/shop/creds.json")).unwrap();
+    let sealed: Value = serde_json::from_slice(&sh(
+        work,
+        &format!(
+            "python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[\"sealed\"])' {replica}/backups/v2/manifest.json | base64 -d | {age} -d -i {id}"
+        ),
+    ))
+    .unwrap();
+    assert!(
+        sealed["details"]["volumes"]
+            .as_array()
+            .is_some_and(|v| !v.is_empty()),
+        "{sealed}"
+    );
     let index: Value = serde_json::from_slice(&sh(
         work,
         &format!("{age} -d -i {id} {replica}/{index_key}"),
