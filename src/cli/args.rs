@@ -305,6 +305,10 @@ pub struct DemoArgs {
     /// Work in this directory (new or empty; never deleted) instead of a temporary one.
     #[arg(long, value_name = "DIR")]
     pub workdir: Option<PathBuf>,
+    /// Encrypt the repository: the primary gets a writer key (writes, cannot read), the
+    /// secondary the identity (the only key that reads).
+    #[arg(long)]
+    pub encrypted: bool,
 }
 
 /// `lifeboat list`

@@ -507,3 +507,24 @@ async fn encrypted_backup_to_azurite_restores_from_the_read_only_secondary_with_
     r.primary.cluster.shutdown().await.unwrap();
     r.secondary.cluster.shutdown().await.unwrap();
 }
+
+#[test]
+fn demo_encrypted_shows_the_write_only_split_and_passes_every_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let out =
+        crate::support::lifeboat_cmd(dir.path(), &["demo", "--encrypted", "--output", "json"])
+            .output()
+            .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("describe shop-1 --details") && err.contains("refused (exit 2)"),
+        "the writer's refusal is shown: {err}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checks = report["checks"].as_array().unwrap();
+    assert!(checks.len() >= 10, "{report}");
+    for c in checks {
+        assert_eq!(c["passed"], true, "{c}");
+    }
+}
