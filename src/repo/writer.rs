@@ -237,12 +237,15 @@ impl BackupWriter {
         pvc: &str,
         index: &VolumeIndex,
     ) -> Result<ObjectEntry> {
-        let entry = self
-            .put(
-                &Layout::volume_index_in_backup(namespace, pvc),
-                Bytes::from(index.to_json()),
-            )
-            .await?;
+        let relative = match &self.key {
+            Some(k) => Layout::volume_index_sealed_in_backup(&Layout::claim_tag(
+                k.chunk_key(),
+                namespace,
+                pvc,
+            )),
+            None => Layout::volume_index_in_backup(namespace, pvc),
+        };
+        let entry = self.put(&relative, Bytes::from(index.to_json())).await?;
         for pack in index.pack_entries() {
             self.reference_pack(pack);
         }

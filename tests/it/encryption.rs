@@ -389,6 +389,30 @@ async fn encrypted_round_trip_write_only_writer_identity_only_reader_and_no_cana
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["volumeData"]["chunks"].as_u64().unwrap() > 0, "{v}");
+
+    // Retention and garbage collection need no identity: the writer side drops v1, and v2
+    // (which deduplicated against v1's packs) stays complete and deeply intact.
+    let out = lifeboat(r.path(), &["prune", "--keep-last", "1", "--grace", "1s"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        !r.path().join("repo/backups/v1/manifest.json").exists(),
+        "v1 was pruned: {}",
+        stdout(&out)
+    );
+    let out = lifeboat(r.path(), &["verify", "v2", "--deep", "-l", "dr-writer"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
     r.primary.cluster.shutdown().await.unwrap();
     r.secondary.cluster.shutdown().await.unwrap();
 }
