@@ -272,20 +272,31 @@ impl PackBuilder {
         self,
         key: Option<&super::crypto::WriterKey>,
     ) -> Result<FinishedPack, super::crypto::CryptoError> {
-        let plain = self.finish();
         let Some(key) = key else {
-            return Ok(plain);
+            return Ok(self.finish());
         };
-        let bytes = super::crypto::encrypt_bytes(key, &plain.bytes)?;
+        // Named by the ciphertext only: hashing the plaintext too would cost a second pass.
+        let (plain, chunks) = self.assemble();
+        let bytes = super::crypto::encrypt_bytes(key, &plain)?;
         Ok(FinishedPack {
             id: PackId::of(&bytes),
             bytes: Bytes::from(bytes),
-            chunks: plain.chunks,
+            chunks,
         })
     }
 
     /// Appends trailer and footer, and names the pack.
-    pub fn finish(mut self) -> FinishedPack {
+    pub fn finish(self) -> FinishedPack {
+        let (buf, chunks) = self.assemble();
+        FinishedPack {
+            id: PackId::of(&buf),
+            bytes: Bytes::from(buf),
+            chunks,
+        }
+    }
+
+    /// The pack's bytes (chunks, trailer, footer) and what its trailer lists.
+    fn assemble(mut self) -> (Vec<u8>, Vec<PackEntry>) {
         let trailer = PackTrailer::V1 {
             chunks: self.chunks,
         };
@@ -294,13 +305,8 @@ impl PackBuilder {
         self.buf
             .extend_from_slice(&(tbytes.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(MAGIC);
-        let id = PackId::of(&self.buf);
         let PackTrailer::V1 { chunks } = trailer;
-        FinishedPack {
-            id,
-            bytes: Bytes::from(self.buf),
-            chunks,
-        }
+        (self.buf, chunks)
     }
 }
 
