@@ -115,7 +115,6 @@ pub(super) async fn fetch_read(io: Arc<Io>, w: Arc<Window>, i: usize) -> Result<
             let bytes = blocking(move || {
                 cipher
                     .decrypt_range(&sealed, &plain, size)
-                    .map(Bytes::from)
                     .map_err(|source| MoverError::Decrypt { pack, source })
             })
             .await?;

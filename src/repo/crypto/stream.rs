@@ -14,7 +14,7 @@ use age_core::format::Stanza;
 use age_core::primitives::hkdf;
 use base64::Engine;
 use chacha20poly1305::ChaCha20Poly1305;
-use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -155,13 +155,14 @@ impl PackCipher {
     }
 
     /// Decrypts the plaintext range `plain` from `ct`, the bytes
-    /// [`Self::ciphertext_range`] named, of a file of `stored` bytes.
+    /// [`Self::ciphertext_range`] named, of a file of `stored` bytes. Segments are decrypted in
+    /// place in one buffer; the range is a slice of it (no copy).
     pub fn decrypt_range(
         &self,
         ct: &[u8],
         plain: &Range<u64>,
         stored: u64,
-    ) -> Result<Vec<u8>, StreamError> {
+    ) -> Result<bytes::Bytes, StreamError> {
         let want = self.ciphertext_range(plain, stored);
         if ct.len() as u64 != want.end - want.start {
             return Err(damaged("the stored object is shorter than its index says"));
@@ -171,27 +172,29 @@ impl PackCipher {
             .ok_or_else(|| damaged("the stored object is shorter than its header"))?;
         let segments = payload.div_ceil(SEALED_SEGMENT).max(1);
         let first = plain.start / SEGMENT;
-        let mut out =
-            Vec::with_capacity((ct.len() as u64).min(plain.end - plain.start + SEGMENT) as usize);
+        let mut out = Vec::with_capacity(ct.len());
         for (n, sealed) in ct.chunks(SEALED_SEGMENT as usize).enumerate() {
             let i = first + n as u64;
             let mut nonce = [0u8; 12];
             nonce[3..11].copy_from_slice(&i.to_be_bytes());
             nonce[11] = u8::from(i + 1 == segments);
-            let seg = self
-                .aead
-                .decrypt((&nonce).into(), sealed)
-                .map_err(|_| damaged(&format!("segment {i} fails authentication")))?;
-            out.extend_from_slice(&seg);
+            let fail = || damaged(&format!("segment {i} fails authentication"));
+            let (body, tag) = sealed
+                .split_at_checked(sealed.len().wrapping_sub(TAG as usize))
+                .ok_or_else(fail)?;
+            let tag = chacha20poly1305::Tag::try_from(tag).map_err(|_| fail())?;
+            let at = out.len();
+            out.extend_from_slice(body);
+            self.aead
+                .decrypt_inout_detached((&nonce).into(), &[], (&mut out[at..]).into(), &tag)
+                .map_err(|_| fail())?;
         }
         let from = (plain.start - first * SEGMENT) as usize;
         let to = (plain.end - first * SEGMENT) as usize;
-        if to > out.len() {
+        if to > out.len() || from > to {
             return Err(damaged("the range lies past the end of the plaintext"));
         }
-        out.truncate(to);
-        out.drain(..from);
-        Ok(out)
+        Ok(bytes::Bytes::from(out).slice(from..to))
     }
 }
 
