@@ -10,6 +10,10 @@
 //! - `--sweep`: the chunk-size sweep behind the parameters in `lifeboat.json` (new bytes after
 //!   1 % random 8 KiB page rewrites, chunks per TB).
 //!
+//! - `lb+age`: lifeboat again into an encrypted repository (issue 17: keyed chunk ids, packs
+//!   and indexes sealed with age; restore decrypting ranges), in the same run, with the ratio to
+//!   the unencrypted row;
+//!
 //! Run: `cargo bench --bench mover` (`LIFEBOAT_BENCH_GB=0.5` for a quicker run,
 //! `LIFEBOAT_BENCH_DIR` to place the data elsewhere than the system temp dir,
 //! `LIFEBOAT_BENCH_KEEP=1` to keep it afterwards).
@@ -27,6 +31,7 @@ use lifeboat::mover::{
     restore_index_file,
 };
 use lifeboat::repo::RepoConfig;
+use lifeboat::repo::crypto::{ReaderKey, WriterKey};
 use lifeboat::repo::index::VolumeIndex;
 use lifeboat::storage::Writer;
 use lifeboat::storage::local::LocalBackend;
@@ -178,6 +183,10 @@ fn child(args: &[String]) {
             let (src, repo, parent, out) = (&args[1], &args[2], &args[3], &args[4]);
             let store = Writer::new(Arc::new(LocalBackend::new(repo)));
             let mut opts = BackupOptions::for_repo(&RepoConfig::new_default());
+            if let Some(dir) = std::env::var_os("LIFEBOAT_BENCH_KEYS") {
+                let text = std::fs::read_to_string(Path::new(&dir).join("writer")).unwrap();
+                opts.seal = Some(WriterKey::parse(&text, "bench writer key").unwrap());
+            }
             if let Ok(sizes) = std::env::var("LIFEBOAT_BENCH_CHUNKER") {
                 let n: Vec<u32> = sizes.split(',').map(|v| v.parse().unwrap()).collect();
                 (
@@ -209,12 +218,21 @@ fn child(args: &[String]) {
         "restore" => {
             let (repo, index, dst) = (&args[1], &args[2], &args[3]);
             let store = Writer::new(Arc::new(LocalBackend::new(repo)));
+            let identity = std::env::var_os("LIFEBOAT_BENCH_KEYS").map(|dir| {
+                let text = std::fs::read_to_string(Path::new(&dir).join("identity")).unwrap();
+                ReaderKey::parse(&text, "bench identity").unwrap()
+            });
+            // An encrypted run's index is kept in clear by the bench (the mover's own index
+            // file), as the restore Job has it after decrypting the stored one.
             let done = rt
                 .block_on(restore_index_file(
                     store.reader(),
                     PathBuf::from(index),
                     PathBuf::from(dst),
-                    RestoreOptions::default(),
+                    RestoreOptions {
+                        identity,
+                        ..RestoreOptions::default()
+                    },
                 ))
                 .unwrap();
             let stats = serde_json::to_vec(&done).unwrap();
@@ -345,6 +363,20 @@ fn main() {
     let borg_repo = w("borg-repo").to_str().unwrap().to_owned();
     let (repo, idx_full, idx_incr) = (w("lifeboat-repo"), w("full.json"), w("incr.json"));
     let none = Path::new("-");
+    let (repo_enc, idx_full_enc, idx_incr_enc) = (
+        w("lifeboat-enc-repo"),
+        w("full-enc.json"),
+        w("incr-enc.json"),
+    );
+    std::fs::create_dir(w("keys")).unwrap();
+    let (identity, writer) = lifeboat::repo::crypto::generate().unwrap();
+    std::fs::write(w("keys/identity"), identity.to_text()).unwrap();
+    std::fs::write(w("keys/writer"), writer.to_text()).unwrap();
+    let lifeboat_enc = |args: &[&Path]| {
+        let mut c = lifeboat(args);
+        c.env("LIFEBOAT_BENCH_KEYS", w("keys"));
+        c
+    };
 
     let mut rows = vec![Row {
         tool: "lifeboat",
@@ -375,6 +407,20 @@ fn main() {
         packs as f64 / (rows[0].repo_full as f64 / 1e9),
         std::fs::metadata(&idx_full).unwrap().len() as f64 / MB,
     );
+    // The same, encrypted, right after (same warm cache).
+    let mut enc = Row {
+        tool: "lb+age",
+        ..Row::default()
+    };
+    enc.full = measure(&mut lifeboat_enc(&[
+        Path::new("backup"),
+        &src,
+        &repo_enc,
+        none,
+        &idx_full_enc,
+    ]));
+    enc.repo_full = dir_bytes(&repo_enc);
+    rows.push(enc);
     if restic {
         run_child(&mut restic_cmd(&["init", "--repository-version", "2"]));
         let mut row = Row {
@@ -429,6 +475,16 @@ fn main() {
                 ])),
                 repo.clone(),
             ),
+            "lb+age" => (
+                measure(&mut lifeboat_enc(&[
+                    Path::new("backup"),
+                    &src,
+                    &repo_enc,
+                    &idx_full_enc,
+                    &idx_incr_enc,
+                ])),
+                repo_enc.clone(),
+            ),
             "restic" => (
                 measure(&mut restic_cmd(&[
                     "backup",
@@ -473,6 +529,15 @@ fn main() {
                     &dst,
                 ]))
             }
+            "lb+age" => {
+                std::fs::create_dir(&dst).unwrap();
+                measure(&mut lifeboat_enc(&[
+                    Path::new("restore"),
+                    &repo_enc,
+                    &idx_incr_enc,
+                    &dst,
+                ]))
+            }
             "restic" => measure(&mut restic_cmd(&[
                 "restore",
                 "latest",
@@ -492,6 +557,14 @@ fn main() {
         r["reads"]
     );
     print_rows(data_bytes, &rows);
+    let (plain, sealed) = (&rows[0], &rows[1]);
+    println!(
+        "\nencryption (lb+age vs lifeboat): full backup {:.0} %, incremental {:.0} %, restore {:.0} % of the unencrypted throughput; repository {:+.1} %",
+        100.0 * plain.full.wall / sealed.full.wall,
+        100.0 * plain.incr.wall / sealed.incr.wall,
+        100.0 * plain.restore.wall / sealed.restore.wall,
+        100.0 * (sealed.repo_full as f64 / plain.repo_full as f64 - 1.0),
+    );
     if !restic || !borg {
         println!(
             "(restic or borg not on PATH: install Debian `restic` and `borgbackup` to compare)"

@@ -69,6 +69,28 @@ pub enum Command {
     /// The simulated Kubernetes cluster used by tests and the demo.
     #[command(subcommand)]
     Sim(SimCommand),
+    /// Keys of encrypted repositories.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+/// `lifeboat key …`
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Write a new identity (decrypts: keep it on the DR side only) and its writer key
+    /// (encrypts and names chunks, reads nothing: for the backup CronJob and CI).
+    Generate(KeyGenerateArgs),
+}
+
+/// `lifeboat key generate`
+#[derive(Debug, Args)]
+pub struct KeyGenerateArgs {
+    /// Where to write the identity (an age identity file; created, never overwritten).
+    #[arg(long, value_name = "PATH")]
+    pub identity: std::path::PathBuf,
+    /// Where to write the writer key (created, never overwritten).
+    #[arg(long, value_name = "PATH")]
+    pub writer_key: std::path::PathBuf,
 }
 
 /// Arguments of a command this build does not have yet.
@@ -303,6 +325,10 @@ pub struct DemoArgs {
     /// Work in this directory (new or empty; never deleted) instead of a temporary one.
     #[arg(long, value_name = "DIR")]
     pub workdir: Option<PathBuf>,
+    /// Encrypt the repository: the primary gets a writer key (writes, cannot read), the
+    /// secondary the identity (the only key that reads).
+    #[arg(long)]
+    pub encrypted: bool,
 }
 
 /// `lifeboat list`

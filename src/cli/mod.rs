@@ -92,6 +92,7 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Schedule(s) => commands::schedule::run(&ctx, s).await,
         Command::Demo(a) => commands::demo::run(&ctx, a).await,
         Command::Mover(m) => commands::mover::run(&ctx, m).await,
+        Command::Key(k) => commands::key::run(&ctx, k),
     }
 }
 

@@ -17,6 +17,59 @@ pub struct Location {
     /// An Azure Blob container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure: Option<AzureLocation>,
+    /// The keys of an encrypted repository (references to files or environment variables,
+    /// never the keys themselves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionKeys>,
+}
+
+/// `encryption:` of a location: where its keys are. A writer (the backup CronJob, CI) is given
+/// `writerKey` only; a reader (the DR side's restore) `identity` only.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EncryptionKeys {
+    /// The writer key: encrypts to the recipients and names chunks; reads nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer_key: Option<KeySource>,
+    /// The identity: decrypts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<KeySource>,
+}
+
+/// Where a key's text is: `{ file: PATH }` or `{ env: VAR }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, untagged)]
+pub enum KeySource {
+    /// A file (e.g. a Secret or a Key Vault secret mounted into the pod).
+    File {
+        /// Its path.
+        file: PathBuf,
+    },
+    /// An environment variable (e.g. from a Secret through `envFrom`).
+    Env {
+        /// Its name.
+        env: String,
+    },
+}
+
+impl KeySource {
+    /// Where it is, for messages (never the key).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::File { file } => format!("file {}", file.display()),
+            Self::Env { env } => format!("environment variable {env}"),
+        }
+    }
+
+    /// The key's text; the error says where it looked.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            Self::File { file } => std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read the key file {}: {e}", file.display())),
+            Self::Env { env } => std::env::var(env)
+                .map_err(|_| format!("the environment variable {env} holding the key is not set")),
+        }
+    }
 }
 
 /// The kind of a location, once validated (exactly one of `local` / `azure`).
@@ -35,6 +88,7 @@ impl Location {
             read_only: false,
             local: Some(LocalLocation { path: path.into() }),
             azure: None,
+            encryption: None,
         }
     }
 

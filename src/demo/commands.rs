@@ -29,6 +29,19 @@ pub(super) struct Commands<'a> {
 
 impl Commands<'_> {
     pub async fn run(&mut self, args: &[&str]) -> Result<Ran, DemoError> {
+        let r = self.run_any(args).await?;
+        if r.json.is_null() {
+            return Err(DemoError::Command {
+                command: r.line,
+                problem: format!("exited with {} without a JSON report", r.code),
+                stderr: r.stderr,
+            });
+        }
+        Ok(r)
+    }
+
+    /// [`Self::run`] for a command expected to fail without a JSON report.
+    async fn run_any(&mut self, args: &[&str]) -> Result<Ran, DemoError> {
         let line = std::iter::once("lifeboat")
             .chain(args.iter().copied())
             .map(|a| {
@@ -73,13 +86,6 @@ impl Commands<'_> {
         let stderr = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
         let code = out.status.code().unwrap_or(-1);
         let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        if json.is_null() {
-            return Err(DemoError::Command {
-                command: line,
-                problem: format!("exited with {code} without a JSON report"),
-                stderr,
-            });
-        }
         Ok(Ran {
             line,
             code,
@@ -174,6 +180,35 @@ impl Commands<'_> {
     }
 
     /// `lifeboat verify` of a backup on the secondary location: usable as a restore point?
+    /// `describe --details` on the primary's location (writer key only): must be refused.
+    pub async fn writer_cannot_read(&mut self, name: &str) -> Result<(), DemoError> {
+        let r = self
+            .run_any(&[
+                "describe",
+                name,
+                "--details",
+                "--config",
+                CONFIG_FILE,
+                "--location",
+                "primary",
+            ])
+            .await?;
+        if r.code != 2 || !r.stderr.contains("needs its identity") {
+            return Err(DemoError::Command {
+                command: r.line,
+                problem: format!(
+                    "the writer key read an encrypted backup (exit code {}, expected 2)",
+                    r.code
+                ),
+                stderr: r.stderr,
+            });
+        }
+        (self.say)(
+            "        → refused (exit 2): reading needs the identity, which only the secondary holds",
+        );
+        Ok(())
+    }
+
     pub async fn verify_secondary(&mut self, name: &str) -> Result<report::OnSecondary, DemoError> {
         let v = self
             .run(&[

@@ -45,12 +45,37 @@ pub(super) async fn azurite_reachable(url: &str) -> Result<(), DemoError> {
     }
 }
 
+/// Writes a new identity and writer key into the workdir (mode 0600); returns their paths
+/// (identity, writer key), absolute, as the mover pods read them.
+pub(super) fn write_keys(dir: &Path) -> Result<(PathBuf, PathBuf), DemoError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = std::path::absolute(dir).map_err(io_err("resolving the workdir", dir))?;
+    let (reader, writer) = crate::repo::crypto::generate().map_err(|e| DemoError::Io {
+        what: "generating keys",
+        path: dir.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let paths = (dir.join("dr.identity"), dir.join("primary.writer"));
+    for (path, text) in [(&paths.0, reader.to_text()), (&paths.1, writer.to_text())] {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(io_err("writing a key file", path))?;
+    }
+    Ok(paths)
+}
+
 /// Writes `lifeboat.yaml` into the workdir and returns its locations' description.
 pub(super) fn write_config(
     dir: &Path,
     primary: &SimCluster,
     secondary: &SimCluster,
     azurite: Option<&str>,
+    keys: Option<&(PathBuf, PathBuf)>,
 ) -> Result<PathBuf, DemoError> {
     let locations = match azurite {
         None => format!(
@@ -99,6 +124,24 @@ pub(super) fn write_config(
 "
             )
         }
+    };
+    let locations = match keys {
+        None => locations,
+        Some((identity, writer)) => locations
+            .replacen(
+                "\n  primary:\n",
+                &format!(
+                    "\n  primary:\n    # Encrypts and writes; cannot read.\n    encryption: {{ writerKey: {{ file: {writer:?} }} }}\n"
+                ),
+                1,
+            )
+            .replacen(
+                "\n  secondary:\n",
+                &format!(
+                    "\n  secondary:\n    # The only key that reads: the DR side's.\n    encryption: {{ identity: {{ file: {identity:?} }} }}\n"
+                ),
+                1,
+            ),
     };
     let (p, s) = (PRIMARY, SECONDARY);
     let zone_map: Vec<String> = p

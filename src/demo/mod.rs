@@ -39,6 +39,9 @@ pub struct DemoOptions {
     /// The lifeboat executable: the commands the demo runs, and the simulated kubelet's
     /// lifeboat pods (the volume mover).
     pub lifeboat_bin: PathBuf,
+    /// An encrypted repository: the primary's location gets the writer key only (it cannot
+    /// read its own backups), the secondary's the identity only.
+    pub encrypted: bool,
 }
 
 /// Why the drill stopped before its checks.
@@ -437,7 +440,18 @@ pub async fn run(opts: &DemoOptions, say: &(dyn Fn(&str) + Sync)) -> Result<Fini
         volume.zone
     ));
 
-    let config = config::write_config(&dir, &primary, &secondary, opts.azurite.as_deref())?;
+    let keys = if opts.encrypted {
+        Some(config::write_keys(&dir)?)
+    } else {
+        None
+    };
+    let config = config::write_config(
+        &dir,
+        &primary,
+        &secondary,
+        opts.azurite.as_deref(),
+        keys.as_ref(),
+    )?;
     if opts.azurite.is_some() {
         app::credentials_secret(&pc, "AZURE_STORAGE_KEY", AZURITE_KEY).await?;
     }
@@ -455,6 +469,15 @@ pub async fn run(opts: &DemoOptions, say: &(dyn Fn(&str) + Sync)) -> Result<Fini
     };
     let expected_1 = expected(&pc, &volume.dir, dir.join("expected").join(BACKUP_1)).await?;
     let b1 = cmds.backup(BACKUP_1).await?;
+    if let Some((identity, writer)) = &keys {
+        say(&format!(
+            "      encrypted: the primary holds only the writer key ({}), the secondary only the identity ({}); \
+             the writer cannot read what it wrote:",
+            writer.display(),
+            identity.display()
+        ));
+        cmds.writer_cannot_read(BACKUP_1).await?;
+    }
 
     say(&format!(
         "[4/7] the app keeps working: rewrites 10% of its database pages and small files, changes ConfigMap {}; second backup",

@@ -38,7 +38,9 @@ pub use chunker::{ChunkId, ChunkIter, ChunkerConfig, ChunkerParamsError};
 pub use known::KnownChunks;
 pub use report::JobReport;
 pub use restore::{RestoreOptions, RestoreStats, check_index, restore_index_file, restore_volume};
-pub use run::{BackupJob, JobError, LOCATION_ENV, RestoreJob, run_backup, run_restore};
+pub use run::{
+    BackupJob, JobError, LOCATION_ENV, RestoreJob, location_keys, run_backup, run_restore,
+};
 pub use verify::{
     BackupVerification, DamagedChunk, VerifyError, VerifyReport, verify_backup, verify_index,
     verify_index_files, verify_packs, verify_volumes,
@@ -91,6 +93,18 @@ pub enum MoverError {
         /// The storage error.
         #[source]
         source: StorageError,
+    },
+    /// Encrypting a pack failed.
+    #[error("backup: encrypting a pack failed: {0}")]
+    Seal(String),
+    /// A pack of an encrypted repository does not decrypt.
+    #[error("restore: pack {pack} does not decrypt: {source}")]
+    Decrypt {
+        /// The pack's key.
+        pack: String,
+        /// Why.
+        #[source]
+        source: crate::repo::crypto::StreamError,
     },
     /// The upload side stopped (its error is reported instead where known).
     #[error("backup: uploads stopped")]

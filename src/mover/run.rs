@@ -10,7 +10,8 @@ use super::{
     BackupOptions, JobReport, KnownChunks, MoverError, ParentIndex, Progress, RestoreOptions,
 };
 use crate::config::Location;
-use crate::repo::{BackupName, Layout, ObjectEntry, RepoError, RepoReader, RepoWriter};
+use crate::repo::crypto::{ReaderKey, WriterKey};
+use crate::repo::{BackupName, Layout, ObjectEntry, RepoError, RepoKeys, RepoReader, RepoWriter};
 use crate::storage::{self, PutOutcome, StorageError};
 
 /// The environment variable carrying one location as JSON (set on mover Jobs).
@@ -72,6 +73,14 @@ pub enum JobError {
         #[source]
         source: StorageError,
     },
+    /// The location's keys could not be read.
+    #[error("location {location}: {detail}")]
+    Keys {
+        /// The location's name.
+        location: String,
+        /// What is wrong.
+        detail: String,
+    },
     /// The index already exists: objects are write-once.
     #[error(
         "{key} already exists: backup {backup} already holds volume {volume} (objects are write-once); \
@@ -85,6 +94,31 @@ pub enum JobError {
         /// `namespace/claim`.
         volume: String,
     },
+}
+
+/// The keys a location's `encryption:` names, read from their files or environment variables.
+/// An error says which key and where it looked (never the key).
+pub fn location_keys(location: &Location) -> Result<RepoKeys, String> {
+    let Some(enc) = &location.encryption else {
+        return Ok(RepoKeys::default());
+    };
+    let writer = match &enc.writer_key {
+        None => None,
+        Some(src) => {
+            let what = format!("the writer key from {}", src.describe());
+            let text = src.read().map_err(|e| format!("{what}: {e}"))?;
+            Some(WriterKey::parse(&text, &what).map_err(|e| e.to_string())?)
+        }
+    };
+    let reader = match &enc.identity {
+        None => None,
+        Some(src) => {
+            let what = format!("the identity from {}", src.describe());
+            let text = src.read().map_err(|e| format!("{what}: {e}"))?;
+            Some(ReaderKey::parse(&text, &what).map_err(|e| e.to_string())?)
+        }
+    };
+    Ok(RepoKeys { writer, reader })
 }
 
 /// One volume to back up.
@@ -156,7 +190,11 @@ pub async fn run_backup(
         location: location_name.to_owned(),
         source,
     })?;
-    let writer = RepoWriter::open_or_init(store.clone())
+    let keys = location_keys(location).map_err(|detail| JobError::Keys {
+        location: location_name.to_owned(),
+        detail,
+    })?;
+    let writer = RepoWriter::open_or_init_with(store.clone(), keys)
         .await
         .map_err(repo_err("opening the repository", location_name))?;
     let repo = writer.reader();
@@ -175,6 +213,11 @@ pub async fn run_backup(
     }
     let mut opts = BackupOptions::for_repo(repo.config());
     opts.progress = progress;
+    let seal = repo
+        .is_encrypted()
+        .then(|| repo.keys().writer.clone())
+        .flatten();
+    opts.seal = seal.clone();
     let outcome = super::backup_volume(source, store.clone(), opts, parent, KnownChunks::new())
         .await
         .map_err(|source| JobError::Move {
@@ -183,18 +226,55 @@ pub async fn run_backup(
         })?;
 
     // The index streams from its local file: a 1 TB volume's index is gigabytes.
-    let key = Layout::volume_index(&job.backup, &job.namespace, &job.pvc);
-    let entry = ObjectEntry {
+    let key = repo.volume_index_key(&job.backup, &job.namespace, &job.pvc);
+    let mut entry = ObjectEntry {
         key: key.clone(),
         size: outcome.index.size,
         sha256: outcome.index.sha256.clone(),
     };
+    let mut index_path = outcome.index.path.clone();
+    let sealed_dir = tempfile::tempdir().map_err(|source| JobError::Move {
+        what: "a temporary directory for the sealed index".into(),
+        source: MoverError::Spool {
+            what: "the sealed index",
+            source,
+        },
+    })?;
+    if let Some(w) = seal {
+        // Sealed to the recipients for restores, and a writer's view for the next backup's
+        // parent (the writer cannot open the first).
+        let (sealed, view) = (
+            sealed_dir.path().join("index.age"),
+            sealed_dir.path().join("index.writer"),
+        );
+        let (src, s2, v2) = (index_path.clone(), sealed.clone(), view.clone());
+        let ((size, sha256), _) = tokio::task::spawn_blocking(move || {
+            let a = crate::repo::crypto::encrypt_file(&w, &src, &s2)?;
+            let pass = crate::repo::crypto::writer_view_passphrase(w.chunk_key());
+            let b = crate::repo::crypto::seal_writer_view(&pass, &src, &v2)?;
+            Ok::<_, crate::repo::crypto::CryptoError>((a, b))
+        })
+        .await
+        .map_err(|e| crate::repo::crypto::CryptoError::Encrypt(e.to_string()))
+        .and_then(|r| r)
+        .map_err(|e| JobError::Move {
+            what: format!("encrypting the index of {volume}"),
+            source: MoverError::Seal(e.to_string()),
+        })?;
+        let view_key = Layout::writer_view(&key);
+        store
+            .put_file_if_absent(&view_key, &view, &storage::TransferOptions::default())
+            .await
+            .map_err(|source| JobError::WriteIndex {
+                key: view_key.clone(),
+                source,
+            })?;
+        entry.size = size;
+        entry.sha256 = sha256;
+        index_path = sealed;
+    }
     match store
-        .put_file_if_absent(
-            &key,
-            &outcome.index.path,
-            &storage::TransferOptions::default(),
-        )
+        .put_file_if_absent(&key, &index_path, &storage::TransferOptions::default())
         .await
         .map_err(|source| JobError::WriteIndex {
             key: key.clone(),
@@ -233,6 +313,13 @@ async fn parent_index(
         .manifest(parent)
         .await
         .map_err(repo_err(what(), location_name))?;
+    if repo.is_encrypted() {
+        return match repo.writer_view(&manifest, &job.namespace, &job.pvc).await {
+            Ok(file) => Ok(file.map(ParentIndex::downloaded)),
+            Err(RepoError::MissingObject { .. }) => Ok(None),
+            Err(e) => Err(repo_err(what(), location_name)(e)),
+        };
+    }
     match repo.volume_index(&manifest, &job.namespace, &job.pvc).await {
         Ok(file) => Ok(Some(ParentIndex::downloaded(file))),
         Err(RepoError::NoSuchVolume { .. } | RepoError::MissingObject { .. }) => Ok(None),
@@ -257,9 +344,17 @@ pub async fn run_restore(
         location: location_name.to_owned(),
         source,
     })?;
-    let repo = RepoReader::open(store)
+    let keys = location_keys(location).map_err(|detail| JobError::Keys {
+        location: location_name.to_owned(),
+        detail,
+    })?;
+    let repo = RepoReader::open_with(store, keys)
         .await
         .map_err(repo_err("reading the repository", location_name))?;
+    let identity = repo
+        .identity_for(&format!("restoring {volume}"))
+        .map_err(repo_err(format!("restoring {volume}"), location_name))?
+        .cloned();
     let manifest = repo
         .manifest(&job.backup)
         .await
@@ -281,6 +376,7 @@ pub async fn run_restore(
     let opts = RestoreOptions {
         concurrency: job.concurrency.max(1),
         progress,
+        identity,
         ..RestoreOptions::default()
     };
     let stats =

@@ -14,9 +14,10 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::chunker::ChunkId;
 use super::{MoverError, Result};
+use crate::repo::crypto::ReaderKey;
 use crate::repo::index::IndexError;
 use crate::repo::index::{Flow, IndexEvent, IndexHeader, IndexVisitor, VolumeIndex, read_index};
-use crate::repo::pack::{PackEntry, decode_chunk, read_trailer};
+use crate::repo::pack::{PackEntry, decode_chunk_keyed, read_trailer};
 use crate::repo::{Completeness, Manifest, RepoError, RepoReader, VerifyOptions};
 use crate::storage::{Reader, StorageError};
 
@@ -113,7 +114,7 @@ pub async fn verify_volumes(
         refs.sort_unstable_by_key(|r| (r.1, r.2, r.0));
         refs.dedup();
     }
-    let mut report = verify_keys(store, expected.into_iter().collect()).await?;
+    let mut report = verify_keys(store, expected.into_iter().collect(), None).await?;
     let name = |label: &str, path: &str| {
         if label.is_empty() {
             path.to_owned()
@@ -171,7 +172,17 @@ const BATCH_REFS: u64 = 1 << 20;
 /// The report is [`verify_volumes`]'s, except that a missing pack names the files with a
 /// reference into it (not also those holding the same chunks through another pack).
 pub async fn verify_index_files(store: &Reader, volumes: &[(&str, &Path)]) -> Result<VerifyReport> {
-    verify_files_in_batches(store, volumes, BATCH_REFS).await
+    verify_files_in_batches(store, volumes, BATCH_REFS, None).await
+}
+
+/// [`verify_index_files`] for an encrypted repository: each pack is decrypted with the identity
+/// (a pack that does not decrypt is reported damaged) and chunk ids are checked as keyed.
+pub async fn verify_index_files_keyed(
+    store: &Reader,
+    volumes: &[(&str, &Path)],
+    key: Option<&ReaderKey>,
+) -> Result<VerifyReport> {
+    verify_files_in_batches(store, volumes, BATCH_REFS, key).await
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -233,6 +244,7 @@ async fn verify_files_in_batches(
     store: &Reader,
     volumes: &[(&str, &Path)],
     batch_refs: u64,
+    key: Option<&ReaderKey>,
 ) -> Result<VerifyReport> {
     let paths: Arc<Vec<PathBuf>> = Arc::new(volumes.iter().map(|(_, p)| p.to_path_buf()).collect());
     // Every volume's pack table, and how many references go into each pack.
@@ -315,7 +327,7 @@ async fn verify_files_in_batches(
             }
         })
         .await?;
-        let part = verify_keys(store, expected).await?;
+        let part = verify_keys(store, expected, key).await?;
         report.packs += part.packs;
         report.chunks += part.chunks;
         report.bytes += part.bytes;
@@ -453,11 +465,16 @@ pub async fn verify_packs(store: &Reader, keys: &[String]) -> Result<VerifyRepor
     verify_keys(
         store,
         keys.iter().map(|k| (k.clone(), Vec::new())).collect(),
+        None,
     )
     .await
 }
 
-async fn verify_keys(store: &Reader, keys: Vec<(String, Expected)>) -> Result<VerifyReport> {
+async fn verify_keys(
+    store: &Reader,
+    keys: Vec<(String, Expected)>,
+    identity: Option<&ReaderKey>,
+) -> Result<VerifyReport> {
     let results: Vec<PackResult> = futures::stream::iter(keys)
         .map(|(key, expected)| async move {
             let bytes = match store.get(&key).await {
@@ -465,9 +482,26 @@ async fn verify_keys(store: &Reader, keys: Vec<(String, Expected)>) -> Result<Ve
                 Err(StorageError::NotFound { .. }) => return Ok(PackResult::Missing(key)),
                 Err(source) => return Err(MoverError::Fetch { pack: key, source }),
             };
-            let checked = tokio::task::spawn_blocking(move || check_pack(&key, &bytes, &expected))
-                .await
-                .expect("verify task does not panic");
+            let identity = identity.cloned();
+            let checked = tokio::task::spawn_blocking(move || match identity {
+                None => check_pack(&key, &bytes, &expected, None),
+                Some(id) => match crate::repo::crypto::decrypt_bytes(&id, &bytes) {
+                    Ok(plain) => check_pack(&key, &plain, &expected, Some(id.chunk_key())),
+                    Err(e) => Checked {
+                        chunks: 0,
+                        bytes: bytes.len() as u64,
+                        damaged: vec![DamagedChunk {
+                            chunk: String::new(),
+                            pack: key.clone(),
+                            problem: format!("does not decrypt: {e}"),
+                            volumes: Vec::new(),
+                            files: Vec::new(),
+                        }],
+                    },
+                },
+            })
+            .await
+            .expect("verify task does not panic");
             Ok(PackResult::Read(checked))
         })
         .buffer_unordered(CONCURRENCY)
@@ -503,7 +537,12 @@ struct Checked {
     damaged: Vec<DamagedChunk>,
 }
 
-fn check_pack(key: &str, bytes: &[u8], expected: &Expected) -> Checked {
+fn check_pack(
+    key: &str,
+    bytes: &[u8],
+    expected: &Expected,
+    chunk_key: Option<&crate::repo::crypto::ChunkKey>,
+) -> Checked {
     let mut out = Checked {
         chunks: 0,
         bytes: bytes.len() as u64,
@@ -546,7 +585,12 @@ fn check_pack(key: &str, bytes: &[u8], expected: &Expected) -> Checked {
         let range = offset as usize..offset as usize + length as usize;
         let problem = match bytes.get(range) {
             None => Some("outside the pack".to_owned()),
-            Some(stored) => decode_chunk(stored, size, id).err().map(|e| e.to_string()),
+            Some(stored) => {
+                let mut plain = Vec::new();
+                decode_chunk_keyed(stored, size, id, &mut plain, chunk_key)
+                    .err()
+                    .map(|e| e.to_string())
+            }
         };
         if let Some(p) = problem {
             out.damaged.push(damaged(id, p));
@@ -658,7 +702,13 @@ async fn verify_volume_data(
         .iter()
         .map(|(l, i)| (l.as_str(), i.path()))
         .collect();
-    verify_index_files(repo.store(), &refs)
+    let identity = repo
+        .identity_for("verify --deep")
+        .map_err(|source| VerifyError::Repo {
+            what: format!("verifying the volume data of backup {}", manifest.name),
+            source,
+        })?;
+    verify_index_files_keyed(repo.store(), &refs, identity)
         .await
         .map_err(VerifyError::Data)
 }
@@ -796,7 +846,7 @@ mod tests {
         let files = [("ns/a", fa.path.as_path()), ("ns/b", fb.path.as_path())];
         let json = |r: &VerifyReport| serde_json::to_value(r).unwrap();
         for batch in [1, 2, 3, BATCH_REFS] {
-            let got = verify_files_in_batches(&reader, &files, batch)
+            let got = verify_files_in_batches(&reader, &files, batch, None)
                 .await
                 .unwrap();
             assert_eq!(json(&got), json(&want), "batches of {batch}");

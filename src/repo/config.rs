@@ -44,8 +44,26 @@ pub struct ChunkerParams {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Encryption {
-    /// `none`; later versions add schemes (and key parameters beside this field).
+    /// `none`, or `age-x25519-v1` (see `docs/FORMAT.md`, "Encryption").
     pub scheme: String,
+    /// Fingerprints (`sha256:` of the `age1…` string) of the recipients objects are encrypted
+    /// to: tells which identity reads this repository, without naming it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
+    /// How chunk ids are made: `hmac-sha256` (keyed) when encrypted; absent means sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_id: Option<String>,
+    /// HMAC of a fixed label under the chunk-id key: a writer with another key is refused
+    /// instead of silently writing chunks no other backup deduplicates against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_id_key_check: Option<String>,
+}
+
+impl Encryption {
+    /// Returns true if and only if objects of the repository are encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.scheme != "none"
+    }
 }
 
 impl RepoConfig {
@@ -69,14 +87,29 @@ impl RepoConfig {
             compression: "zstd".into(),
             encryption: Encryption {
                 scheme: "none".into(),
+                recipients: Vec::new(),
+                chunk_id: None,
+                chunk_id_key_check: None,
             },
         }
+    }
+
+    /// The config of a new repository encrypted with `key`.
+    pub fn new_encrypted(key: &super::crypto::WriterKey) -> Self {
+        let mut c = Self::new_default();
+        c.encryption = Encryption {
+            scheme: super::crypto::SCHEME.into(),
+            recipients: key.fingerprints(),
+            chunk_id: Some(super::crypto::CHUNK_ID_SCHEME.into()),
+            chunk_id_key_check: Some(key.chunk_key().check()),
+        };
+        c
     }
 
     /// Returns true if and only if this build can read a repository with this config.
     pub fn is_supported(&self) -> bool {
         self.format == "lifeboat"
             && self.version <= FORMAT_VERSION
-            && self.encryption.scheme == "none"
+            && (self.encryption.scheme == "none" || self.encryption.scheme == super::crypto::SCHEME)
     }
 }

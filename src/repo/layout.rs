@@ -45,6 +45,31 @@ impl Layout {
         format!("volumes/{namespace}/{pvc}.json")
     }
 
+    /// `volumes/<tag>.age`, relative to a backup's folder: a volume's index in an encrypted
+    /// repository, where the claim is named only by its keyed tag ([`Layout::claim_tag`]).
+    pub fn volume_index_sealed_in_backup(tag: &str) -> String {
+        format!("volumes/{tag}.age")
+    }
+
+    /// `backups/<name>/volumes/<tag>.age`
+    pub fn volume_index_sealed(name: &BackupName, tag: &str) -> String {
+        format!(
+            "{}{}",
+            Self::backup_dir(name),
+            Self::volume_index_sealed_in_backup(tag)
+        )
+    }
+
+    /// The keyed tag standing for claim `namespace/pvc` in an encrypted repository's keys.
+    pub fn claim_tag(key: &super::crypto::ChunkKey, namespace: &str, pvc: &str) -> String {
+        key.tag("lifeboat volume", &format!("{namespace}/{pvc}"))
+    }
+
+    /// `<index key>.writer`: the writer's view of a volume index (encrypted repositories).
+    pub fn writer_view(index_key: &str) -> String {
+        format!("{index_key}.writer")
+    }
+
     /// `resources.tar.zst`, relative to a backup's folder.
     pub const RESOURCES_FILE: &'static str = "resources.tar.zst";
 

@@ -85,6 +85,68 @@ pub struct Manifest {
     /// an object whose recorded digest was hit. Absent from manifests written before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_sha256: Option<String>,
+    /// In an encrypted repository: the fields that describe content ([`SEALED_FIELDS`]), as one
+    /// age file (base64). Opened on read when the identity is at hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
+    /// True if the manifest was read without the identity: its sealed fields are empty here.
+    #[serde(skip)]
+    pub unopened: bool,
+}
+
+/// The manifest's fields that describe content, sealed as a whole in an encrypted repository:
+/// everything under them (every field of `details`, present or added later) is encrypted.
+pub const SEALED_FIELDS: &[&str] = &["cluster", "filters", "warnings", "details"];
+/// The JSON key of [`Manifest::sealed`].
+pub(super) const SEALED_FIELD: &str = "sealed";
+
+/// Moves the [`SEALED_FIELDS`] of a manifest document into one age file (`sealed`).
+pub(super) fn seal(
+    doc: &mut serde_json::Value,
+    key: &super::crypto::WriterKey,
+) -> Result<(), super::crypto::CryptoError> {
+    use base64::Engine;
+    let Some(obj) = doc.as_object_mut() else {
+        return Ok(());
+    };
+    let mut inner = serde_json::Map::new();
+    for f in SEALED_FIELDS {
+        if let Some(v) = obj.remove(*f) {
+            inner.insert((*f).to_owned(), v);
+        }
+    }
+    let plain = serde_json::to_vec(&inner).unwrap_or_default();
+    let ct = super::crypto::encrypt_bytes(key, &plain)?;
+    obj.insert(
+        SEALED_FIELD.into(),
+        serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(ct)),
+    );
+    Ok(())
+}
+
+/// Puts the sealed fields of a manifest document back in place.
+pub(super) fn open(
+    doc: &mut serde_json::Value,
+    key: &super::crypto::ReaderKey,
+) -> Result<(), super::crypto::CryptoError> {
+    use super::crypto::CryptoError;
+    use base64::Engine;
+    let Some(obj) = doc.as_object_mut() else {
+        return Ok(());
+    };
+    let Some(sealed) = obj.get(SEALED_FIELD).and_then(|v| v.as_str()) else {
+        return Ok(());
+    };
+    let ct = base64::engine::general_purpose::STANDARD
+        .decode(sealed)
+        .map_err(|e| CryptoError::Damaged(format!("`sealed` is not base64: {e}")))?;
+    let plain = super::crypto::decrypt_bytes(key, &ct)?;
+    let inner: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&plain)
+        .map_err(|e| CryptoError::Damaged(format!("`sealed` does not hold JSON: {e}")))?;
+    for (k, v) in inner {
+        obj.insert(k, v);
+    }
+    Ok(())
 }
 
 /// The JSON key of [`Manifest::manifest_sha256`].
@@ -158,6 +220,8 @@ impl Manifest {
             warnings: Vec::new(),
             details: ManifestDetails::default(),
             manifest_sha256: None,
+            sealed: None,
+            unopened: false,
         }
     }
 

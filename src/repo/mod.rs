@@ -24,6 +24,7 @@
 pub mod alive;
 pub mod archive;
 mod config;
+pub mod crypto;
 mod details;
 mod ids;
 pub mod index;
@@ -50,7 +51,7 @@ pub use manifest::{ClusterFacts, Manifest, ObjectEntry};
 pub use names::{BackupName, NameError};
 pub use prune::{BackupSelector, PruneError, PruneOptions, PruneReport, prune};
 pub use reader::{
-    BackupListing, Completeness, IndexFile, Listed, RepoReader, Unreadable, VerifyOptions,
+    BackupListing, Completeness, IndexFile, Listed, RepoKeys, RepoReader, Unreadable, VerifyOptions,
 };
 pub use retention::{RetentionError, RetentionPolicy};
 pub use retire::{GcPhase, PhaseHook, RetireError, RetireReport};
@@ -241,6 +242,53 @@ pub enum RepoError {
         #[source]
         source: index::IndexError,
     },
+    /// The repository is encrypted and reading it needs the identity, which was not given.
+    #[error(
+        "{location} is an encrypted repository: {what} needs its identity (the location's `encryption.identity: {{ file: PATH }}` or `{{ env: VAR }}`); a writer key can write backups but never read them"
+    )]
+    IdentityNeeded {
+        /// The location.
+        location: String,
+        /// What needed it.
+        what: String,
+    },
+    /// The repository is encrypted and writing it needs the writer key.
+    #[error(
+        "{location} is an encrypted repository: writing a backup needs its writer key (the location's `encryption.writerKey: {{ file: PATH }}` or `{{ env: VAR }}`); an identity alone does not write"
+    )]
+    WriterKeyNeeded {
+        /// The location.
+        location: String,
+    },
+    /// A key was given for a repository that is not encrypted: a repository is never mixed.
+    #[error(
+        "{location} is an unencrypted repository but an encryption key is configured: a repository is created encrypted or not and never mixed; point the location at a new, empty place for encrypted backups, or remove `encryption` from it"
+    )]
+    NotEncrypted {
+        /// The location.
+        location: String,
+    },
+    /// The key given is not this repository's.
+    #[error("{location}: {what} is not this repository's key: {detail}")]
+    WrongKey {
+        /// The location.
+        location: String,
+        /// Which key.
+        what: &'static str,
+        /// What does not match.
+        detail: String,
+    },
+    /// An object of an encrypted repository does not decrypt.
+    #[error("backup {backup}: cannot decrypt {key}: {source}")]
+    Decrypt {
+        /// The backup.
+        backup: String,
+        /// The object.
+        key: String,
+        /// Why.
+        #[source]
+        source: crypto::CryptoError,
+    },
     /// A storage failure.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -272,7 +320,11 @@ impl RepoError {
     /// [`StorageError::is_location_refused`]): a configuration mistake, not a failure.
     pub fn is_location_refused(&self) -> bool {
         match self {
-            Self::ForeignLocation { .. } => true,
+            Self::ForeignLocation { .. }
+            | Self::IdentityNeeded { .. }
+            | Self::WriterKeyNeeded { .. }
+            | Self::NotEncrypted { .. }
+            | Self::WrongKey { .. } => true,
             Self::Storage(e) => e.is_location_refused(),
             _ => false,
         }

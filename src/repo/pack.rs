@@ -174,6 +174,18 @@ pub fn decode_chunk_into(
     id: &ChunkId,
     out: &mut Vec<u8>,
 ) -> Result<(), PackFormatError> {
+    decode_chunk_keyed(stored, size, id, out, None)
+}
+
+/// [`decode_chunk_into`] for a repository whose chunk ids are keyed (encrypted): the id is
+/// checked as the HMAC under `key` when given.
+pub fn decode_chunk_keyed(
+    stored: &[u8],
+    size: u32,
+    id: &ChunkId,
+    out: &mut Vec<u8>,
+    key: Option<&super::crypto::ChunkKey>,
+) -> Result<(), PackFormatError> {
     out.clear();
     if stored.len() == size as usize {
         out.extend_from_slice(stored);
@@ -193,7 +205,10 @@ pub fn decode_chunk_into(
             }
         })?;
     }
-    let actual = ChunkId::of(out);
+    let actual = match key {
+        Some(k) => k.chunk_id(out),
+        None => ChunkId::of(out),
+    };
     if &actual != id {
         return Err(PackFormatError::DigestMismatch { actual });
     }
@@ -250,8 +265,38 @@ impl PackBuilder {
         entry
     }
 
+    /// [`PackBuilder::finish`], then, in an encrypted repository, the whole pack (trailer
+    /// included) encrypted as one age file, named by the sha256 of the ciphertext. Offsets in
+    /// the trailer and indexes stay plaintext offsets; see [`super::crypto::PackCipher`].
+    pub fn finish_sealed(
+        self,
+        key: Option<&super::crypto::WriterKey>,
+    ) -> Result<FinishedPack, super::crypto::CryptoError> {
+        let Some(key) = key else {
+            return Ok(self.finish());
+        };
+        // Named by the ciphertext only: hashing the plaintext too would cost a second pass.
+        let (plain, chunks) = self.assemble();
+        let bytes = super::crypto::encrypt_bytes(key, &plain)?;
+        Ok(FinishedPack {
+            id: PackId::of(&bytes),
+            bytes: Bytes::from(bytes),
+            chunks,
+        })
+    }
+
     /// Appends trailer and footer, and names the pack.
-    pub fn finish(mut self) -> FinishedPack {
+    pub fn finish(self) -> FinishedPack {
+        let (buf, chunks) = self.assemble();
+        FinishedPack {
+            id: PackId::of(&buf),
+            bytes: Bytes::from(buf),
+            chunks,
+        }
+    }
+
+    /// The pack's bytes (chunks, trailer, footer) and what its trailer lists.
+    fn assemble(mut self) -> (Vec<u8>, Vec<PackEntry>) {
         let trailer = PackTrailer::V1 {
             chunks: self.chunks,
         };
@@ -260,13 +305,8 @@ impl PackBuilder {
         self.buf
             .extend_from_slice(&(tbytes.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(MAGIC);
-        let id = PackId::of(&self.buf);
         let PackTrailer::V1 { chunks } = trailer;
-        FinishedPack {
-            id,
-            bytes: Bytes::from(self.buf),
-            chunks,
-        }
+        (self.buf, chunks)
     }
 }
 

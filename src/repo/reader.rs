@@ -22,6 +22,24 @@ const VERIFY_RANGE: u64 = 8 * 1024 * 1024;
 pub struct RepoReader {
     store: Reader,
     config: RepoConfig,
+    keys: RepoKeys,
+}
+
+/// The keys a repository is used with: none for an unencrypted one; for an encrypted one the
+/// writer key (writes, reads nothing) and/or the identity (reads).
+#[derive(Clone, Debug, Default)]
+pub struct RepoKeys {
+    /// The writer key.
+    pub writer: Option<super::crypto::WriterKey>,
+    /// The identity.
+    pub reader: Option<super::crypto::ReaderKey>,
+}
+
+impl RepoKeys {
+    /// Returns true if and only if any key is given.
+    pub fn any(&self) -> bool {
+        self.writer.is_some() || self.reader.is_some()
+    }
 }
 
 /// One committed backup, as `list` shows it.
@@ -138,7 +156,123 @@ impl RepoReader {
                 supported: FORMAT_VERSION,
             });
         }
-        Ok(Self { store, config })
+        Ok(Self {
+            store,
+            config,
+            keys: RepoKeys::default(),
+        })
+    }
+
+    /// Opens the repository with keys: checks they are this repository's (an unencrypted
+    /// repository refuses any key, so it is never mixed). Without keys, an encrypted repository
+    /// opens too: listing and completeness need none, reading content fails naming the identity.
+    pub async fn open_with(store: Reader, keys: RepoKeys) -> Result<Self> {
+        let mut repo = Self::open(store).await?;
+        repo.set_keys(keys)?;
+        Ok(repo)
+    }
+
+    pub(super) fn set_keys(&mut self, keys: RepoKeys) -> Result<()> {
+        let enc = &self.config.encryption;
+        let location = self.store.location().to_owned();
+        if !enc.is_encrypted() {
+            if keys.any() {
+                return Err(RepoError::NotEncrypted { location });
+            }
+            return Ok(());
+        }
+        let check = enc.chunk_id_key_check.as_deref().unwrap_or_default();
+        if let Some(w) = &keys.writer {
+            if w.chunk_key().check() != check {
+                return Err(RepoError::WrongKey {
+                    location,
+                    what: "the writer key",
+                    detail:
+                        "its chunk-id key differs from the one this repository was created with"
+                            .into(),
+                });
+            }
+            if w.fingerprints() != enc.recipients {
+                return Err(RepoError::WrongKey {
+                    location,
+                    what: "the writer key",
+                    detail: format!(
+                        "its recipients {:?} differ from the repository's {:?}",
+                        w.fingerprints(),
+                        enc.recipients
+                    ),
+                });
+            }
+        }
+        if let Some(r) = &keys.reader {
+            if !enc.recipients.contains(&r.fingerprint()) {
+                return Err(RepoError::WrongKey {
+                    location,
+                    what: "the identity",
+                    detail: format!(
+                        "its public key ({}) is not among the repository's recipients {:?}: a wrong identity file?",
+                        r.fingerprint(),
+                        enc.recipients
+                    ),
+                });
+            }
+            if r.chunk_key().check() != check {
+                return Err(RepoError::WrongKey {
+                    location,
+                    what: "the identity",
+                    detail: "its chunk-id key differs from the repository's".into(),
+                });
+            }
+        }
+        self.keys = keys;
+        Ok(())
+    }
+
+    /// The keys it was opened with.
+    pub fn keys(&self) -> &RepoKeys {
+        &self.keys
+    }
+
+    /// Returns true if and only if the repository is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.config.encryption.is_encrypted()
+    }
+
+    /// The identity, for reading content; an error naming `what` if the repository is encrypted
+    /// and none was given. `None` for an unencrypted repository.
+    pub fn identity_for(&self, what: &str) -> Result<Option<&super::crypto::ReaderKey>> {
+        if !self.is_encrypted() {
+            return Ok(None);
+        }
+        self.keys
+            .reader
+            .as_ref()
+            .map(Some)
+            .ok_or_else(|| RepoError::IdentityNeeded {
+                location: self.store.location().into(),
+                what: what.into(),
+            })
+    }
+
+    /// The chunk-id key of an encrypted repository (from either key), `None` if unencrypted.
+    pub fn chunk_key(&self) -> Option<&super::crypto::ChunkKey> {
+        if !self.is_encrypted() {
+            return None;
+        }
+        self.keys
+            .writer
+            .as_ref()
+            .map(|w| w.chunk_key())
+            .or_else(|| self.keys.reader.as_ref().map(|r| r.chunk_key()))
+    }
+
+    /// The key of volume `namespace/claim`'s index in backup `name`: the claim appears only
+    /// as a keyed tag in an encrypted repository.
+    pub fn volume_index_key(&self, name: &BackupName, namespace: &str, claim: &str) -> String {
+        match self.chunk_key() {
+            Some(k) => Layout::volume_index_sealed(name, &Layout::claim_tag(k, namespace, claim)),
+            None => Layout::volume_index(name, namespace, claim),
+        }
     }
 
     /// Returns true if and only if the location holds a repository (its `lifeboat.json`),
@@ -240,7 +374,13 @@ impl RepoReader {
             }
             Err(e) => return Err(e.into()),
         };
-        parse_manifest(name, self.store.location(), &key, &bytes)
+        parse_manifest_with(
+            name,
+            self.store.location(),
+            &key,
+            &bytes,
+            self.keys.reader.as_ref(),
+        )
     }
 
     /// Every object of the backup's resource archive: downloaded, checked against the
@@ -256,6 +396,7 @@ impl RepoReader {
                 backup: backup.clone(),
                 detail: format!("the manifest lists no {}", Layout::RESOURCES_FILE),
             })?;
+        let identity = self.identity_for(&format!("reading backup {backup}'s resources"))?;
         let bytes = self.store.get(&key).await?;
         if hex::encode(Sha256::digest(&bytes)) != entry.sha256 {
             return Err(RepoError::Archive {
@@ -265,6 +406,27 @@ impl RepoReader {
                 ),
             });
         }
+        let bytes = match identity {
+            None => bytes,
+            Some(id) => {
+                let id = id.clone();
+                let k = key.clone();
+                let b = backup.clone();
+                tokio::task::spawn_blocking(move || {
+                    super::crypto::decrypt_bytes(&id, &bytes).map_err(|source| RepoError::Decrypt {
+                        backup: b,
+                        key: k,
+                        source,
+                    })
+                })
+                .await
+                .map_err(|e| RepoError::Archive {
+                    backup: backup.clone(),
+                    detail: format!("decrypting stopped: {e}"),
+                })??
+                .into()
+            }
+        };
         tokio::task::spawn_blocking(move || super::archive::decode(&bytes, &backup))
             .await
             .map_err(|e| RepoError::Archive {
@@ -282,7 +444,11 @@ impl RepoReader {
         namespace: &str,
         claim: &str,
     ) -> Result<IndexFile> {
-        let key = Layout::volume_index(&manifest.name, namespace, claim);
+        let identity = self.identity_for(&format!(
+            "reading the index of {namespace}/{claim} in backup {}",
+            manifest.name
+        ))?;
+        let key = self.volume_index_key(&manifest.name, namespace, claim);
         let entry = manifest
             .objects
             .iter()
@@ -311,7 +477,58 @@ impl RepoReader {
                 actual: copy.sha256,
             });
         }
+        if let Some(id) = identity {
+            decrypt_file_in_place(id, &copy.path)
+                .await
+                .map_err(|source| RepoError::Decrypt {
+                    backup: manifest.name.to_string(),
+                    key: key.clone(),
+                    source,
+                })?;
+        }
         Ok(IndexFile { entry, copy })
+    }
+
+    /// The writer's view of volume `namespace/claim`'s index in backup `name` (encrypted
+    /// repositories; see [`super::crypto::writer_view_passphrase`]), decrypted into a temporary
+    /// file, if the manifest lists one.
+    pub async fn writer_view(
+        &self,
+        manifest: &Manifest,
+        namespace: &str,
+        claim: &str,
+    ) -> Result<Option<IndexFile>> {
+        let Some(w) = self.keys.writer.as_ref() else {
+            return Ok(None);
+        };
+        let key = Layout::writer_view(&self.volume_index_key(&manifest.name, namespace, claim));
+        let Some(entry) = manifest.objects.iter().find(|o| o.key == key).cloned() else {
+            return Ok(None);
+        };
+        let copy = match crate::storage::download_to_temp(&*self.store, &key).await {
+            Ok(c) => c,
+            Err(StorageError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if copy.sha256 != entry.sha256 {
+            return Err(RepoError::DigestMismatch {
+                key,
+                expected: entry.sha256,
+                actual: copy.sha256,
+            });
+        }
+        let passphrase = super::crypto::writer_view_passphrase(w.chunk_key());
+        let path = copy.path.clone();
+        tokio::task::spawn_blocking(move || super::crypto::open_writer_view(&passphrase, &path))
+            .await
+            .map_err(|e| super::crypto::CryptoError::Damaged(e.to_string()))
+            .and_then(|r| r)
+            .map_err(|source| RepoError::Decrypt {
+                backup: manifest.name.to_string(),
+                key,
+                source,
+            })?;
+        Ok(Some(IndexFile { entry, copy }))
     }
 
     /// The ids of the retired packs (`retired/<pack id>`): new backups store their live chunks
@@ -390,6 +607,53 @@ impl RepoReader {
             ObjectState::Corrupt
         })
     }
+}
+
+/// Decrypts a local age file into its own place (through a sibling file).
+pub(super) async fn decrypt_file_in_place(
+    key: &super::crypto::ReaderKey,
+    path: &std::path::Path,
+) -> std::result::Result<(), super::crypto::CryptoError> {
+    let key = key.clone();
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || super::crypto::decrypt_file_in_place(&key, &path))
+        .await
+        .map_err(|e| super::crypto::CryptoError::Damaged(e.to_string()))?
+}
+
+/// [`parse_manifest`], opening the sealed fields with the identity if given.
+pub(super) fn parse_manifest_with(
+    name: &BackupName,
+    location: &str,
+    key: &str,
+    bytes: &[u8],
+    identity: Option<&super::crypto::ReaderKey>,
+) -> Result<Manifest> {
+    let sealed = serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .filter(|d| d.get(super::manifest::SEALED_FIELD).is_some());
+    let Some(mut doc) = sealed else {
+        return parse_manifest(name, location, key, bytes);
+    };
+    // The digest (over the stored, sealed document) first, as for any manifest.
+    let mut m = parse_manifest(name, location, key, bytes)?;
+    let Some(id) = identity else {
+        m.unopened = true;
+        return Ok(m);
+    };
+    super::manifest::open(&mut doc, id).map_err(|source| RepoError::Decrypt {
+        backup: name.to_string(),
+        key: format!("{key} (its sealed fields)"),
+        source,
+    })?;
+    // Checked above over the stored (sealed) document; the opened one has another digest.
+    if let Some(o) = doc.as_object_mut() {
+        o.remove(super::manifest::DIGEST_FIELD);
+    }
+    let opened = serde_json::to_vec(&doc).unwrap_or_default();
+    let mut opened = parse_manifest(name, location, key, &opened)?;
+    opened.manifest_sha256 = m.manifest_sha256;
+    Ok(opened)
 }
 
 /// Parses a manifest; an error names the backup and, where the JSON is well-formed but a field

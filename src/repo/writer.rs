@@ -7,7 +7,9 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::index::{IndexError, VolumeIndex, read_header};
-use super::{BackupName, Layout, Manifest, ObjectEntry, RepoConfig, RepoError, RepoReader, Result};
+use super::{
+    BackupName, Layout, Manifest, ObjectEntry, RepoConfig, RepoError, RepoKeys, RepoReader, Result,
+};
 use crate::storage::{PutOutcome, TransferOptions, Writer};
 
 /// A repository opened for writing.
@@ -22,6 +24,13 @@ impl RepoWriter {
     /// Two writers initialising at once agree: the create is conditional and the loser reads
     /// the winner's config.
     pub async fn open_or_init(store: Writer) -> Result<Self> {
+        Self::open_or_init_with(store, RepoKeys::default()).await
+    }
+
+    /// [`RepoWriter::open_or_init`] with keys: a new repository is created encrypted exactly
+    /// when a writer key is given; an existing one must match (never mixed). Writing an
+    /// encrypted repository needs the writer key.
+    pub async fn open_or_init_with(store: Writer, keys: RepoKeys) -> Result<Self> {
         // A fresh container or directory is created; credentials that may write blobs but not
         // create containers (a pre-created container) are fine too.
         match store.create_location().await {
@@ -48,7 +57,10 @@ impl RepoWriter {
                 found,
             });
         }
-        let config = RepoConfig::new_default();
+        let config = match &keys.writer {
+            Some(w) => RepoConfig::new_encrypted(w),
+            None => RepoConfig::new_default(),
+        };
         let body = serde_json::to_vec_pretty(&config).expect("RepoConfig serializes");
         match store
             .put_if_absent(Layout::CONFIG, Bytes::from(body))
@@ -59,7 +71,12 @@ impl RepoWriter {
             }
             PutOutcome::AlreadyExists => {}
         }
-        let reader = RepoReader::open(store.reader()).await?;
+        let reader = RepoReader::open_with(store.reader(), keys).await?;
+        if reader.is_encrypted() && reader.keys().writer.is_none() {
+            return Err(RepoError::WriterKeyNeeded {
+                location: store.location().into(),
+            });
+        }
         Ok(Self { store, reader })
     }
 
@@ -80,6 +97,11 @@ impl RepoWriter {
         let heartbeat = super::alive::start(&self.store, &name, super::alive::INTERVAL).await?;
         Ok(BackupWriter {
             store: self.store.clone(),
+            key: self
+                .reader
+                .is_encrypted()
+                .then(|| self.reader.keys().writer.clone())
+                .flatten(),
             name,
             objects: Vec::new(),
             packs: Vec::new(),
@@ -91,6 +113,8 @@ impl RepoWriter {
 /// A backup being written. Until [`BackupWriter::commit`] it does not exist for readers.
 pub struct BackupWriter {
     store: Writer,
+    /// The writer key of an encrypted repository: every object is encrypted to it.
+    key: Option<super::crypto::WriterKey>,
     name: BackupName,
     objects: Vec<ObjectEntry>,
     packs: Vec<ObjectEntry>,
@@ -107,6 +131,16 @@ impl BackupWriter {
     /// Stores `backups/<name>/<relative>`, recording its size and digest for the manifest.
     pub async fn put(&mut self, relative: &str, data: Bytes) -> Result<ObjectEntry> {
         let key = format!("{}{relative}", Layout::backup_dir(&self.name));
+        let data = match &self.key {
+            Some(k) => Bytes::from(super::crypto::encrypt_bytes(k, &data).map_err(|source| {
+                RepoError::Decrypt {
+                    backup: self.name.to_string(),
+                    key: key.clone(),
+                    source,
+                }
+            })?),
+            None => data,
+        };
         let entry = ObjectEntry {
             key: key.clone(),
             size: data.len() as u64,
@@ -140,7 +174,34 @@ impl BackupWriter {
         opts: &TransferOptions,
     ) -> Result<ObjectEntry> {
         let key = format!("{}{relative}", Layout::backup_dir(&self.name));
-        let outcome = self.store.put_file_if_absent(&key, path, opts).await?;
+        // Encrypted to a sibling temporary file, streaming; the manifest records the stored
+        // (encrypted) bytes, which is what a reader without the identity can check.
+        let mut sealed = None;
+        let (path, size, sha256) = match &self.key {
+            None => (path.to_owned(), size, sha256),
+            Some(k) => {
+                let dir = tempfile::tempdir().map_err(|source| RepoError::File {
+                    path: "a temporary directory".into(),
+                    source,
+                })?;
+                let dst = dir.path().join("sealed.age");
+                let (k, src, d) = (k.clone(), path.to_owned(), dst.clone());
+                let (n, digest) =
+                    tokio::task::spawn_blocking(move || super::crypto::encrypt_file(&k, &src, &d))
+                        .await
+                        .map_err(|e| super::crypto::CryptoError::Encrypt(e.to_string()))
+                        .and_then(|r| r)
+                        .map_err(|source| RepoError::Decrypt {
+                            backup: self.name.to_string(),
+                            key: key.clone(),
+                            source,
+                        })?;
+                sealed = Some(dir);
+                (dst, n, digest)
+            }
+        };
+        let outcome = self.store.put_file_if_absent(&key, &path, opts).await?;
+        drop(sealed);
         self.create(&key, outcome)?;
         let entry = ObjectEntry { key, size, sha256 };
         self.objects.push(entry.clone());
@@ -181,12 +242,15 @@ impl BackupWriter {
         pvc: &str,
         index: &VolumeIndex,
     ) -> Result<ObjectEntry> {
-        let entry = self
-            .put(
-                &Layout::volume_index_in_backup(namespace, pvc),
-                Bytes::from(index.to_json()),
-            )
-            .await?;
+        let relative = match &self.key {
+            Some(k) => Layout::volume_index_sealed_in_backup(&Layout::claim_tag(
+                k.chunk_key(),
+                namespace,
+                pvc,
+            )),
+            None => Layout::volume_index_in_backup(namespace, pvc),
+        };
+        let entry = self.put(&relative, Bytes::from(index.to_json())).await?;
         for pack in index.pack_entries() {
             self.reference_pack(pack);
         }
@@ -203,9 +267,39 @@ impl BackupWriter {
         pvc: &str,
         sha256: &str,
     ) -> Result<ObjectEntry> {
-        let relative = Layout::volume_index_in_backup(namespace, pvc);
-        let (entry, file) = self.adopt(&relative, sha256).await?;
-        let header = std::fs::File::open(&file.path)
+        let Some(k) = self.key.clone() else {
+            let relative = Layout::volume_index_in_backup(namespace, pvc);
+            let (entry, file) = self.adopt(&relative, sha256).await?;
+            return self.reference_packs_of(entry, &file.path);
+        };
+        // Encrypted: the index is checked against the reported digest, and its pack table is
+        // read from the writer's view the mover stored beside it.
+        let tag = Layout::claim_tag(k.chunk_key(), namespace, pvc);
+        let relative = Layout::volume_index_sealed_in_backup(&tag);
+        let (entry, _) = self.adopt(&relative, sha256).await?;
+        let view_key = Layout::writer_view(&entry.key);
+        let view = crate::storage::download_to_temp(&*self.store, &view_key).await?;
+        self.objects.push(ObjectEntry {
+            key: view_key.clone(),
+            size: view.size,
+            sha256: view.sha256.clone(),
+        });
+        let passphrase = super::crypto::writer_view_passphrase(k.chunk_key());
+        let path = view.path.clone();
+        tokio::task::spawn_blocking(move || super::crypto::open_writer_view(&passphrase, &path))
+            .await
+            .map_err(|e| super::crypto::CryptoError::Damaged(e.to_string()))
+            .and_then(|r| r)
+            .map_err(|source| RepoError::Decrypt {
+                backup: self.name.to_string(),
+                key: view_key,
+                source,
+            })?;
+        self.reference_packs_of(entry, &view.path)
+    }
+
+    fn reference_packs_of(&mut self, entry: ObjectEntry, index: &Path) -> Result<ObjectEntry> {
+        let header = std::fs::File::open(index)
             .map_err(IndexError::Io)
             .and_then(|f| read_header(std::io::BufReader::new(f)))
             .map_err(|source| RepoError::Index {
@@ -275,11 +369,34 @@ impl BackupWriter {
         // Hashed as a reader will see it: parsed back from text. `to_value` would keep each
         // float exactly, while parsing its text may land one ulp away (serde_json's fast float
         // parsing), and the digests would differ.
+        draft.sealed = None;
         let unsigned = serde_json::to_vec(&draft).expect("Manifest serializes");
-        let doc: serde_json::Value =
+        let mut doc: serde_json::Value =
             serde_json::from_slice(&unsigned).expect("a serialized Manifest parses");
-        draft.manifest_sha256 = Some(super::manifest::content_sha256(&doc));
-        let body = Bytes::from(serde_json::to_vec_pretty(&draft).expect("Manifest serializes"));
+        if let Some(k) = &self.key {
+            super::manifest::seal(&mut doc, k).map_err(|source| RepoError::Decrypt {
+                backup: self.name.to_string(),
+                key: Layout::manifest(&self.name),
+                source,
+            })?;
+            draft.sealed = doc
+                .get(super::manifest::SEALED_FIELD)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned);
+        }
+        let digest = super::manifest::content_sha256(&doc);
+        draft.manifest_sha256 = Some(digest.clone());
+        if let Some(o) = doc.as_object_mut() {
+            o.insert(
+                super::manifest::DIGEST_FIELD.into(),
+                serde_json::Value::String(digest),
+            );
+        }
+        let body = if self.key.is_some() {
+            Bytes::from(serde_json::to_vec_pretty(&doc).expect("Manifest serializes"))
+        } else {
+            Bytes::from(serde_json::to_vec_pretty(&draft).expect("Manifest serializes"))
+        };
         let key = Layout::manifest(&self.name);
         let put_error = match self.store.put_if_absent(&key, body.clone()).await {
             Ok(PutOutcome::Created) => return Ok(draft),

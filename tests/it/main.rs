@@ -3,6 +3,7 @@
 mod backup;
 mod cli;
 mod demo;
+mod encryption;
 mod prune;
 mod real;
 mod restore;

@@ -27,7 +27,7 @@ use crate::config::{Location, VolumesConfig};
 use crate::filter::Filters;
 use crate::mover::JobReport;
 use crate::mover::credentials::{CredentialsError, MoverCredentials, Need};
-use crate::repo::{RepoReader, VolumeRecord, VolumeStatus};
+use crate::repo::{Layout, RepoReader, VolumeRecord, VolumeStatus};
 
 /// Shared by the volumes of one backup.
 pub struct VolumeContext<'a> {
@@ -61,7 +61,10 @@ pub struct VolumesOutcome {
 
 /// The newest committed backup holding a completed copy of each volume: the parent of its next
 /// backup (its chunks are not uploaded again, unchanged files are not read).
-async fn parents(repo: &RepoReader) -> BTreeMap<(String, String), String> {
+async fn parents(
+    repo: &RepoReader,
+    claims: &[(String, String)],
+) -> BTreeMap<(String, String), String> {
     let mut newest: BTreeMap<(String, String), (jiff::Timestamp, String)> = BTreeMap::new();
     // A backup whose manifest cannot be read is no parent; it must not make every volume full.
     let listings = match repo.list_readable().await {
@@ -73,11 +76,25 @@ async fn parents(repo: &RepoReader) -> BTreeMap<(String, String), String> {
     };
     for l in listings {
         let m = &l.manifest;
-        for v in m.volumes() {
-            if v.status != VolumeStatus::Completed {
-                continue;
-            }
-            let key = (v.namespace.clone(), v.pvc.clone());
+        let completed: Vec<(String, String)> = if m.unopened {
+            // Encrypted, read with the writer key: the volume records are sealed, but a claim
+            // whose writer's view (a keyed name) the manifest lists was completed.
+            claims
+                .iter()
+                .filter(|(ns, pvc)| {
+                    let view = Layout::writer_view(&repo.volume_index_key(&m.name, ns, pvc));
+                    m.objects.iter().any(|o| o.key == view)
+                })
+                .cloned()
+                .collect()
+        } else {
+            m.volumes()
+                .iter()
+                .filter(|v| v.status == VolumeStatus::Completed)
+                .map(|v| (v.namespace.clone(), v.pvc.clone()))
+                .collect()
+        };
+        for key in completed {
             if newest.get(&key).is_none_or(|(t, _)| *t < m.started_at) {
                 newest.insert(key, (m.started_at, m.name.to_string()));
             }
@@ -152,7 +169,12 @@ pub async fn back_up(
     .await?;
     let found = discover::claims(ctx.client, filters, ctx.settings).await?;
     check_credentials(ctx, &found.claims).await?;
-    let parents = parents(repo).await;
+    let names: Vec<(String, String)> = found
+        .claims
+        .iter()
+        .map(|c| (c.namespace.clone(), c.name.clone()))
+        .collect();
+    let parents = parents(repo, &names).await;
     tracing::info!(
         volumes = found.claims.len(),
         refused = found.refused.len(),

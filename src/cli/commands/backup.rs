@@ -70,7 +70,8 @@ async fn take(
     let store = storage::open_writer(location, loc)
         .with_context(|| format!("opening location {location:?} for writing"))?;
     progressed.step("location opened");
-    let repo = RepoWriter::open_or_init(store)
+    let keys = super::location_keys(location, loc)?;
+    let repo = RepoWriter::open_or_init_with(store, keys)
         .await
         .with_context(|| format!("opening the repository in {location:?}"))?;
     progressed.step("repository opened");
@@ -209,6 +210,19 @@ pub(super) fn absolute(location: &crate::config::Location) -> crate::config::Loc
         && let Ok(abs) = std::path::absolute(&local.path)
     {
         local.path = abs;
+    }
+    // Key files too: the mover pod reads the key the location names.
+    if let Some(enc) = &mut location.encryption {
+        for src in [&mut enc.writer_key, &mut enc.identity]
+            .into_iter()
+            .flatten()
+        {
+            if let crate::config::KeySource::File { file } = src
+                && let Ok(abs) = std::path::absolute(&*file)
+            {
+                *file = abs;
+            }
+        }
     }
     location
 }

@@ -17,6 +17,7 @@ pub async fn run(ctx: &Context, a: DemoArgs) -> anyhow::Result<Exit> {
         azurite: a.azurite.clone(),
         workdir: a.workdir.clone(),
         lifeboat_bin: bin,
+        encrypted: a.encrypted,
     };
     if let Some(url) = &a.azurite {
         match url::Url::parse(url) {

@@ -12,6 +12,9 @@ use crate::repo::BackupName;
 pub async fn run(ctx: &Context, args: DescribeArgs) -> anyhow::Result<Exit> {
     let name = BackupName::new(&args.name).map_err(|e| UsageError(e.to_string()))?;
     let (location, repo) = open_repo_reader(ctx, args.location.as_deref()).await?;
+    if args.details {
+        repo.identity_for("describe --details")?;
+    }
     let m = repo
         .manifest(&name)
         .await

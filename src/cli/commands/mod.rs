@@ -4,6 +4,7 @@ pub mod backup;
 pub mod demo;
 pub mod describe;
 pub mod doctor;
+pub mod key;
 pub mod list;
 pub mod mover;
 pub mod prune;
@@ -26,10 +27,21 @@ pub async fn open_repo_reader(
     let (name, loc) = ctx.config.location(location)?;
     let store =
         storage::open_reader(name, loc).with_context(|| format!("opening location {name:?}"))?;
-    let repo = RepoReader::open(store)
+    let keys = location_keys(name, loc)?;
+    let repo = RepoReader::open_with(store, keys)
         .await
         .with_context(|| format!("reading location {name:?}"))?;
     Ok((name.to_owned(), repo))
+}
+
+/// The keys the location's `encryption:` names (none if it names none): a key that cannot be
+/// read or parsed is a configuration error (exit 2).
+pub fn location_keys(
+    name: &str,
+    loc: &crate::config::Location,
+) -> anyhow::Result<crate::repo::RepoKeys> {
+    crate::mover::location_keys(loc)
+        .map_err(|e| super::UsageError(format!("location {name:?}: {e}")).into())
 }
 
 /// Writes the outcome of backup `name` to ConfigMap `lifeboat-status` in `namespace`, with an

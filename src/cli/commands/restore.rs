@@ -87,9 +87,12 @@ pub async fn run(ctx: &Context, a: RestoreArgs) -> anyhow::Result<Exit> {
     // Read-only whatever the config says: the storage layer hands out a Reader only.
     let store = storage::open_reader(location, loc)
         .with_context(|| format!("opening location {location:?}"))?;
-    let repo = RepoReader::open(store)
+    let keys = super::location_keys(location, loc)?;
+    let repo = RepoReader::open_with(store, keys)
         .await
         .with_context(|| format!("reading location {location:?}"))?;
+    // Before the target cluster is touched: an encrypted repository needs the identity.
+    repo.identity_for("a restore")?;
     let connected = cluster::connect(&cluster_label, cluster_ref.map(|(_, c)| c))
         .await
         .with_context(|| format!("connecting to cluster {cluster_label:?}"))?;

@@ -155,7 +155,8 @@ async fn run_schedule(
     let store = storage::open_writer(location, loc)
         .with_context(|| format!("opening location {location:?} for writing"))?;
     progressed.step("location opened");
-    let repo = RepoWriter::open_or_init(store.clone())
+    let keys = super::location_keys(location, loc)?;
+    let repo = RepoWriter::open_or_init_with(store.clone(), keys)
         .await
         .with_context(|| format!("opening the repository in {location:?}"))?;
     progressed.step("repository opened");

@@ -13,6 +13,10 @@ use crate::repo::BackupName;
 pub async fn run(ctx: &Context, args: VerifyArgs) -> anyhow::Result<Exit> {
     let name = BackupName::new(&args.name).map_err(|e| UsageError(e.to_string()))?;
     let (location, repo) = open_repo_reader(ctx, args.location.as_deref()).await?;
+    if args.deep {
+        // Deep verification decrypts every chunk: a writer key cannot.
+        repo.identity_for("verify --deep")?;
+    }
     let manifest = repo
         .manifest(&name)
         .await

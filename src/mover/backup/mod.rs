@@ -54,6 +54,8 @@ pub struct BackupOptions {
     pub run_cache_bytes: usize,
     /// Counters the caller may poll to render progress.
     pub progress: Option<Arc<Progress>>,
+    /// The writer key of an encrypted repository: chunk ids are keyed and packs sealed with it.
+    pub seal: Option<crate::repo::crypto::WriterKey>,
 }
 
 /// When a file is taken over from the parent index without being read.
@@ -82,6 +84,7 @@ impl BackupOptions {
             unchanged: UnchangedRule::default(),
             run_cache_bytes: 64 << 20,
             progress: None,
+            seal: None,
         }
     }
 }

@@ -109,10 +109,11 @@ pub(super) fn run(
             let hashed_tx = hashed_tx.clone();
             let cache = &cache;
             let level = opts.zstd_level;
+            let chunk_key = opts.seal.as_ref().map(|k| k.chunk_key());
             std::thread::Builder::new()
                 .name("mover-hash".into())
                 .spawn_scoped(s, move || {
-                    hash_worker(&job_rx, hashed_tx, known, cache, level)
+                    hash_worker(&job_rx, hashed_tx, known, cache, level, chunk_key)
                 })
                 .map_err(|source| MoverError::Thread { source })?;
         }
@@ -129,6 +130,7 @@ pub(super) fn run(
             cache: &cache,
             level: opts.zstd_level,
             current: None,
+            seal: opts.seal.as_ref(),
             target: opts.pack_target,
             tx: pack_tx,
         };
@@ -161,6 +163,7 @@ fn hash_worker(
     known: &KnownChunks,
     cache: &Mutex<RunCache>,
     level: Option<i32>,
+    chunk_key: Option<&crate::repo::crypto::ChunkKey>,
 ) {
     loop {
         // The lock is held only to take one job, not while hashing.
@@ -170,7 +173,7 @@ fn hash_worker(
         };
         let msg = match job.work {
             Work::Events(e) => Hashed::Events(e),
-            Work::Chunk(data) => classify(data, known, cache, level),
+            Work::Chunk(data) => classify(data, known, cache, level, chunk_key),
         };
         if out.send((job.seq, msg)).is_err() {
             return;
@@ -183,8 +186,13 @@ fn classify(
     known: &KnownChunks,
     cache: &Mutex<RunCache>,
     level: Option<i32>,
+    chunk_key: Option<&crate::repo::crypto::ChunkKey>,
 ) -> Hashed {
-    let id = ChunkId::of(&data);
+    // Keyed in an encrypted repository: the id then reveals nothing about the content.
+    let id = match chunk_key {
+        Some(k) => k.chunk_id(&data),
+        None => ChunkId::of(&data),
+    };
     let size = data.len() as u32;
     match known.get(&id) {
         Ok(Some(loc)) => {
@@ -241,6 +249,8 @@ struct Packer<'a> {
     level: Option<i32>,
     /// The pack being filled and its reserved row.
     current: Option<(PackBuilder, u32)>,
+    /// The writer key of an encrypted repository: packs are sealed with it.
+    seal: Option<&'a crate::repo::crypto::WriterKey>,
     target: usize,
     tx: tokio::sync::mpsc::Sender<FinishedPack>,
 }
@@ -409,7 +419,9 @@ impl Packer<'_> {
     }
 
     fn ship(&mut self, b: PackBuilder, row: u32) -> Result<()> {
-        let p = b.finish();
+        let p = b
+            .finish_sealed(self.seal)
+            .map_err(|e| MoverError::Seal(e.to_string()))?;
         self.table.fill(
             row,
             PackRef {

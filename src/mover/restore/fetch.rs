@@ -17,7 +17,9 @@ use super::window::{RangeRead, Window};
 use super::{MoverError, RestoreStats, Result, blocking, io_err};
 use crate::mover::backup::Progress;
 use crate::mover::fsmeta::apply_meta;
-use crate::repo::pack::decode_chunk_into;
+use crate::repo::crypto::stream::HEAD_GUESS;
+use crate::repo::crypto::{PackCipher, ReaderKey, StreamError};
+use crate::repo::pack::decode_chunk_keyed;
 use crate::storage::Reader;
 
 /// What every ranged read of a restore needs.
@@ -27,26 +29,111 @@ pub(super) struct Io {
     pub(super) keys: Arc<Vec<String>>,
     pub(super) target: PathBuf,
     pub(super) progress: Option<Arc<Progress>>,
+    /// Encrypted repository: the identity and each pack's payload key, opened once.
+    pub(super) ciphers: Option<Ciphers>,
+}
+
+/// Payload keys of the packs of an encrypted repository, each opened from its header once.
+pub(super) struct Ciphers {
+    key: ReaderKey,
+    sizes: Arc<Vec<u64>>,
+    opened: tokio::sync::Mutex<HashMap<u32, Arc<PackCipher>>>,
+}
+
+impl Ciphers {
+    pub(super) fn new(key: ReaderKey, sizes: Arc<Vec<u64>>) -> Self {
+        Self {
+            key,
+            sizes,
+            opened: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The payload key of pack `row`, reading its header (a few hundred bytes) the first time.
+    async fn cipher(&self, store: &Reader, row: u32, key: &str) -> Result<Arc<PackCipher>> {
+        if let Some(c) = self.opened.lock().await.get(&row) {
+            return Ok(c.clone());
+        }
+        let size = self.sizes.get(row as usize).copied().unwrap_or(0);
+        let mut want = HEAD_GUESS.min(size);
+        let cipher = loop {
+            let head = store
+                .get_range(key, 0..want)
+                .await
+                .map_err(|source| MoverError::Fetch {
+                    pack: key.to_owned(),
+                    source,
+                })?;
+            match PackCipher::open(&self.key, &head) {
+                Ok(c) => break c,
+                Err(StreamError::NeedMore(n)) if n.min(size) > want => want = n.min(size),
+                Err(source) => {
+                    return Err(MoverError::Decrypt {
+                        pack: key.to_owned(),
+                        source,
+                    });
+                }
+            }
+        };
+        let c = Arc::new(cipher);
+        self.opened.lock().await.insert(row, c.clone());
+        Ok(c)
+    }
 }
 
 /// Fetches read `i` of `w` and writes its chunks; returns the bytes fetched and written.
 pub(super) async fn fetch_read(io: Arc<Io>, w: Arc<Window>, i: usize) -> Result<(u64, u64)> {
     let r = &w.reads[i];
     let key = &io.keys[r.pack as usize];
-    let bytes = io
-        .store
-        .get_range(key, r.start..r.end)
-        .await
-        .map_err(|source| MoverError::Fetch {
-            pack: key.clone(),
-            source,
-        })?;
-    let fetched = r.end - r.start;
+    let (bytes, fetched) = match &io.ciphers {
+        None => (
+            io.store
+                .get_range(key, r.start..r.end)
+                .await
+                .map_err(|source| MoverError::Fetch {
+                    pack: key.clone(),
+                    source,
+                })?,
+            r.end - r.start,
+        ),
+        Some(c) => {
+            // The whole STREAM segments around the range: at most 64 KiB more at each end.
+            let cipher = c.cipher(&io.store, r.pack, key).await?;
+            let size = c.sizes.get(r.pack as usize).copied().unwrap_or(0);
+            let plain = r.start..r.end;
+            let ct = cipher.ciphertext_range(&plain, size);
+            let fetched = ct.end - ct.start;
+            let sealed = io
+                .store
+                .get_range(key, ct)
+                .await
+                .map_err(|source| MoverError::Fetch {
+                    pack: key.clone(),
+                    source,
+                })?;
+            let pack = key.clone();
+            let bytes = blocking(move || {
+                cipher
+                    .decrypt_range(&sealed, &plain, size)
+                    .map_err(|source| MoverError::Decrypt { pack, source })
+            })
+            .await?;
+            (bytes, fetched)
+        }
+    };
     let written = blocking({
         let (io, w) = (io.clone(), w.clone());
         move || {
             let r = &w.reads[i];
-            write_read(&io.target, &w, r, &bytes, &io.keys[r.pack as usize])
+            let chunk_key = io.ciphers.as_ref().map(|c| c.key.chunk_key());
+            write_read(
+                &io.target,
+                &w,
+                r,
+                &bytes,
+                &io.keys[r.pack as usize],
+                chunk_key,
+            )
         }
     })
     .await?;
@@ -130,6 +217,7 @@ pub(super) fn write_read(
     r: &RangeRead,
     bytes: &Bytes,
     key: &str,
+    chunk_key: Option<&crate::repo::crypto::ChunkKey>,
 ) -> Result<u64> {
     let mut open: HashMap<u32, File> = HashMap::new();
     let mut written = 0u64;
@@ -149,7 +237,7 @@ pub(super) fn write_read(
                 .ok_or_else(|| MoverError::ShortRead {
                     pack: key.to_owned(),
                 })?;
-        decode_chunk_into(stored, u.size, &u.id, &mut plain).map_err(|source| {
+        decode_chunk_keyed(stored, u.size, &u.id, &mut plain, chunk_key).map_err(|source| {
             MoverError::CorruptChunk {
                 file: w.files[u.file as usize].rel.clone(),
                 chunk: u.id.to_hex(),

@@ -80,6 +80,9 @@ pub struct RestoreOptions {
     /// fetched, the next prepared): ~13 MB at the default of 64 Ki. A chunk used in two windows
     /// is fetched twice, and reads do not merge across windows.
     pub window_chunks: usize,
+    /// The identity of an encrypted repository: packs are decrypted range by range, and chunk
+    /// ids checked as keyed.
+    pub identity: Option<crate::repo::crypto::ReaderKey>,
 }
 
 impl Default for RestoreOptions {
@@ -90,6 +93,7 @@ impl Default for RestoreOptions {
             set_owners: None,
             progress: None,
             window_chunks: 64 << 10,
+            identity: None,
         }
     }
 }
@@ -211,6 +215,10 @@ async fn restore_checked(
             keys: tree.keys.clone(),
             target: target.clone(),
             progress: opts.progress.clone(),
+            ciphers: opts
+                .identity
+                .clone()
+                .map(|k| fetch::Ciphers::new(k, tree.sizes.clone())),
         }),
         concurrency: opts.concurrency.max(1),
         owners: opts.set_owners.unwrap_or_else(running_as_root),

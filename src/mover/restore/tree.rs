@@ -103,6 +103,8 @@ pub(super) struct Tree {
     pub(super) stream: IndexStream,
     /// Object keys of the index's pack table.
     pub(super) keys: Arc<Vec<String>>,
+    /// Stored sizes of the index's packs (encrypted packs are read by segment).
+    pub(super) sizes: Arc<Vec<u64>>,
     pub(super) target: PathBuf,
     pub(super) check: EntryCheck,
     pub(super) dirs_ok: VerifiedDirs,
@@ -131,6 +133,7 @@ impl Tree {
         Ok(Self {
             stream,
             keys: Arc::new(header.packs.iter().map(|p| p.key()).collect()),
+            sizes: Arc::new(header.packs.iter().map(|p| p.size).collect()),
             target,
             check: EntryCheck::new(header.packs.len()),
             dirs_ok: VerifiedDirs::default(),

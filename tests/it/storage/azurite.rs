@@ -76,6 +76,7 @@ async fn secondary_reads_through_rl_sas_and_refuses_writes() {
     });
     let cfg = Location {
         read_only: true,
+        encryption: None,
         local: None,
         azure: Some(loc),
     };
@@ -106,6 +107,7 @@ async fn secondary_reads_through_rl_sas_and_refuses_writes() {
     });
     let pcfg = Location {
         read_only: false,
+        encryption: None,
         local: None,
         azure: Some(ploc),
     };

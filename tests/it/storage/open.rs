@@ -23,6 +23,7 @@ async fn a_read_only_location_opens_for_reading_only() {
 async fn a_location_without_a_kind_is_a_config_error() {
     let loc = Location {
         read_only: false,
+        encryption: None,
         local: None,
         azure: None,
     };
