@@ -740,54 +740,45 @@ fn find_risks(items: &[PlanItem], target: &TargetView, risks: &mut BTreeSet<Risk
             }),
         };
     }
-    let planned_classes: BTreeSet<&str> = items
-        .iter()
-        .filter(|i| i.kind == "StorageClass" && i.action != Action::SkipRule)
-        .map(|i| i.name.as_str())
-        .collect();
-    let mut claims_by_class: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for i in writes() {
-        let classes: Vec<&str> = match (i.group.as_str(), i.kind.as_str()) {
-            ("", "PersistentVolumeClaim") => i
-                .object
-                .pointer("/spec/storageClassName")
-                .and_then(Value::as_str)
-                .into_iter()
-                .collect(),
-            ("apps", "StatefulSet") => i
-                .object
-                .pointer("/spec/volumeClaimTemplates")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|t| t.pointer("/spec/storageClassName").and_then(Value::as_str))
-                .collect(),
-            _ => vec![],
-        };
-        for c in classes {
-            if !c.is_empty() && !target.storage_classes.contains(c) && !planned_classes.contains(c)
-            {
-                claims_by_class.entry(c).or_default().push(i.display());
-            }
-        }
-    }
-    missing_attribute_classes(items, target, risks);
-    for (class, users) in claims_by_class {
+    for (class, users) in missing_classes(
+        items,
+        "StorageClass",
+        "storageClassName",
+        &target.storage_classes,
+    ) {
         risks.insert(Risk {
             kind: "storage-class-missing",
             message: format!("StorageClass {class} neither exists in the target nor is restored, and no --storage-class-map covers it; used by {}", users.join(", ")),
         });
     }
+    for (class, users) in missing_classes(
+        items,
+        "VolumeAttributesClass",
+        "volumeAttributesClassName",
+        &target.volume_attributes_classes,
+    ) {
+        risks.insert(Risk {
+            kind: "volume-attributes-class-missing",
+            message: format!("VolumeAttributesClass {class} neither exists in the target nor is restored, and no --volume-attributes-class-map covers it; claims naming it stay Pending: {}", users.join(", ")),
+        });
+    }
 }
 
-/// Claims (and StatefulSet claim templates) naming a VolumeAttributesClass that neither exists
-/// in the target nor is restored: the API server accepts them, but they never bind.
-fn missing_attribute_classes(items: &[PlanItem], target: &TargetView, risks: &mut BTreeSet<Risk>) {
+/// Classes of kind `class_kind` that claims (and StatefulSet claim templates) about to be
+/// written name in `spec.<field>` but that neither exist in the target (`existing`) nor are
+/// restored, each with who names it: the API server accepts such claims, they never bind.
+fn missing_classes<'a>(
+    items: &'a [PlanItem],
+    class_kind: &str,
+    field: &str,
+    existing: &BTreeSet<String>,
+) -> BTreeMap<&'a str, Vec<String>> {
     let planned: BTreeSet<&str> = items
         .iter()
-        .filter(|i| i.kind == "VolumeAttributesClass" && i.action != Action::SkipRule)
+        .filter(|i| i.kind == class_kind && i.action != Action::SkipRule)
         .map(|i| i.name.as_str())
         .collect();
+    let pointer = format!("/spec/{field}");
     let mut users: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for i in items
         .iter()
@@ -796,7 +787,7 @@ fn missing_attribute_classes(items: &[PlanItem], target: &TargetView, risks: &mu
         let classes: Vec<&str> = match (i.group.as_str(), i.kind.as_str()) {
             ("", "PersistentVolumeClaim") => i
                 .object
-                .pointer("/spec/volumeAttributesClassName")
+                .pointer(&pointer)
                 .and_then(Value::as_str)
                 .into_iter()
                 .collect(),
@@ -806,25 +797,17 @@ fn missing_attribute_classes(items: &[PlanItem], target: &TargetView, risks: &mu
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
-                .filter_map(|t| {
-                    t.pointer("/spec/volumeAttributesClassName")
-                        .and_then(Value::as_str)
-                })
+                .filter_map(|t| t.pointer(&pointer).and_then(Value::as_str))
                 .collect(),
             _ => vec![],
         };
         for c in classes {
-            if !target.volume_attributes_classes.contains(c) && !planned.contains(c) {
+            if !c.is_empty() && !existing.contains(c) && !planned.contains(c) {
                 users.entry(c).or_default().push(i.display());
             }
         }
     }
-    for (class, users) in users {
-        risks.insert(Risk {
-            kind: "volume-attributes-class-missing",
-            message: format!("VolumeAttributesClass {class} neither exists in the target nor is restored, and no --volume-attributes-class-map covers it; claims naming it stay Pending: {}", users.join(", ")),
-        });
-    }
+    users
 }
 
 #[cfg(test)]
