@@ -429,7 +429,7 @@ async fn a_missing_identity_and_a_flipped_ciphertext_byte_are_named_and_nothing_
 
     // The identity file is not there: a configuration error naming the file (exit 2).
     std::fs::rename(&id, r.path().join("moved.identity")).unwrap();
-    let (code, _, err) = r.restore(&[]);
+    let (code, _, err) = r.restore(&["--no-volumes"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("cannot read the key file") && err.contains("prod.identity"),
@@ -443,7 +443,7 @@ async fn a_missing_identity_and_a_flipped_ciphertext_byte_are_named_and_nothing_
     let at = bytes.len() / 2;
     bytes[at] ^= 0x01;
     std::fs::write(&archive, &bytes).unwrap();
-    let (code, _, err) = r.restore(&[]);
+    let (code, _, err) = r.restore(&["--no-volumes"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("v1") && err.contains("backups/v1/resources.tar.zst"),
@@ -516,7 +516,7 @@ async fn encrypted_backup_to_azurite_restores_from_the_read_only_secondary_with_
     // The writer key cannot restore; the identity restores from the read-only secondary.
     let out = run(&["describe", "nightly-1", "--details", "-l", "primary"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    let out = run(&["restore", "--to", "secondary", "-o", "json"]);
+    let out = run(&["restore", "--to", "secondary", "--no-volumes", "-o", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["plan"]["restorePoint"]["name"], "nightly-1");
