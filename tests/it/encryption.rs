@@ -459,29 +459,103 @@ async fn a_missing_identity_and_a_flipped_ciphertext_byte_are_named_and_nothing_
     r.secondary.cluster.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn encrypted_backup_to_azurite_restores_from_the_read_only_secondary_with_the_identity_only()
-{
-    use crate::storage::{KEY, account_sas, azurite, azurite_writer};
-    use futures::TryStreamExt;
-    let Some(base) = azurite() else { return };
-    let r = Regions::new().await;
-    let (store, container) = azurite_writer(&base, "encrypted").await;
-    let (id, w) = keys(r.path(), "az");
+/// Relative path → sha256 of every regular file under `dir`.
+fn file_digests(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    use sha2::Digest;
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                todo.push(e.path());
+            } else if t.is_file() {
+                let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+                let digest = hex::encode(sha2::Sha256::digest(std::fs::read(e.path()).unwrap()));
+                out.insert(rel, digest);
+            }
+        }
+    }
+    out
+}
+
+/// Azurite config: the primary endpoint written with the account key and the writer key, both
+/// from the environment (movers get them from `credentialsSecret`, when given); the
+/// `-secondary` endpoint read with a read+list SAS and the identity, both from files.
+fn azurite_config(r: &Regions, base: &str, container: &str, id: &Path, volumes: &str) -> String {
     let sas_file = r.path().join("secondary.sas");
-    std::fs::write(&sas_file, account_sas("rl")).unwrap();
-    let cfg = format!(
+    std::fs::write(&sas_file, crate::storage::account_sas("rl")).unwrap();
+    format!(
         "clusters:\n  primary: {{ context: primary, kubeconfig: {:?} }}\n  secondary: {{ context: secondary, kubeconfig: {:?} }}\n\
          locations:\n\
          \x20 primary:\n    azure: {{ account: devstoreaccount1, container: {container}, prefix: aks-prod, endpoint: '{base}/devstoreaccount1', auth: account-key, accountKey: {{ env: AZURITE_ACCOUNT_KEY }} }}\n    encryption: {{ writerKey: {{ env: LIFEBOAT_WRITER_KEY }} }}\n\
          \x20 dr:\n    readOnly: true\n    azure: {{ account: devstoreaccount1, container: {container}, prefix: aks-prod, endpoint: '{base}/devstoreaccount1-secondary', auth: sas, sasToken: {{ file: {sas_file:?} }} }}\n    encryption: {{ identity: {{ file: {id:?} }} }}\n\
          defaults: {{ cluster: primary, location: primary }}\n\
-         restore:\n  secondary: {{ cluster: secondary, from: dr, zoneMap: {{ eastus2-1: centralus-1 }} }}\n",
+         volumes: {{ moverImage: \"lifeboat:dev\", leaseSeconds: 3, timeoutSeconds: 120{volumes} }}\n\
+         restore:\n  secondary: {{ cluster: secondary, from: dr, zoneMap: {{ eastus2-1: centralus-1, eastus2-2: centralus-2, eastus2-3: centralus-3 }} }}\n",
         r.primary.cluster.kubeconfig_path(),
         r.secondary.cluster.kubeconfig_path(),
-    );
-    std::fs::write(r.path().join("lifeboat.yaml"), cfg).unwrap();
+    )
+}
+
+/// The must-show of issue 17 against Azurite: the demo application, objects and volume data,
+/// backed up with the writer key (which the movers get, with the account key, from the
+/// namespace's credentials Secret), restored from the read-only `-secondary` endpoint with the
+/// identity only; every file's sha256 as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn encrypted_backup_with_volume_data_to_azurite_restores_from_the_read_only_secondary_with_the_identity_only()
+ {
+    use crate::seed::post;
+    use crate::storage::{KEY, azurite, azurite_writer};
+    use futures::TryStreamExt;
+    let Some(base) = azurite() else { return };
+    let r = Regions::new().await;
+    let (store, container) = azurite_writer(&base, "encrypted").await;
+    let (id, w) = keys(r.path(), "az");
     let writer_key = std::fs::read_to_string(&w).unwrap();
+    let primary = &r.primary.client;
+    let vol0 = claim_dir(primary, "db", "data-postgres-0").await;
+    let vol1 = claim_dir(primary, "db", "data-postgres-1").await;
+    // Incompressible data around the canary, so an unencrypted pack would hold it verbatim;
+    // big enough for several chunks, plus small files and a nested directory.
+    let mut data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    data.splice(1_500_000..1_500_000, FILE_CANARY.bytes());
+    std::fs::write(vol0.join("canary.bin"), &data).unwrap();
+    std::fs::write(vol0.join("PG_VERSION"), "17\n").unwrap();
+    std::fs::create_dir_all(vol1.join("base/16384")).unwrap();
+    for i in 0..20u32 {
+        std::fs::write(
+            vol1.join(format!("base/16384/{i}")),
+            format!("page {i} ").repeat(1000 + i as usize * 37),
+        )
+        .unwrap();
+    }
+    let originals = [
+        ("data-postgres-0", file_digests(&vol0)),
+        ("data-postgres-1", file_digests(&vol1)),
+    ];
+    assert_eq!(originals[0].1.len() + originals[1].1.len(), 22);
+
+    // The primary's movers open the location with the Secret's account key and writer key.
+    let secret = serde_json::json!({
+        "metadata": {"name": "lifeboat-credentials", "labels": {"lifeboat.io/credentials": "true"}},
+        "stringData": {"AZURITE_ACCOUNT_KEY": KEY, "LIFEBOAT_WRITER_KEY": writer_key.trim()},
+    });
+    post(primary, "/api/v1/namespaces/db/secrets", secret).await;
+    std::fs::write(
+        r.path().join("lifeboat.yaml"),
+        azurite_config(
+            &r,
+            &base,
+            &container,
+            &id,
+            ", credentialsSecret: lifeboat-credentials",
+        ),
+    )
+    .unwrap();
     let run = |args: &[&str]| {
         crate::support::lifeboat_cmd(r.path(), args)
             .env("AZURITE_ACCOUNT_KEY", KEY)
@@ -489,7 +563,7 @@ async fn encrypted_backup_to_azurite_restores_from_the_read_only_secondary_with_
             .output()
             .unwrap()
     };
-    let out = run(&["backup", "--no-volumes", "--name", "nightly-1"]);
+    let out = run(&["backup", "--name", "nightly-1", "-o", "json"]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -498,14 +572,14 @@ async fn encrypted_backup_to_azurite_restores_from_the_read_only_secondary_with_
         stderr(&out)
     );
 
-    // Every stored blob, canaries looked for in clear and base64.
+    // Every stored blob, canaries looked for in clear and base64; packs were written.
     let keys: Vec<String> = store
         .list("")
         .map_ok(|m| m.key)
         .try_collect()
         .await
         .unwrap();
-    assert!(keys.len() >= 3, "{keys:?}");
+    assert!(keys.iter().any(|k| k.contains("packs/")), "{keys:?}");
     for k in &keys {
         let bytes = store.get(k).await.unwrap();
         for c in canaries() {
@@ -513,13 +587,36 @@ async fn encrypted_backup_to_azurite_restores_from_the_read_only_secondary_with_
         }
     }
 
-    // The writer key cannot restore; the identity restores from the read-only secondary.
+    // The writer key cannot read; the identity restores from the read-only secondary, whose
+    // SAS the restore hands to its movers (the restore side's config names no Secret).
     let out = run(&["describe", "nightly-1", "--details", "-l", "primary"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    let out = run(&["restore", "--to", "secondary", "--no-volumes", "-o", "json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    std::fs::write(
+        r.path().join("lifeboat.yaml"),
+        azurite_config(&r, &base, &container, &id, ""),
+    )
+    .unwrap();
+    let out =
+        crate::support::lifeboat_cmd(r.path(), &["restore", "--to", "secondary", "-o", "json"])
+            .env_remove("AZURITE_ACCOUNT_KEY")
+            .env_remove("LIFEBOAT_WRITER_KEY")
+            .output()
+            .unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}{}", stdout(&out), stderr(&out)));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stderr(&out),
+        doc["report"]
+    );
     assert_eq!(doc["plan"]["restorePoint"]["name"], "nightly-1");
+    let volumes = doc["report"]["volumes"].as_array().unwrap();
+    assert!(
+        volumes.len() == 2 && volumes.iter().all(|v| v["status"] == "restored"),
+        "{volumes:?}"
+    );
     let secret = get(&r.secondary.client, "/api/v1/namespaces/shop/secrets/creds")
         .await
         .unwrap();
@@ -528,6 +625,10 @@ async fn encrypted_backup_to_azurite_restores_from_the_read_only_secondary_with_
         secret["data"]["password"],
         base64::engine::general_purpose::STANDARD.encode(SECRET_VALUE)
     );
+    for (claim, original) in &originals {
+        let restored = claim_dir(&r.secondary.client, "db", claim).await;
+        assert_eq!(&file_digests(&restored), original, "{claim}");
+    }
     r.primary.cluster.shutdown().await.unwrap();
     r.secondary.cluster.shutdown().await.unwrap();
 }

@@ -4,13 +4,14 @@
 //! parent index ─▶ known set (sorted, spilled to disk)
 //!      └──(merge-join by path)──┐
 //! walker ──jobs (numbered)──▶ N workers: sha256, known?, zstd ──▶ packer: back in walk order,
-//!   bounded channel              bounded channel                 packs + index spool ──▶ uploads
+//!   bounded channel              bounded channel                 packs + index spool ──▶ sealer
+//!                                          (names and encrypts one pack as the next fills) ──▶ uploads
 //! ```
 //! Every queue is bounded and nothing grows with the volume: the parent index is read as a
 //! stream from a local file ([`parent`]), the new index is spooled to disk as the packer places
 //! chunks ([`crate::repo::index::IndexWriter`]), known chunks live in a sorted file with fences
 //! in memory ([`crate::mover::known`]), and in-run deduplication uses a cache of fixed size
-//! ([`pipeline`]). Memory stays near `workers × max chunk + (queue + uploads) × pack target`
+//! ([`pipeline`]). Memory stays near `workers × max chunk + (sealer + queue + uploads) × pack target`
 //! plus ~80 MB of index state, whatever the volume's size.
 
 mod messages;

@@ -1,6 +1,8 @@
 //! The backup pipeline: numbered jobs from the walker, hashed and compressed on all cores, put
 //! back in walk order by the packer, which places new chunks into packs and writes the index
-//! spool as it goes, so each chunk reference is final the moment it is placed.
+//! spool as it goes, so each chunk reference is final the moment it is placed. A full pack goes
+//! to the sealer, which names it (sha256) and, in an encrypted repository, encrypts it while the
+//! packer fills the next one: the packer is the one serial stage, so it does no whole-pack pass.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -120,6 +122,14 @@ pub(super) fn run(
         // Only workers may hold the job receiver: if they stop, the walker's send must fail.
         drop(job_rx);
         drop(hashed_tx);
+        // A rendezvous: one pack sealed while the next fills, so memory holds at most one
+        // pack more than when the packer sealed its own.
+        let (seal_tx, seal_rx) = sync_channel::<(PackBuilder, u32)>(0);
+        let seal = opts.seal.as_ref();
+        let sealer = std::thread::Builder::new()
+            .name("mover-seal".into())
+            .spawn_scoped(s, move || seal_packs(&seal_rx, seal, &pack_tx))
+            .map_err(|source| MoverError::Thread { source })?;
         let packer = Packer {
             index,
             table: PackTable::default(),
@@ -130,9 +140,8 @@ pub(super) fn run(
             cache: &cache,
             level: opts.zstd_level,
             current: None,
-            seal: opts.seal.as_ref(),
             target: opts.pack_target,
-            tx: pack_tx,
+            tx: seal_tx,
         };
         let packer = std::thread::Builder::new()
             .name("mover-pack".into())
@@ -140,8 +149,16 @@ pub(super) fn run(
             .map_err(|source| MoverError::Thread { source })?;
         let walked = Walker::new(source, opts, chunker, parent, job_tx).walk();
         let packed = packer.join().expect("packer does not panic");
+        // The packer has dropped its sender: the sealer ends once it has shipped the last pack.
+        let sealed = sealer.join().expect("sealer does not panic");
         let mut stats = walked?;
-        let (index, packs, p) = packed?;
+        // A sealing or upload failure stops the packer with `UploadStopped`: report the cause.
+        let sealed = sealed?;
+        let (index, mut table, p) = packed?;
+        for (row, pack) in sealed {
+            table.fill(row, pack);
+        }
+        let packs = table.packs;
         stats.new_chunks = p.new_chunks;
         stats.new_bytes = p.new_bytes;
         stats.new_stored_bytes = p.new_stored_bytes;
@@ -249,15 +266,14 @@ struct Packer<'a> {
     level: Option<i32>,
     /// The pack being filled and its reserved row.
     current: Option<(PackBuilder, u32)>,
-    /// The writer key of an encrypted repository: packs are sealed with it.
-    seal: Option<&'a crate::repo::crypto::WriterKey>,
     target: usize,
-    tx: tokio::sync::mpsc::Sender<FinishedPack>,
+    /// Full packs and their reserved rows, to the sealer.
+    tx: SyncSender<(PackBuilder, u32)>,
 }
 
 impl Packer<'_> {
     /// Takes hashed jobs in any order and handles them in walk order.
-    fn run(mut self, rx: Receiver<(u64, Hashed)>) -> Result<(IndexWriter, Vec<PackRef>, Placed)> {
+    fn run(mut self, rx: Receiver<(u64, Hashed)>) -> Result<(IndexWriter, PackTable, Placed)> {
         let mut placed = Placed::default();
         let mut pending: BTreeMap<u64, Hashed> = BTreeMap::new();
         let mut next = 0u64;
@@ -274,7 +290,7 @@ impl Packer<'_> {
         if let Some((b, row)) = self.current.take() {
             self.ship(b, row)?;
         }
-        Ok((self.index, self.table.packs, placed))
+        Ok((self.index, self.table, placed))
     }
 
     fn spool<T>(r: std::io::Result<T>) -> Result<T> {
@@ -419,20 +435,34 @@ impl Packer<'_> {
     }
 
     fn ship(&mut self, b: PackBuilder, row: u32) -> Result<()> {
+        self.tx
+            .send((b, row))
+            .map_err(|_| MoverError::UploadStopped)
+    }
+}
+
+/// Names (and, with a writer key, encrypts) each full pack and hands it to the uploads; returns
+/// the name of each pack's reserved row.
+fn seal_packs(
+    rx: &Receiver<(PackBuilder, u32)>,
+    seal: Option<&crate::repo::crypto::WriterKey>,
+    tx: &tokio::sync::mpsc::Sender<FinishedPack>,
+) -> Result<Vec<(u32, PackRef)>> {
+    let mut named = Vec::new();
+    for (b, row) in rx {
         let p = b
-            .finish_sealed(self.seal)
+            .finish_sealed(seal)
             .map_err(|e| MoverError::Seal(e.to_string()))?;
-        self.table.fill(
+        named.push((
             row,
             PackRef {
                 id: p.id.clone(),
                 size: p.bytes.len() as u64,
             },
-        );
-        self.tx
-            .blocking_send(p)
-            .map_err(|_| MoverError::UploadStopped)
+        ));
+        tx.blocking_send(p).map_err(|_| MoverError::UploadStopped)?;
     }
+    Ok(named)
 }
 
 /// The row in `table` of pack `row` of another table (`pack`), remembered in `seen`.
