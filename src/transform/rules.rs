@@ -228,16 +228,23 @@ fn map_string(v: Option<&mut Value>, map: &std::collections::BTreeMap<String, St
     true
 }
 
-/// Storage class names of the primary region → the secondary's: StorageClasses themselves,
-/// claims, and StatefulSet claim templates.
-pub fn map_storage_class(obj: &mut Value, ctx: &Context<'_>) -> bool {
-    let map = &ctx.mappings.storage_classes;
+/// Renames a class by `map`: the class object of `class_kind` itself, and `spec.<field>` of
+/// claims and of StatefulSet claim templates, which name it.
+fn map_class(
+    obj: &mut Value,
+    map: &std::collections::BTreeMap<String, String>,
+    class_kind: &str,
+    field: &str,
+) -> bool {
     if map.is_empty() {
         return false;
     }
+    let pointer = format!("/spec/{field}");
     match (group(obj), kind(obj)) {
-        ("storage.k8s.io", "StorageClass") => map_string(obj.pointer_mut("/metadata/name"), map),
-        ("", "PersistentVolumeClaim") => map_string(obj.pointer_mut("/spec/storageClassName"), map),
+        ("storage.k8s.io", k) if k == class_kind => {
+            map_string(obj.pointer_mut("/metadata/name"), map)
+        }
+        ("", "PersistentVolumeClaim") => map_string(obj.pointer_mut(&pointer), map),
         ("apps", "StatefulSet") => {
             let mut changed = false;
             if let Some(ts) = obj
@@ -245,7 +252,7 @@ pub fn map_storage_class(obj: &mut Value, ctx: &Context<'_>) -> bool {
                 .and_then(Value::as_array_mut)
             {
                 for t in ts {
-                    changed |= map_string(t.pointer_mut("/spec/storageClassName"), map);
+                    changed |= map_string(t.pointer_mut(&pointer), map);
                 }
             }
             changed
@@ -254,35 +261,26 @@ pub fn map_storage_class(obj: &mut Value, ctx: &Context<'_>) -> bool {
     }
 }
 
-/// VolumeAttributesClass names (Kubernetes 1.34: a claim's mutable disk parameters, such as
-/// IOPS and throughput) of the primary region → the secondary's: the classes themselves,
+/// Storage class names of the primary region → the secondary's: StorageClasses themselves,
 /// claims, and StatefulSet claim templates.
+pub fn map_storage_class(obj: &mut Value, ctx: &Context<'_>) -> bool {
+    map_class(
+        obj,
+        &ctx.mappings.storage_classes,
+        "StorageClass",
+        "storageClassName",
+    )
+}
+
+/// VolumeAttributesClass names (Kubernetes 1.34: a claim's mutable disk parameters, such as
+/// IOPS and throughput) of the primary region → the secondary's, wherever they are named.
 pub fn map_volume_attributes_class(obj: &mut Value, ctx: &Context<'_>) -> bool {
-    let map = &ctx.mappings.volume_attributes_classes;
-    if map.is_empty() {
-        return false;
-    }
-    match (group(obj), kind(obj)) {
-        ("storage.k8s.io", "VolumeAttributesClass") => {
-            map_string(obj.pointer_mut("/metadata/name"), map)
-        }
-        ("", "PersistentVolumeClaim") => {
-            map_string(obj.pointer_mut("/spec/volumeAttributesClassName"), map)
-        }
-        ("apps", "StatefulSet") => {
-            let mut changed = false;
-            if let Some(ts) = obj
-                .pointer_mut("/spec/volumeClaimTemplates")
-                .and_then(Value::as_array_mut)
-            {
-                for t in ts {
-                    changed |= map_string(t.pointer_mut("/spec/volumeAttributesClassName"), map);
-                }
-            }
-            changed
-        }
-        _ => false,
-    }
+    map_class(
+        obj,
+        &ctx.mappings.volume_attributes_classes,
+        "VolumeAttributesClass",
+        "volumeAttributesClassName",
+    )
 }
 
 const ZONE_KEYS: &[&str] = &[
