@@ -161,6 +161,29 @@ async fn a_rerun_after_a_failed_fill_fills_the_claim_then_creates_its_workload_a
     assert_eq!(leftovers(secondary).await, Vec::<String>::new());
 }
 
+/// lifeboat's temporary Jobs in the secondary's `db` namespace.
+const TEMPORARY_JOBS: &str =
+    "/apis/batch/v1/namespaces/db/jobs?labelSelector=lifeboat.io%2Ftemporary%3Dtrue";
+
+/// Starts `restore --to secondary` and SIGKILLs it once a mover Job exists in the secondary:
+/// the fills are under way.
+async fn kill_restore_during_fills(regions: &Regions) {
+    let secondary = &regions.secondary.client;
+    let mut child = crate::support::lifeboat_cmd(regions.path(), &["restore", "--to", "secondary"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("a mover Job", || async {
+        get(secondary, TEMPORARY_JOBS)
+            .await
+            .filter(|l| !l["items"].as_array().unwrap().is_empty())
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restore_killed_during_fills_with_its_jobs_deleted_is_finished_by_a_rerun() {
     let regions = Regions::new().await;
@@ -173,21 +196,7 @@ async fn a_restore_killed_during_fills_with_its_jobs_deleted_is_finished_by_a_re
     regions.replicate_all(9).await;
 
     let secondary = &regions.secondary.client;
-    let mut child = crate::support::lifeboat_cmd(regions.path(), &["restore", "--to", "secondary"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Killed once a mover Job exists: the fills are under way.
-    let jobs = "/apis/batch/v1/namespaces/db/jobs?labelSelector=lifeboat.io%2Ftemporary%3Dtrue";
-    eventually("a mover Job", || async {
-        get(secondary, jobs)
-            .await
-            .filter(|l| !l["items"].as_array().unwrap().is_empty())
-    })
-    .await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_restore_during_fills(&regions).await;
     // Killed before its data was in: the claims are marked unfinished, no workload exists.
     let mut pending = 0;
     for pvc in ["data-postgres-0", "data-postgres-1"] {
@@ -207,7 +216,7 @@ async fn a_restore_killed_during_fills_with_its_jobs_deleted_is_finished_by_a_re
         .is_none()
     );
     // Its Jobs lost (deleted, as a node drain or an operator might).
-    let list = get(secondary, jobs).await.unwrap();
+    let list = get(secondary, TEMPORARY_JOBS).await.unwrap();
     for j in list["items"].as_array().unwrap() {
         let name = j["metadata"]["name"].as_str().unwrap();
         let req = http::Request::delete(format!(
@@ -247,20 +256,7 @@ async fn a_run_with_no_claims_to_fill_sweeps_the_lapsed_mover_jobs_of_a_killed_o
     regions.replicate_all(3).await;
 
     let secondary = &regions.secondary.client;
-    let mut child = crate::support::lifeboat_cmd(regions.path(), &["restore", "--to", "secondary"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let jobs = "/apis/batch/v1/namespaces/db/jobs?labelSelector=lifeboat.io%2Ftemporary%3Dtrue";
-    eventually("a mover Job", || async {
-        get(secondary, jobs)
-            .await
-            .filter(|l| !l["items"].as_array().unwrap().is_empty())
-    })
-    .await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_restore_during_fills(&regions).await;
     assert!(!leftovers(secondary).await.is_empty());
     // Nobody renews the killed run's leases (3 s).
     eventually("the killed run's leases to lapse", || async {
