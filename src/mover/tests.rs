@@ -998,3 +998,50 @@ async fn a_mostly_garbage_pack_is_retired_and_later_backups_store_its_live_chunk
     assert_eq!(again.markers_cleared, report.retired);
     assert!(retired_packs(&store).await.is_empty());
 }
+
+// --- encrypted packs -----------------------------------------------------------------------
+
+#[tokio::test]
+async fn encrypted_packs_hold_their_chunks_in_shuffled_order_and_restore_whole() {
+    let src = tempfile::tempdir().unwrap();
+    dataset::generate(src.path(), &Spec::small()).unwrap();
+    let store = memory();
+    let (identity, writer) = crate::repo::crypto::generate().unwrap();
+    let mut opts = options(Some(3));
+    opts.seal = Some(writer);
+    let out = backup_from(src.path(), &store, opts, None).await;
+    assert!(out.stats.packs_written.len() > 1, "several packs");
+
+    // Walk order is the order chunks were added: in some pack it is no longer the offsets'.
+    let mut last: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut out_of_order = 0;
+    let mut seen = std::collections::HashSet::new();
+    for f in out.index.files() {
+        for c in &f.chunks {
+            if !seen.insert(c.id) {
+                continue;
+            }
+            if last.get(&c.pack).is_some_and(|&o| c.offset < o) {
+                out_of_order += 1;
+            }
+            last.insert(c.pack, c.offset);
+        }
+    }
+    assert!(out_of_order > 0, "chunks are laid out shuffled");
+
+    let dst = tempfile::tempdir().unwrap();
+    restore_volume(
+        store.reader(),
+        Arc::new(out.index.clone()),
+        dst.path().to_owned(),
+        RestoreOptions {
+            concurrency: 3,
+            max_range: 256 << 10,
+            identity: Some(identity),
+            ..RestoreOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(tree(dst.path()), tree(src.path()));
+}

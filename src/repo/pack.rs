@@ -220,6 +220,18 @@ pub fn decode_chunk_keyed(
 pub struct PackBuilder {
     buf: Vec<u8>,
     chunks: Vec<PackEntry>,
+    /// Set by [`PackBuilder::shuffle`]: where each chunk of `chunks` lies in `buf` (its
+    /// entry's offset is then its place in the finished pack).
+    appended_at: Option<Vec<u32>>,
+}
+
+/// A chunk moved by [`PackBuilder::shuffle`]: where it was appended, where the pack holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    /// Offset it was given by [`PackBuilder::add`].
+    pub from: u32,
+    /// Offset in the finished pack.
+    pub to: u32,
 }
 
 /// A finished pack: its bytes, id and listing.
@@ -239,6 +251,7 @@ impl PackBuilder {
         Self {
             buf: Vec::with_capacity(capacity),
             chunks: Vec::new(),
+            appended_at: None,
         }
     }
 
@@ -247,13 +260,22 @@ impl PackBuilder {
         self.buf.len()
     }
 
+    /// The chunks added, where they lie (in the finished pack, once shuffled).
+    pub fn entries(&self) -> &[PackEntry] {
+        &self.chunks
+    }
+
     /// Returns true if and only if no chunk was added.
     pub fn is_empty(&self) -> bool {
         self.chunks.is_empty()
     }
 
-    /// Appends a chunk in its stored form; returns where it lies.
+    /// Appends a chunk in its stored form; returns where it lies (until a shuffle).
     pub fn add(&mut self, id: ChunkId, size: u32, stored: &[u8]) -> PackEntry {
+        debug_assert!(
+            self.appended_at.is_none(),
+            "no chunk is added after a shuffle"
+        );
         let entry = PackEntry {
             id,
             offset: self.buf.len() as u32,
@@ -263,6 +285,38 @@ impl PackBuilder {
         self.buf.extend_from_slice(stored);
         self.chunks.push(entry);
         entry
+    }
+
+    /// Lays the chunks out in an order drawn from `seed` (a Fisher–Yates shuffle), for an
+    /// encrypted repository (issue 17): returns every chunk's move, in the order they were
+    /// added. Only offsets are decided here; the bytes move when the pack is finished, on the
+    /// thread that seals it.
+    pub fn shuffle(&mut self, seed: u64) -> Vec<Moved> {
+        let n = self.chunks.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        let mut state = seed | 1;
+        for i in (1..n).rev() {
+            // xorshift64*: enough to scatter a few hundred chunks, and reproducible.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let r = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            order.swap(i, (r % (i as u64 + 1)) as usize);
+        }
+        let appended_at: Vec<u32> = self.chunks.iter().map(|e| e.offset).collect();
+        let mut at = 0u32;
+        for &i in &order {
+            self.chunks[i].offset = at;
+            at += self.chunks[i].length;
+        }
+        let moved = self
+            .chunks
+            .iter()
+            .zip(&appended_at)
+            .map(|(e, &from)| Moved { from, to: e.offset })
+            .collect();
+        self.appended_at = Some(appended_at);
+        moved
     }
 
     /// [`PackBuilder::finish`], then, in an encrypted repository, the whole pack (trailer
@@ -275,38 +329,80 @@ impl PackBuilder {
         let Some(key) = key else {
             return Ok(self.finish());
         };
+        // Chunks go to the cipher straight from where they were appended, in the pack's
+        // order: a shuffle costs no copy of its own.
+        let (layout, trailer) = self.layout();
+        let len = self.buf.len() + trailer.len();
+        let parts = layout
+            .iter()
+            .map(|&(from, len)| &self.buf[from..from + len])
+            .chain(std::iter::once(&trailer[..]));
+        let out = super::crypto::stream::seal_parts(key, len, parts)?;
         // Named by the ciphertext only: hashing the plaintext too would cost a second pass.
-        let (plain, chunks) = self.assemble();
-        let bytes = super::crypto::encrypt_bytes(key, &plain)?;
         Ok(FinishedPack {
-            id: PackId::of(&bytes),
-            bytes: Bytes::from(bytes),
-            chunks,
+            id: PackId::of(&out),
+            bytes: Bytes::from(out),
+            chunks: self.in_pack_order(),
         })
     }
 
     /// Appends trailer and footer, and names the pack.
-    pub fn finish(self) -> FinishedPack {
-        let (buf, chunks) = self.assemble();
+    pub fn finish(mut self) -> FinishedPack {
+        let (layout, trailer) = self.layout();
+        let mut buf = match self.appended_at.is_some() {
+            true => {
+                let mut b = Vec::with_capacity(self.buf.len() + trailer.len());
+                for (from, len) in layout {
+                    b.extend_from_slice(&self.buf[from..from + len]);
+                }
+                b
+            }
+            false => std::mem::take(&mut self.buf),
+        };
+        buf.extend_from_slice(&trailer);
         FinishedPack {
             id: PackId::of(&buf),
             bytes: Bytes::from(buf),
-            chunks,
+            chunks: self.in_pack_order(),
         }
     }
 
-    /// The pack's bytes (chunks, trailer, footer) and what its trailer lists.
-    fn assemble(mut self) -> (Vec<u8>, Vec<PackEntry>) {
-        let trailer = PackTrailer::V1 {
-            chunks: self.chunks,
+    /// Where each chunk's bytes are in `buf` and how long, in the pack's order; then the
+    /// trailer and footer's bytes.
+    fn layout(&self) -> (Vec<(usize, usize)>, Vec<u8>) {
+        let chunks = self.in_pack_order();
+        let layout = match &self.appended_at {
+            None => vec![(0, self.buf.len())],
+            Some(at) => {
+                let mut by_place: Vec<(u32, usize)> = self
+                    .chunks
+                    .iter()
+                    .zip(at)
+                    .map(|(e, &from)| (e.offset, from as usize))
+                    .collect();
+                by_place.sort_unstable();
+                by_place
+                    .into_iter()
+                    .zip(&chunks)
+                    .map(|((_, from), e)| (from, e.length as usize))
+                    .collect()
+            }
         };
-        let tbytes = serde_json::to_vec(&trailer).expect("trailer serializes");
-        self.buf.extend_from_slice(&tbytes);
-        self.buf
-            .extend_from_slice(&(tbytes.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(MAGIC);
-        let PackTrailer::V1 { chunks } = trailer;
-        (self.buf, chunks)
+        let trailer = PackTrailer::V1 { chunks };
+        let mut tbytes = serde_json::to_vec(&trailer).expect("trailer serializes");
+        let tlen = tbytes.len() as u32;
+        tbytes.extend_from_slice(&tlen.to_le_bytes());
+        tbytes.extend_from_slice(MAGIC);
+        (layout, tbytes)
+    }
+
+    /// The entries as the trailer lists them: by offset.
+    fn in_pack_order(&self) -> Vec<PackEntry> {
+        let mut chunks = self.chunks.clone();
+        if self.appended_at.is_some() {
+            chunks.sort_unstable_by_key(|e| e.offset);
+        }
+        chunks
     }
 }
 
@@ -338,6 +434,37 @@ mod tests {
         for (e, data) in t.chunks().iter().zip([&text[..], &noise[..]]) {
             let stored = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
             assert_eq!(decode_chunk(stored, e.size, &e.id).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn a_shuffled_pack_holds_every_chunk_where_its_move_says() {
+        let chunks: Vec<Vec<u8>> = (0..40u32)
+            .map(|i| (0..(100 + i * 37)).map(|j| (i * 7 + j) as u8).collect())
+            .collect();
+        let mut b = PackBuilder::with_capacity(1 << 16);
+        for data in &chunks {
+            b.add(ChunkId::of(data), data.len() as u32, data);
+        }
+        let moved = b.shuffle(0x5eed);
+        assert_eq!(moved.len(), chunks.len());
+        assert!(
+            moved.windows(2).any(|w| w[1].to < w[0].to),
+            "the order changed: {moved:?}"
+        );
+        let p = b.finish();
+        let t = read_trailer(&p.bytes).unwrap();
+        assert!(
+            t.chunks()
+                .windows(2)
+                .all(|w| w[0].offset + w[0].length == w[1].offset),
+            "the trailer lists the chunks in pack order, back to back"
+        );
+        for (m, data) in moved.iter().zip(&chunks) {
+            let at = m.to as usize;
+            assert_eq!(&p.bytes[at..at + data.len()], &data[..]);
+            let e = t.chunks().iter().find(|e| e.offset == m.to).unwrap();
+            assert_eq!(e.id, ChunkId::of(data));
         }
     }
 

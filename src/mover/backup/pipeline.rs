@@ -1,8 +1,10 @@
 //! The backup pipeline: numbered jobs from the walker, hashed and compressed on all cores, put
 //! back in walk order by the packer, which places new chunks into packs and writes the index
-//! spool as it goes, so each chunk reference is final the moment it is placed. A full pack goes
-//! to the sealer, which names it (sha256) and, in an encrypted repository, encrypts it while the
-//! packer fills the next one: the packer is the one serial stage, so it does no whole-pack pass.
+//! spool as it goes. In an encrypted repository a full pack's chunks are then laid out in a
+//! keyed random order (issue 17) and the references into it already spooled are moved there.
+//! A full pack goes to the sealer, which names it (sha256) and, in an encrypted repository,
+//! encrypts it while the packer fills the next one: the packer is the one serial stage, so it
+//! does no whole-pack pass over the bytes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -16,8 +18,13 @@ use super::messages::{Event, Job, Work};
 use super::parent::ParentCursor;
 use super::walk::Walker;
 use super::{BackupOptions, BackupStats};
+use crate::repo::crypto::ChunkKey;
 use crate::repo::index::{ChunkRef, IndexWriter, PackRef, WrittenIndex};
 use crate::repo::pack::{FinishedPack, PackBuilder, encode_chunk};
+
+/// References into the open pack, remembered until it is shuffled: beyond this many (one chunk
+/// repeated all over a volume), the pack is closed early to keep memory bounded.
+const MAX_OPEN_REFS: usize = 1 << 20;
 
 enum Hashed {
     /// In the repository already.
@@ -68,6 +75,13 @@ impl RunCache {
 
     fn get(&self, id: &ChunkId) -> Option<(u32, u32, u32)> {
         self.young.get(id).or_else(|| self.old.get(id)).copied()
+    }
+
+    /// A chunk of a pack whose chunks were shuffled: its new place, if still remembered.
+    fn relocate(&mut self, id: &ChunkId, at: (u32, u32, u32)) {
+        if let Some(v) = self.young.get_mut(id).or_else(|| self.old.get_mut(id)) {
+            *v = at;
+        }
     }
 
     fn insert(&mut self, id: ChunkId, at: (u32, u32, u32)) {
@@ -141,6 +155,8 @@ pub(super) fn run(
             level: opts.zstd_level,
             current: None,
             target: opts.pack_target,
+            order_key: opts.seal.as_ref().map(|k| k.chunk_key()),
+            open_refs: Vec::new(),
             tx: seal_tx,
         };
         let packer = std::thread::Builder::new()
@@ -267,6 +283,10 @@ struct Packer<'a> {
     /// The pack being filled and its reserved row.
     current: Option<(PackBuilder, u32)>,
     target: usize,
+    /// Encrypted repository: the key that orders each pack's chunks.
+    order_key: Option<&'a ChunkKey>,
+    /// With `order_key`: the spooled references into the open pack (number, offset given).
+    open_refs: Vec<(u64, u32)>,
     /// Full packs and their reserved rows, to the sealer.
     tx: SyncSender<(PackBuilder, u32)>,
 }
@@ -375,7 +395,25 @@ impl Packer<'_> {
     fn reuse(&mut self, c: ChunkRef, placed: &mut Placed) -> Result<()> {
         placed.reused_chunks += 1;
         placed.reused_bytes += u64::from(c.size);
-        Self::spool(self.index.chunk(&c))
+        let number = Self::spool(self.index.chunk(&c))?;
+        self.remember(number, &c)
+    }
+
+    /// Keeps a reference into the open pack until its chunks are shuffled.
+    fn remember(&mut self, number: u64, c: &ChunkRef) -> Result<()> {
+        let Some((_, row)) = &self.current else {
+            return Ok(());
+        };
+        if self.order_key.is_none() || c.pack != *row {
+            return Ok(());
+        }
+        self.open_refs.push((number, c.offset));
+        if self.open_refs.len() >= MAX_OPEN_REFS
+            && let Some((b, row)) = self.current.take()
+        {
+            self.ship(b, row)?;
+        }
+        Ok(())
     }
 
     /// Places a chunk unless this run stored it already (then it is referenced).
@@ -421,23 +459,58 @@ impl Packer<'_> {
         placed.new_chunks += 1;
         placed.new_bytes += u64::from(size);
         placed.new_stored_bytes += stored.len() as u64;
-        Self::spool(self.index.chunk(&ChunkRef {
+        let r = ChunkRef {
             id,
             pack: row,
             offset: e.offset,
             length: e.length,
             size,
-        }))?;
+        };
+        let number = Self::spool(self.index.chunk(&r))?;
+        self.remember(number, &r)?;
         if full && let Some((b, row)) = self.current.take() {
             self.ship(b, row)?;
         }
         Ok(())
     }
 
-    fn ship(&mut self, b: PackBuilder, row: u32) -> Result<()> {
+    fn ship(&mut self, mut b: PackBuilder, row: u32) -> Result<()> {
+        if let Some(key) = self.order_key {
+            self.shuffle(key, &mut b, row)?;
+        }
         self.tx
             .send((b, row))
             .map_err(|_| MoverError::UploadStopped)
+    }
+
+    /// Lays the full pack's chunks out in an order drawn from the chunk-id key and its chunks
+    /// (unpredictable without the key), and moves the references already spooled.
+    fn shuffle(&mut self, key: &ChunkKey, b: &mut PackBuilder, row: u32) -> Result<()> {
+        let mut ids = Vec::with_capacity(32 + 32 * b.entries().len());
+        ids.extend_from_slice(b"lifeboat pack order\0");
+        for e in b.entries() {
+            ids.extend_from_slice(&e.id.0);
+        }
+        let seed = u64::from_le_bytes(key.chunk_id(&ids).0[..8].try_into().unwrap_or_default());
+        let moved = b.shuffle(seed);
+        let to: HashMap<u32, u32> = moved.iter().map(|m| (m.from, m.to)).collect();
+        let refs = std::mem::take(&mut self.open_refs);
+        let moves = refs
+            .into_iter()
+            .map(|(number, from)| {
+                to.get(&from)
+                    .map(|&t| (number, t))
+                    .ok_or_else(|| MoverError::Internal {
+                        what: format!("a reference into pack row {row} names no chunk at {from}"),
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::spool(self.index.move_chunks(moves))?;
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        for e in b.entries() {
+            cache.relocate(&e.id, (row, e.offset, e.length));
+        }
+        Ok(())
     }
 }
 

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use super::window::{RangeRead, Window};
@@ -85,55 +84,44 @@ impl Ciphers {
 pub(super) async fn fetch_read(io: Arc<Io>, w: Arc<Window>, i: usize) -> Result<(u64, u64)> {
     let r = &w.reads[i];
     let key = &io.keys[r.pack as usize];
-    let (bytes, fetched) = match &io.ciphers {
-        None => (
-            io.store
-                .get_range(key, r.start..r.end)
-                .await
-                .map_err(|source| MoverError::Fetch {
-                    pack: key.clone(),
-                    source,
-                })?,
-            r.end - r.start,
-        ),
-        Some(c) => {
-            // The whole STREAM segments around the range: at most 64 KiB more at each end.
-            let cipher = c.cipher(&io.store, r.pack, key).await?;
-            let size = c.sizes.get(r.pack as usize).copied().unwrap_or(0);
-            let plain = r.start..r.end;
-            let ct = cipher.ciphertext_range(&plain, size);
-            let fetched = ct.end - ct.start;
-            let sealed = io
-                .store
-                .get_range(key, ct)
-                .await
-                .map_err(|source| MoverError::Fetch {
-                    pack: key.clone(),
-                    source,
-                })?;
-            let pack = key.clone();
-            let bytes = blocking(move || {
-                cipher
-                    .decrypt_range(&sealed, &plain, size)
-                    .map_err(|source| MoverError::Decrypt { pack, source })
-            })
-            .await?;
-            (bytes, fetched)
-        }
+    // An encrypted pack: the whole STREAM segments around the range (at most 64 KiB more at
+    // each end), decrypted on the thread that then writes the chunks, while still in cache.
+    let cipher = match &io.ciphers {
+        None => None,
+        Some(c) => Some((
+            c.cipher(&io.store, r.pack, key).await?,
+            c.sizes.get(r.pack as usize).copied().unwrap_or(0),
+        )),
     };
+    let want = match &cipher {
+        None => r.start..r.end,
+        Some((cipher, size)) => cipher.ciphertext_range(&(r.start..r.end), *size),
+    };
+    let fetched = want.end - want.start;
+    let bytes = io
+        .store
+        .get_range(key, want)
+        .await
+        .map_err(|source| MoverError::Fetch {
+            pack: key.clone(),
+            source,
+        })?;
     let written = blocking({
         let (io, w) = (io.clone(), w.clone());
         move || {
             let r = &w.reads[i];
+            let key = &io.keys[r.pack as usize];
             let chunk_key = io.ciphers.as_ref().map(|c| c.key.chunk_key());
-            write_read(
-                &io.target,
-                &w,
-                r,
-                &bytes,
-                &io.keys[r.pack as usize],
-                chunk_key,
-            )
+            let bytes = match cipher {
+                None => bytes,
+                Some((cipher, size)) => cipher
+                    .decrypt_range(bytes, &(r.start..r.end), size)
+                    .map_err(|source| MoverError::Decrypt {
+                        pack: key.clone(),
+                        source,
+                    })?,
+            };
+            write_read(&io.target, &w, r, &bytes, key, chunk_key)
         }
     })
     .await?;
@@ -215,7 +203,7 @@ pub(super) fn write_read(
     target: &Path,
     w: &Window,
     r: &RangeRead,
-    bytes: &Bytes,
+    bytes: &[u8],
     key: &str,
     chunk_key: Option<&crate::repo::crypto::ChunkKey>,
 ) -> Result<u64> {

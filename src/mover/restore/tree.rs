@@ -116,6 +116,8 @@ pub(super) struct Tree {
     pub(super) counts: TreeCounts,
     pub(super) window_chunks: usize,
     pub(super) max_range: u64,
+    /// Gaps between chunks of a pack this short are read through (see [`Window::plan`]).
+    pub(super) bridge: u64,
     /// Set when the restore fails elsewhere: stop preparing the window.
     pub(super) cancel: Arc<AtomicBool>,
     /// The index has been read to its end.
@@ -143,6 +145,13 @@ impl Tree {
             counts: TreeCounts::default(),
             window_chunks: opts.window_chunks.max(1),
             max_range: opts.max_range,
+            // Encrypted packs are read in whole 64 KiB segments: a gap shorter than two costs
+            // less read through than the partial segments at both ends of a second read.
+            bridge: if opts.identity.is_some() {
+                crate::repo::crypto::stream::SEGMENT_BYTES * 2
+            } else {
+                0
+            },
             cancel,
             done: false,
         })
@@ -201,7 +210,7 @@ impl Tree {
             // The file goes on in the next window, in a row of its own there.
             o.slot = None;
         }
-        w.plan(self.max_range);
+        w.plan(self.max_range, self.bridge);
         Ok(w)
     }
 

@@ -67,8 +67,9 @@ impl Window {
     }
 
     /// Groups the uses by chunk and merges contiguous chunks of a pack into ranged reads: only
-    /// the bytes needed are fetched, and each distinct chunk of the window once.
-    pub(super) fn plan(&mut self, max_range: u64) {
+    /// the bytes needed are fetched (and gaps of up to `bridge` bytes between chunks), and each
+    /// distinct chunk of the window once.
+    pub(super) fn plan(&mut self, max_range: u64, bridge: u64) {
         self.uses.sort_unstable_by_key(Use::chunk_key);
         let mut i = 0;
         while i < self.uses.len() {
@@ -84,7 +85,11 @@ impl Window {
                 u64::from(u.offset) + u64::from(u.length),
             );
             match self.reads.last_mut() {
-                Some(r) if r.pack == u.pack && r.end == start && end - r.start <= max_range => {
+                Some(r)
+                    if r.pack == u.pack
+                        && (r.end..=r.end + bridge).contains(&start)
+                        && end - r.start <= max_range =>
+                {
                     r.end = end;
                     r.uses.end = j;
                 }
@@ -97,5 +102,52 @@ impl Window {
             }
             i = j;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn use_at(n: u8, offset: u32, length: u32) -> Use {
+        Use {
+            id: ChunkId([n; 32]),
+            pack: 0,
+            offset,
+            length,
+            size: length,
+            file: 0,
+            data_off: 0,
+        }
+    }
+
+    /// Chunks at 0, 1000 (a gap of 500 before it) and 100 000 (a gap of ~98 KB).
+    fn window() -> Window {
+        Window {
+            uses: vec![
+                use_at(3, 100_000, 10),
+                use_at(1, 0, 500),
+                use_at(2, 1000, 500),
+            ],
+            ..Window::default()
+        }
+    }
+
+    #[test]
+    fn gaps_are_read_through_only_up_to_the_bridge_and_the_range_limit() {
+        let spans = |w: &Window| w.reads.iter().map(|r| (r.start, r.end)).collect::<Vec<_>>();
+        let mut w = window();
+        w.plan(1 << 20, 0);
+        assert_eq!(spans(&w), [(0, 500), (1000, 1500), (100_000, 100_010)]);
+        let mut w = window();
+        w.plan(1 << 20, 1000);
+        assert_eq!(spans(&w), [(0, 1500), (100_000, 100_010)]);
+        let mut w = window();
+        w.plan(1 << 20, 128 << 10);
+        assert_eq!(spans(&w), [(0, 100_010)]);
+        assert_eq!(w.reads[0].uses, 0..3);
+        let mut w = window();
+        w.plan(50_000, 128 << 10);
+        assert_eq!(spans(&w), [(0, 1500), (100_000, 100_010)]);
     }
 }

@@ -1,4 +1,5 @@
-//! Reading a byte range of an age file without the rest of it (ranged pack reads).
+//! Reading a byte range of an age file without the rest of it (ranged pack reads), and
+//! writing a pack as one age file with the same cipher ([`seal_parts`]).
 //!
 //! An age file is a header (recipient stanzas and a MAC), a 16-byte nonce, then the payload in
 //! STREAM segments: 64 KiB of plaintext each, ChaCha20-Poly1305 with a 12-byte nonce made of an
@@ -10,17 +11,19 @@
 use std::ops::Range;
 
 use age::secrecy::ExposeSecret;
+use age_core::format::FileKey;
 use age_core::format::Stanza;
 use age_core::primitives::hkdf;
+use aws_lc_rs::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use base64::Engine;
-use chacha20poly1305::ChaCha20Poly1305;
-use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::ReaderKey;
 
 const SEGMENT: u64 = 64 * 1024;
+/// Plaintext bytes of a STREAM segment: the unit a ranged read decrypts.
+pub const SEGMENT_BYTES: u64 = SEGMENT;
 const TAG: u64 = 16;
 const SEALED_SEGMENT: u64 = SEGMENT + TAG;
 const NONCE: usize = 16;
@@ -48,7 +51,7 @@ pub enum StreamError {
 
 /// The payload key of one age file, for ranged reads of it.
 pub struct PackCipher {
-    aead: ChaCha20Poly1305,
+    aead: LessSafeKey,
     payload_start: u64,
 }
 
@@ -138,8 +141,10 @@ impl PackCipher {
             .map_err(|_| damaged("header MAC does not match"))?;
         let nonce = &head[header_end..payload_start];
         let payload_key = hkdf(nonce, b"payload", fk);
+        let key = UnboundKey::new(&CHACHA20_POLY1305, &payload_key)
+            .map_err(|_| damaged("payload key"))?;
         Ok(Self {
-            aead: ChaCha20Poly1305::new((&payload_key).into()),
+            aead: LessSafeKey::new(key),
             payload_start: payload_start as u64,
         })
     }
@@ -156,10 +161,11 @@ impl PackCipher {
 
     /// Decrypts the plaintext range `plain` from `ct`, the bytes
     /// [`Self::ciphertext_range`] named, of a file of `stored` bytes. Segments are decrypted in
-    /// place in one buffer; the range is a slice of it (no copy).
+    /// place when `ct` is not shared (a fresh read is not) and moved together over their tags;
+    /// the range is a slice of that buffer: no second buffer, no copy but the move.
     pub fn decrypt_range(
         &self,
-        ct: &[u8],
+        ct: bytes::Bytes,
         plain: &Range<u64>,
         stored: u64,
     ) -> Result<bytes::Bytes, StreamError> {
@@ -172,30 +178,144 @@ impl PackCipher {
             .ok_or_else(|| damaged("the stored object is shorter than its header"))?;
         let segments = payload.div_ceil(SEALED_SEGMENT).max(1);
         let first = plain.start / SEGMENT;
-        let mut out = Vec::with_capacity(ct.len());
-        for (n, sealed) in ct.chunks(SEALED_SEGMENT as usize).enumerate() {
-            let i = first + n as u64;
+        let mut buf = ct
+            .try_into_mut()
+            .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
+        let sealed_len = buf.len();
+        let (mut at, mut from, mut i) = (0, 0, first);
+        while from < sealed_len {
+            let end = (from + SEALED_SEGMENT as usize).min(sealed_len);
+            let fail = || damaged(&format!("segment {i} fails authentication"));
+            let body_len = (end - from).checked_sub(TAG as usize).ok_or_else(fail)?;
             let mut nonce = [0u8; 12];
             nonce[3..11].copy_from_slice(&i.to_be_bytes());
             nonce[11] = u8::from(i + 1 == segments);
-            let fail = || damaged(&format!("segment {i} fails authentication"));
-            let (body, tag) = sealed
-                .split_at_checked(sealed.len().wrapping_sub(TAG as usize))
-                .ok_or_else(fail)?;
-            let tag = chacha20poly1305::Tag::try_from(tag).map_err(|_| fail())?;
-            let at = out.len();
-            out.extend_from_slice(body);
+            let (body, tag) = buf[from..end].split_at_mut(body_len);
             self.aead
-                .decrypt_inout_detached((&nonce).into(), &[], (&mut out[at..]).into(), &tag)
+                .open_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::empty(),
+                    tag,
+                    body,
+                )
                 .map_err(|_| fail())?;
+            if at != from {
+                buf.copy_within(from..from + body_len, at);
+            }
+            at += body_len;
+            from = end;
+            i += 1;
         }
+        buf.truncate(at);
         let from = (plain.start - first * SEGMENT) as usize;
         let to = (plain.end - first * SEGMENT) as usize;
-        if to > out.len() || from > to {
+        if to > buf.len() || from > to {
             return Err(damaged("the range lies past the end of the plaintext"));
         }
-        Ok(bytes::Bytes::from(out).slice(from..to))
+        Ok(buf.freeze().slice(from..to))
     }
+}
+
+/// Encrypts the concatenation of `parts` (`len` bytes in all) to the writer key's recipients as
+/// one age v1 file, into memory. The age crate would do the same through its own
+/// ChaCha20-Poly1305, which runs at under half AWS-LC's speed here and made an encrypted
+/// backup fall below 90 % of a plain one (issue 17); the header comes from the age crate's
+/// recipients, the rest follows c2sp.org/age exactly, and the tests read the result with the
+/// age crate and the `age` CLI.
+pub fn seal_parts<'a>(
+    key: &super::WriterKey,
+    len: usize,
+    parts: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Vec<u8>, super::CryptoError> {
+    let fail = |what: &str| super::CryptoError::Encrypt(what.to_owned());
+    let mut random_failed = false;
+    let file_key = FileKey::init_with_mut(|k| random_failed = getrandom::fill(k).is_err());
+    let mut nonce = [0u8; NONCE];
+    if random_failed || getrandom::fill(&mut nonce).is_err() {
+        return Err(fail("the system's random source failed"));
+    }
+    let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
+    let segments = len.div_ceil(SEGMENT as usize).max(1);
+    let mut out = Vec::with_capacity(512 + NONCE + len + segments * TAG as usize);
+    out.extend_from_slice(VERSION_LINE);
+    for r in key.recipients() {
+        let (stanzas, _) = age::Recipient::wrap_file_key(r, &file_key)
+            .map_err(|e| super::CryptoError::Encrypt(e.to_string()))?;
+        for st in stanzas {
+            out.extend_from_slice(b"-> ");
+            out.extend_from_slice(st.tag.as_bytes());
+            for a in &st.args {
+                out.push(b' ');
+                out.extend_from_slice(a.as_bytes());
+            }
+            out.push(b'\n');
+            // The body in lines of 64 columns, the last one shorter (empty if need be).
+            let body = b64.encode(&st.body);
+            let mut rest = body.as_bytes();
+            loop {
+                let (line, tail) = rest.split_at(rest.len().min(64));
+                out.extend_from_slice(line);
+                out.push(b'\n');
+                rest = tail;
+                if line.len() < 64 {
+                    break;
+                }
+            }
+        }
+    }
+    out.extend_from_slice(b"---");
+    let fk = file_key.expose_secret();
+    let mac_key = hkdf(&[], b"header", fk);
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(&mac_key).map_err(|_| fail("header MAC key"))?;
+    mac.update(&out);
+    let tag = b64.encode(mac.finalize().into_bytes());
+    out.push(b' ');
+    out.extend_from_slice(tag.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(&nonce);
+    let payload_key = hkdf(&nonce, b"payload", fk);
+    let aead = LessSafeKey::new(
+        UnboundKey::new(&CHACHA20_POLY1305, &payload_key).map_err(|_| fail("payload key"))?,
+    );
+    // Segments are filled in place in `out` and sealed there; a full one is sealed only once
+    // more data follows, as the last one carries a flag.
+    let mut seg_start = out.len();
+    let mut counter = 0u64;
+    let mut written = 0usize;
+    let seal = |out: &mut Vec<u8>, from: usize, counter: u64, last: bool| {
+        let mut n = [0u8; 12];
+        n[3..11].copy_from_slice(&counter.to_be_bytes());
+        n[11] = u8::from(last);
+        let tag = aead
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(n),
+                Aad::empty(),
+                &mut out[from..],
+            )
+            .map_err(|_| fail("sealing a segment"))?;
+        out.extend_from_slice(tag.as_ref());
+        Ok::<_, super::CryptoError>(())
+    };
+    for mut part in parts {
+        written += part.len();
+        while !part.is_empty() {
+            if out.len() - seg_start == SEGMENT as usize {
+                seal(&mut out, seg_start, counter, false)?;
+                counter += 1;
+                seg_start = out.len();
+            }
+            let room = SEGMENT as usize - (out.len() - seg_start);
+            let (now, later) = part.split_at(part.len().min(room));
+            out.extend_from_slice(now);
+            part = later;
+        }
+    }
+    if written != len {
+        return Err(fail("the parts do not add up to the length given"));
+    }
+    seal(&mut out, seg_start, counter, true)?;
+    Ok(out)
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

@@ -70,7 +70,11 @@ fn ranges_decrypt_alone_and_match_the_whole() {
         for r in [0..l, 0..1, l - 1..l, l / 3..l / 2 + 1, 65_535.min(l - 1)..l] {
             let want = c.ciphertext_range(&r, stored);
             let got = c
-                .decrypt_range(&ct[want.start as usize..want.end as usize], &r, stored)
+                .decrypt_range(
+                    bytes::Bytes::copy_from_slice(&ct[want.start as usize..want.end as usize]),
+                    &r,
+                    stored,
+                )
                 .unwrap();
             assert_eq!(
                 got,
@@ -92,7 +96,41 @@ fn ranges_decrypt_alone_and_match_the_whole() {
     let r = 0..10;
     let want = c.ciphertext_range(&r, n as u64);
     assert!(matches!(
-        c.decrypt_range(&bad[want.start as usize..want.end as usize], &r, n as u64),
+        c.decrypt_range(
+            bytes::Bytes::copy_from_slice(&bad[want.start as usize..want.end as usize]),
+            &r,
+            n as u64,
+        ),
         Err(StreamError::Damaged(_))
     ));
+}
+
+#[test]
+fn sealed_parts_are_age_files_the_age_crate_reads_whole_and_by_range() {
+    let (reader, writer) = generate().unwrap();
+    const SEG: usize = 64 * 1024;
+    for n in [0, 1, SEG - 1, SEG, SEG + 1, 3 * SEG, 3 * SEG + 17] {
+        let plain = data(n);
+        // Parts of awkward sizes, so segments are filled across them.
+        let parts: Vec<&[u8]> = plain.chunks(1000 + n / 3).collect();
+        let ct = stream::seal_parts(&writer, n, parts).unwrap();
+        assert_eq!(decrypt_bytes(&reader, &ct).unwrap(), plain, "{n} bytes");
+        let c = PackCipher::open(&reader, &ct).unwrap();
+        let r = (n as u64 / 3)..(n as u64 - n as u64 / 5);
+        let want = c.ciphertext_range(&r, ct.len() as u64);
+        let got = c
+            .decrypt_range(
+                bytes::Bytes::copy_from_slice(&ct[want.start as usize..want.end as usize]),
+                &r,
+                ct.len() as u64,
+            )
+            .unwrap();
+        assert_eq!(
+            &got[..],
+            &plain[r.start as usize..r.end as usize],
+            "{n} bytes"
+        );
+    }
+    let e = stream::seal_parts(&writer, 5, [&b"abc"[..]]).unwrap_err();
+    assert!(e.to_string().contains("add up"), "{e}");
 }

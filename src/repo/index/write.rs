@@ -20,6 +20,8 @@ use crate::repo::ChunkerParams;
 
 /// Bytes of one spooled chunk reference: id, pack, offset, length, size.
 pub(crate) const CHUNK_RECORD: usize = 48;
+/// Where a record holds the chunk's pack offset.
+const OFFSET_AT: u64 = 36;
 
 /// An entry as spooled: a file's chunks are counted here and stored in the chunk spool.
 #[derive(Serialize, Deserialize)]
@@ -93,14 +95,36 @@ impl IndexWriter {
         Ok(())
     }
 
-    /// Appends the next chunk of the open file.
-    pub fn chunk(&mut self, c: &ChunkRef) -> io::Result<()> {
+    /// Appends the next chunk of the open file; returns its number, for
+    /// [`IndexWriter::move_chunks`].
+    pub fn chunk(&mut self, c: &ChunkRef) -> io::Result<u64> {
         let Some((_, n)) = self.open.as_mut() else {
             return Err(io::Error::other("index writer: a chunk outside a file"));
         };
         *n += 1;
+        let number = self.chunk_count;
         self.chunk_count += 1;
-        self.chunks.write_all(&encode_record(c))
+        self.chunks.write_all(&encode_record(c))?;
+        Ok(number)
+    }
+
+    /// Sets the pack offset of chunk references already written (by their numbers): a pack
+    /// whose chunks were shuffled once it was full.
+    pub fn move_chunks(&mut self, moves: impl IntoIterator<Item = (u64, u32)>) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.chunks.flush()?;
+        for (number, offset) in moves {
+            if number >= self.chunk_count {
+                return Err(io::Error::other(format!(
+                    "index writer: no chunk reference {number} to move"
+                )));
+            }
+            self.chunks.get_ref().write_all_at(
+                &offset.to_le_bytes(),
+                number * CHUNK_RECORD as u64 + OFFSET_AT,
+            )?;
+        }
+        Ok(())
     }
 
     /// Ends the open file, with its final size if it differs from the one given at its start.
