@@ -559,11 +559,20 @@ fn main() {
     print_rows(data_bytes, &rows);
     let (plain, sealed) = (&rows[0], &rows[1]);
     println!(
-        "\nencryption (lb+age vs lifeboat): full backup {:.0} %, incremental {:.0} %, restore {:.0} % of the unencrypted throughput; repository {:+.1} %",
+        "\nencryption, single runs above (lb+age vs lifeboat): full backup {:.0} %, incremental {:.0} %, restore {:.0} % of the unencrypted throughput; repository {:+.1} %",
         100.0 * plain.full.wall / sealed.full.wall,
         100.0 * plain.incr.wall / sealed.incr.wall,
         100.0 * plain.restore.wall / sealed.restore.wall,
         100.0 * (sealed.repo_full as f64 / plain.repo_full as f64 - 1.0),
+    );
+    for row in &rows {
+        let _ = std::fs::remove_dir_all(w(&format!("restore-{}", row.tool)));
+    }
+    encryption_ab(
+        data_bytes,
+        &w,
+        &src,
+        [(&repo, &idx_incr), (&repo_enc, &idx_incr_enc)],
     );
     if !restic || !borg {
         println!(
@@ -572,6 +581,110 @@ fn main() {
     }
     if std::env::var_os("LIFEBOAT_BENCH_KEEP").is_some() {
         println!("kept {}", work.keep().display());
+    }
+}
+
+/// Encryption off and on, in alternating order (ABBA…) over `LIFEBOAT_BENCH_AB_ROUNDS`
+/// rounds (default 5) after one round not counted: a full backup into a fresh repository and
+/// a restore of the incremental into a fresh directory each, every run after a `sync`.
+/// Repository and restore go to `LIFEBOAT_BENCH_AB_DIR` (default `/dev/shm` when it exists):
+/// on this kind of VM, writing 900 MB to ext4 took from 1 to 6 s from one run to the next
+/// (sys time, whatever the tool), which drowned the difference measured here; in memory, the
+/// runs are CPU-bound, the worst case for the ratio. Prints each run and the ratio of the
+/// medians (and of the best runs).
+fn encryption_ab(
+    data_bytes: u64,
+    w: &dyn Fn(&str) -> PathBuf,
+    src: &Path,
+    restore_from: [(&PathBuf, &PathBuf); 2],
+) {
+    let rounds: usize = std::env::var("LIFEBOAT_BENCH_AB_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let me = std::env::current_exe().unwrap();
+    let run = |encrypted: bool, args: &[&Path]| {
+        let mut c = Command::new(&me);
+        c.arg("--child").args(args);
+        if encrypted {
+            c.env("LIFEBOAT_BENCH_KEYS", w("keys"));
+        }
+        let _ = Command::new("sync").status();
+        measure(&mut c)
+    };
+    // [plain, encrypted] × runs
+    let mut full: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+    let mut restore: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+    let scratch_in = std::env::var_os("LIFEBOAT_BENCH_AB_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            Path::new("/dev/shm")
+                .is_dir()
+                .then(|| PathBuf::from("/dev/shm"))
+        })
+        .unwrap_or_else(|| w(""));
+    let scratch = tempfile::Builder::new()
+        .prefix("lifeboat-ab")
+        .tempdir_in(&scratch_in)
+        .unwrap();
+    let (repo, out, idx) = (
+        scratch.path().join("repo"),
+        scratch.path().join("restore"),
+        w("ab-index.json"),
+    );
+    for round in 0..=rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for v in order {
+            let _ = std::fs::remove_dir_all(&repo);
+            full[v].push(run(
+                v == 1,
+                &[Path::new("backup"), src, &repo, Path::new("-"), &idx],
+            ));
+        }
+        for v in order {
+            let _ = std::fs::remove_dir_all(&out);
+            std::fs::create_dir(&out).unwrap();
+            let (from, index) = restore_from[v];
+            restore[v].push(run(v == 1, &[Path::new("restore"), from, index, &out]));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&repo);
+    let _ = std::fs::remove_dir_all(&out);
+    // The warm-up round is not counted.
+    for v in [0, 1] {
+        full[v].remove(0);
+        restore[v].remove(0);
+    }
+    let median = |runs: &[Run], f: fn(&Run) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mbs = |runs: &[Run]| {
+        runs.iter()
+            .map(|r| format!("{:.0}", data_bytes as f64 / MB / r.wall))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "\nencryption off/on, {rounds} alternating rounds in {} (MB/s of each run; median wall, CPU s):",
+        scratch_in.display()
+    );
+    for (what, runs) in [("full backup", &full), ("restore", &restore)] {
+        let (p, e) = (&runs[0], &runs[1]);
+        let (pw, ew) = (median(p, |r| r.wall), median(e, |r| r.wall));
+        let best = |runs: &[Run]| runs.iter().map(|r| r.wall).fold(f64::INFINITY, f64::min);
+        println!(
+            "  {what:<11} lifeboat [{}] {:.2} s {:.2} CPU | lb+age [{}] {:.2} s {:.2} CPU | encrypted at {:.0} % of the unencrypted throughput (best runs: {:.0} %)",
+            mbs(p),
+            pw,
+            median(p, |r| r.cpu),
+            mbs(e),
+            ew,
+            median(e, |r| r.cpu),
+            100.0 * pw / ew,
+            100.0 * best(p) / best(e),
+        );
     }
 }
 
