@@ -14,7 +14,7 @@ use crate::cluster::job::{self, short_name};
 use crate::cluster::labels::CREDENTIALS_LABEL;
 use crate::cluster::labels::{temporary_labels, temporary_selector};
 use crate::cluster::lease;
-use crate::cluster::objects::{self, JOBS, Kind, PVCS, SECRETS};
+use crate::cluster::objects::{self, JOBS, Kind, PODS, PVCS, SECRETS};
 use crate::mover::JobReport;
 use crate::mover::credentials::MoverCredentials;
 use crate::mover::job::{Direction, MOUNT_PATH, MoverJob, VolumeJobs};
@@ -164,6 +164,13 @@ async fn fill_one(
     jobs: &VolumeJobs,
 ) -> VolumeResult {
     let t0 = Instant::now();
+    if f.again {
+        let wait = Duration::from_secs(jobs.settings.timeout_seconds.min(600));
+        if let Err(why) = wait_for_earlier_movers(client, &f.namespace, &f.pvc, wait).await {
+            tracing::warn!(ns = %f.namespace, pvc = %f.pvc, error = %why, "restoring volume data failed");
+            return failed(f, why);
+        }
+    }
     let name = short_name("lifeboat-restore", &[backup, &f.namespace, &f.pvc], &f.pvc);
     let lease_for = Duration::from_secs(jobs.settings.lease_seconds);
     let mut job = MoverJob {
@@ -257,6 +264,58 @@ async fn fill_one(
     r
 }
 
+/// Waits until no pod of an earlier mover still runs on the claim. A rerun empties the volume
+/// first: the pod of a Job deleted meanwhile (or of a restore killed without cleanup) may still
+/// be writing into it until its grace period ends, and would race the emptying. The interval
+/// grows from 100 ms to 2 s.
+async fn wait_for_earlier_movers(
+    client: &kube::Client,
+    ns: &str,
+    pvc: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let mut interval = Duration::from_millis(100);
+    loop {
+        let pods = objects::list(client, PODS, ns, Some(&temporary_selector()))
+            .await
+            .map_err(|e| format!("listing earlier mover pods: {e}"))?;
+        let busy: Vec<&str> = pods
+            .iter()
+            .filter(|p| still_mounts(p, pvc))
+            .filter_map(|p| p["metadata"]["name"].as_str())
+            .collect();
+        if busy.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "an earlier mover pod still runs on the claim after {}s ({}); wait for it to end \
+                 (or `kubectl -n {ns} delete pod {}`) and run the restore again",
+                timeout.as_secs(),
+                busy.join(", "),
+                busy.join(" ")
+            ));
+        }
+        tokio::time::sleep(interval.min(deadline.saturating_duration_since(Instant::now()))).await;
+        interval = (interval * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Whether `pod` mounts claim `pvc` and has not ended (a pod being deleted still runs).
+fn still_mounts(pod: &serde_json::Value, pvc: &str) -> bool {
+    let ended = matches!(
+        pod["status"]["phase"].as_str(),
+        Some("Succeeded" | "Failed")
+    );
+    let mounts = pod["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|v| v["persistentVolumeClaim"]["claimName"] == pvc);
+    mounts && !ended
+}
+
 /// The claims (in `ns`) a workload's pods mount: pod-template volumes, and for a StatefulSet the
 /// claims of its volumeClaimTemplates, as prefixes `<template>-<name>-`.
 fn mounted_claims(item: &PlanItem) -> (Vec<String>, Vec<String>) {
@@ -315,6 +374,30 @@ mod tests {
     use crate::restore::plan::{Action, plan_volumes};
     use crate::transform::Mappings;
     use serde_json::{Value, json};
+
+    #[test]
+    fn a_mover_pod_counts_until_it_ends_even_while_being_deleted() {
+        let pod = |phase: &str, claim: &str, deleting: bool| {
+            let mut p = serde_json::json!({
+                "metadata": {"name": "m"},
+                "spec": {"volumes": [
+                    {"name": "tmp", "emptyDir": {}},
+                    {"name": "data", "persistentVolumeClaim": {"claimName": claim}},
+                ]},
+                "status": {"phase": phase},
+            });
+            if deleting {
+                p["metadata"]["deletionTimestamp"] = "2026-12-07T00:00:00Z".into();
+            }
+            p
+        };
+        assert!(still_mounts(&pod("Running", "data-0", false), "data-0"));
+        assert!(still_mounts(&pod("Running", "data-0", true), "data-0"));
+        assert!(still_mounts(&pod("Pending", "data-0", false), "data-0"));
+        assert!(!still_mounts(&pod("Running", "data-1", false), "data-0"));
+        assert!(!still_mounts(&pod("Failed", "data-0", true), "data-0"));
+        assert!(!still_mounts(&pod("Succeeded", "data-0", false), "data-0"));
+    }
 
     fn item(kind: &str, ns: &str, name: &str, object: Value, action: Action) -> PlanItem {
         PlanItem {
