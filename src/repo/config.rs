@@ -50,7 +50,7 @@ pub struct Encryption {
     /// to: tells which identity reads this repository, without naming it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recipients: Vec<String>,
-    /// How chunk ids are made: `hmac-sha256` (keyed) when encrypted; absent means sha256.
+    /// How chunk ids are made: `blake3-keyed` when encrypted; absent means sha256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk_id: Option<String>,
     /// HMAC of a fixed label under the chunk-id key: a writer with another key is refused
@@ -110,6 +110,8 @@ impl RepoConfig {
     pub fn is_supported(&self) -> bool {
         self.format == "lifeboat"
             && self.version <= FORMAT_VERSION
-            && (self.encryption.scheme == "none" || self.encryption.scheme == super::crypto::SCHEME)
+            && (self.encryption.scheme == "none"
+                || (self.encryption.scheme == super::crypto::SCHEME
+                    && self.encryption.chunk_id.as_deref() == Some(super::crypto::CHUNK_ID_SCHEME)))
     }
 }

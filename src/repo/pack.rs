@@ -178,7 +178,7 @@ pub fn decode_chunk_into(
 }
 
 /// [`decode_chunk_into`] for a repository whose chunk ids are keyed (encrypted): the id is
-/// checked as the HMAC under `key` when given.
+/// checked as the keyed id under `key` when given.
 pub fn decode_chunk_keyed(
     stored: &[u8],
     size: u32,

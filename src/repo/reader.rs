@@ -150,8 +150,16 @@ impl RepoReader {
             return Err(RepoError::UnsupportedFormat {
                 location,
                 found: format!(
-                    "{} v{} (encryption {})",
-                    config.format, config.version, config.encryption.scheme
+                    "{} v{} (encryption {}{})",
+                    config.format,
+                    config.version,
+                    config.encryption.scheme,
+                    config
+                        .encryption
+                        .chunk_id
+                        .as_deref()
+                        .map(|c| format!(", chunk ids {c}"))
+                        .unwrap_or_default()
                 ),
                 supported: FORMAT_VERSION,
             });

@@ -70,6 +70,8 @@ async fn newer_format_or_unknown_encryption_is_refused() {
     for body in [
         r#"{"format":"lifeboat","version":2,"createdBy":"x","createdAt":"2026-01-01T00:00:00Z","chunker":{"algorithm":"a","minSize":1,"avgSize":2,"maxSize":3},"compression":"zstd","encryption":{"scheme":"none"}}"#,
         r#"{"format":"lifeboat","version":1,"createdBy":"x","createdAt":"2026-01-01T00:00:00Z","chunker":{"algorithm":"a","minSize":1,"avgSize":2,"maxSize":3},"compression":"zstd","encryption":{"scheme":"aes-256-gcm"}}"#,
+        // Chunk ids this build would not verify (an encrypted repository of another scheme).
+        r#"{"format":"lifeboat","version":1,"createdBy":"x","createdAt":"2026-01-01T00:00:00Z","chunker":{"algorithm":"a","minSize":1,"avgSize":2,"maxSize":3},"compression":"zstd","encryption":{"scheme":"age-x25519-v1","recipients":["sha256:00"],"chunkId":"hmac-sha256","chunkIdKeyCheck":"00"}}"#,
     ] {
         let store = memory("future");
         store

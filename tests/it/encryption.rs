@@ -245,7 +245,7 @@ async fn encrypted_round_trip_write_only_writer_identity_only_reader_and_no_cana
         serde_json::from_slice(&std::fs::read(r.path().join("repo/lifeboat.json")).unwrap())
             .unwrap();
     assert_eq!(config["encryption"]["scheme"], "age-x25519-v1", "{config}");
-    assert_eq!(config["encryption"]["chunkId"], "hmac-sha256", "{config}");
+    assert_eq!(config["encryption"]["chunkId"], "blake3-keyed", "{config}");
     let m2: Value = serde_json::from_slice(
         &std::fs::read(r.path().join("repo/backups/v2/manifest.json")).unwrap(),
     )

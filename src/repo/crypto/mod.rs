@@ -19,8 +19,8 @@ use std::io::{Read, Write};
 
 /// The scheme name recorded in `lifeboat.json`.
 pub const SCHEME: &str = "age-x25519-v1";
-/// The chunk-id scheme of an encrypted repository: HMAC-SHA256 under the chunk-id key.
-pub const CHUNK_ID_SCHEME: &str = "hmac-sha256";
+/// The chunk-id scheme of an encrypted repository: keyed BLAKE3 (see `ChunkKey::chunk_id`).
+pub const CHUNK_ID_SCHEME: &str = "blake3-keyed";
 
 /// Why an object could not be decrypted.
 #[derive(Debug, thiserror::Error)]
