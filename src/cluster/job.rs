@@ -104,8 +104,7 @@ async fn wait(
     name: &str,
     timeout: Duration,
 ) -> Result<Result<(), String>, ClusterError> {
-    let deadline = std::time::Instant::now() + timeout;
-    let mut interval = Duration::from_millis(100);
+    let mut poll = objects::Poll::new(timeout);
     loop {
         let Some(j) = objects::get(client, JOBS, ns, name).await? else {
             return Ok(Err(format!("Job {ns}/{name} was deleted while it ran")));
@@ -137,14 +136,13 @@ async fn wait(
                 }
             }
         }
-        if std::time::Instant::now() >= deadline {
+        if poll.expired() {
             return Ok(Err(format!(
                 "Job {ns}/{name} did not finish within {}s",
                 timeout.as_secs()
             )));
         }
-        tokio::time::sleep(interval).await;
-        interval = (interval * 2).min(Duration::from_secs(2));
+        poll.next().await;
     }
 }
 

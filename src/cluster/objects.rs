@@ -192,8 +192,41 @@ fn url_encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// Polls `ready` on the object until it returns `Some`, the object disappears, or `timeout`.
-/// The poll interval grows from 100 ms to 2 s: quick for fast clusters, gentle on slow work.
+/// The pace of every wait on the cluster: polls 100 ms apart at first, doubling to 2 s (quick
+/// for fast clusters, gentle on slow work), never sleeping past the deadline.
+#[derive(Debug)]
+pub struct Poll {
+    deadline: Instant,
+    interval: Duration,
+}
+
+impl Poll {
+    /// A wait of at most `timeout` from now.
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            deadline: Instant::now() + timeout,
+            interval: Duration::from_millis(100),
+        }
+    }
+
+    /// Returns true if and only if the deadline has passed.
+    pub fn expired(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    /// Sleeps until the next poll.
+    pub async fn next(&mut self) {
+        tokio::time::sleep(
+            self.interval
+                .min(self.deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
+        self.interval = (self.interval * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Polls `ready` on the object until it returns `Some`, the object disappears, or `timeout`
+/// (at the pace of [`Poll`]).
 pub async fn wait_for<T>(
     client: &kube::Client,
     kind: Kind,
@@ -202,8 +235,7 @@ pub async fn wait_for<T>(
     timeout: Duration,
     mut ready: impl FnMut(&Value) -> Option<T>,
 ) -> Result<Result<T, WaitFailed>, ClusterError> {
-    let deadline = Instant::now() + timeout;
-    let mut interval = Duration::from_millis(100);
+    let mut poll = Poll::new(timeout);
     loop {
         match get(client, kind, ns, name).await? {
             None => return Ok(Err(WaitFailed::Gone)),
@@ -213,11 +245,10 @@ pub async fn wait_for<T>(
                 }
             }
         }
-        if Instant::now() >= deadline {
+        if poll.expired() {
             return Ok(Err(WaitFailed::Timeout(timeout)));
         }
-        tokio::time::sleep(interval.min(deadline.saturating_duration_since(Instant::now()))).await;
-        interval = (interval * 2).min(Duration::from_secs(2));
+        poll.next().await;
     }
 }
 

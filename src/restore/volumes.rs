@@ -266,16 +266,14 @@ async fn fill_one(
 
 /// Waits until no pod of an earlier mover still runs on the claim. A rerun empties the volume
 /// first: the pod of a Job deleted meanwhile (or of a restore killed without cleanup) may still
-/// be writing into it until its grace period ends, and would race the emptying. The interval
-/// grows from 100 ms to 2 s.
+/// be writing into it until its grace period ends, and would race the emptying.
 async fn wait_for_earlier_movers(
     client: &kube::Client,
     ns: &str,
     pvc: &str,
     timeout: Duration,
 ) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    let mut interval = Duration::from_millis(100);
+    let mut poll = objects::Poll::new(timeout);
     loop {
         let pods = objects::list(client, PODS, ns, Some(&temporary_selector()))
             .await
@@ -288,7 +286,7 @@ async fn wait_for_earlier_movers(
         if busy.is_empty() {
             return Ok(());
         }
-        if Instant::now() >= deadline {
+        if poll.expired() {
             return Err(format!(
                 "an earlier mover pod still runs on the claim after {}s ({}); wait for it to end \
                  (or `kubectl -n {ns} delete pod {}`) and run the restore again",
@@ -297,8 +295,7 @@ async fn wait_for_earlier_movers(
                 busy.join(" ")
             ));
         }
-        tokio::time::sleep(interval.min(deadline.saturating_duration_since(Instant::now()))).await;
-        interval = (interval * 2).min(Duration::from_secs(2));
+        poll.next().await;
     }
 }
 
