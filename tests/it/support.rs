@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Runs the lifeboat binary in `dir` with a clean environment for config and logs.
@@ -70,4 +70,28 @@ pub fn kubectl_present() -> bool {
         eprintln!("skipping: no kubectl ({})", kubectl_path().display());
     }
     found
+}
+
+/// Flips a byte of the last chunk of the last file with data that the local replica's index
+/// `replica/backups/<backup>/volumes/<ns>/<pvc>.json` lists (a later chunk: a mover has written
+/// files before it meets it). Returns the pack's path and its good bytes, to put back.
+pub fn damage_last_chunk(dir: &Path, backup: &str, ns: &str, pvc: &str) -> (PathBuf, Vec<u8>) {
+    let replica = dir.join("replica");
+    let index_path = replica.join(format!("backups/{backup}/volumes/{ns}/{pvc}.json"));
+    let index =
+        lifeboat::repo::index::VolumeIndex::from_json(&std::fs::read(index_path).unwrap()).unwrap();
+    let chunk = *index
+        .files()
+        .filter(|f| !f.chunks.is_empty())
+        .last()
+        .unwrap()
+        .chunks
+        .last()
+        .unwrap();
+    let pack = replica.join(index.packs[chunk.pack as usize].key());
+    let good = std::fs::read(&pack).unwrap();
+    let mut bad = good.clone();
+    bad[(chunk.offset + chunk.length / 2) as usize] ^= 0xff;
+    std::fs::write(&pack, bad).unwrap();
+    (pack, good)
 }

@@ -110,30 +110,7 @@ async fn a_rerun_after_a_failed_fill_finishes_the_job_through_real_control_plane
     let (ns, vol, dir) = backed_up(&r, "rerun").await;
 
     // Damage the replica's copy of the last chunk of the claim's last file with data.
-    let index = lifeboat::repo::index::VolumeIndex::from_json(
-        &std::fs::read(
-            dir.path()
-                .join(format!("replica/backups/b/volumes/{ns}/data-pg-0.json")),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let chunk = *index
-        .files()
-        .filter(|f| !f.chunks.is_empty())
-        .last()
-        .unwrap()
-        .chunks
-        .last()
-        .unwrap();
-    let pack = dir
-        .path()
-        .join("replica")
-        .join(index.packs[chunk.pack as usize].key());
-    let good = std::fs::read(&pack).unwrap();
-    let mut bad = good.clone();
-    bad[(chunk.offset + chunk.length / 2) as usize] ^= 0xff;
-    std::fs::write(&pack, bad).unwrap();
+    let (pack, good) = crate::support::damage_last_chunk(dir.path(), "b", &ns, "data-pg-0");
 
     let scope = ["--include-namespaces", ns.as_str()];
     let sts = format!("/apis/apps/v1/namespaces/{ns}/statefulsets/pg");

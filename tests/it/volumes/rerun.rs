@@ -67,27 +67,8 @@ async fn a_rerun_after_a_failed_fill_fills_the_claim_then_creates_its_workload_a
 
     // Damage the replica's copy of a chunk of data-postgres-1 (a later one: the mover has
     // written files before it meets it).
-    let index_path = regions
-        .path()
-        .join("replica/backups/b/volumes/db/data-postgres-1.json");
-    let index =
-        lifeboat::repo::index::VolumeIndex::from_json(&std::fs::read(index_path).unwrap()).unwrap();
-    let chunk = *index
-        .files()
-        .filter(|f| !f.chunks.is_empty())
-        .last()
-        .unwrap()
-        .chunks
-        .last()
-        .unwrap();
-    let pack = regions
-        .path()
-        .join("replica")
-        .join(index.packs[chunk.pack as usize].key());
-    let good = std::fs::read(&pack).unwrap();
-    let mut bad = good.clone();
-    bad[(chunk.offset + chunk.length / 2) as usize] ^= 0xff;
-    std::fs::write(&pack, bad).unwrap();
+    let (pack, good) =
+        crate::support::damage_last_chunk(regions.path(), "b", "db", "data-postgres-1");
 
     let secondary = &regions.secondary.client;
     let sts = "/apis/apps/v1/namespaces/db/statefulsets/postgres";
